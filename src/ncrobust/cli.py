@@ -1,0 +1,95 @@
+"""The ``ncrobust`` command line: one subcommand per job, each implemented in its own module.
+
+A command's module is imported only when that command runs, so ``ncrobust --help`` stays
+fast. Every module exposes ``add_arguments(parser)`` and ``run(args) -> int``. Bad input
+(any ``ValueError``, :class:`~ncrobust.errors.UsageError` included) is reported in one line
+and exits with status 2; the modules validate before they compute or write anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from typing import Protocol, cast
+
+from ncrobust import __version__
+from ncrobust.errors import TrainingDiverged
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("ncrobust.training.cli", "train ST / AT / TRADES with Neural Collapse tracked"),
+    "demo": ("ncrobust.demo", "the main job on the embedded default data (digits)"),
+    "measure": ("ncrobust.analysis.measure_cli", "measure NC of checkpoints or a run directory"),
+    "sweep": ("ncrobust.analysis.sweep", "run a grid of training runs, resuming where needed"),
+    "plot": ("ncrobust.analysis.plot_cli", "draw the paper's figures from run directories"),
+    "report": ("ncrobust.analysis.report", "write the findings report for run directories"),
+}
+
+BENCHMARKS: dict[str, tuple[str, str]] = {
+    "collapse": ("ncrobust.bench.collapse", "NC metric computation vs the released code's"),
+    "attacks": ("ncrobust.bench.attacks", "PGD-10 throughput vs the released code's attack"),
+    "train": ("ncrobust.bench.train", "training and measurement throughput vs the released loop"),
+}
+
+
+class CommandModule(Protocol):
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
+
+    def run(self, args: argparse.Namespace) -> int: ...
+
+
+def _load(module_name: str) -> CommandModule:
+    return cast(CommandModule, importlib.import_module(module_name))
+
+
+def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    """The full parser; only the module of the command named in ``argv`` is imported."""
+    parser = argparse.ArgumentParser(
+        prog="ncrobust",
+        description="Neural Collapse of standard, adversarial and TRADES training.",
+    )
+    parser.add_argument("--version", action="version", version=f"ncrobust {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    chosen = argv[0] if argv else None
+    for name, (module_name, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:
+            module = _load(module_name)
+            module.add_arguments(p)
+            p.set_defaults(_module=module)
+    bench = sub.add_parser("bench", help="benchmarks against the released code's approach")
+    bench_sub = bench.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
+    bench_chosen = argv[1] if chosen == "bench" and len(argv) > 1 else None
+    for name, (module_name, help_text) in BENCHMARKS.items():
+        p = bench_sub.add_parser(name, help=help_text, description=help_text)
+        if name == bench_chosen:
+            module = _load(module_name)
+            module.add_arguments(p)
+            p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ncrobust`` console script; returns the exit status."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(args_list)
+    args = parser.parse_args(args_list)
+    module: CommandModule = args._module
+    label = args.command if args.command != "bench" else f"bench {args.benchmark}"
+    try:
+        return int(module.run(args))
+    except ValueError as exc:
+        print(f"ncrobust {label}: error: {exc}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as exc:
+        print(f"ncrobust {label}: stopped: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"ncrobust {label}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
