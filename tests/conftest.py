@@ -1,0 +1,17 @@
+"""Shared test settings: deterministic CPU torch, no network, small thread pool."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("NCROBUST_OFFLINE", "1")
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(autouse=True)
+def _seed_torch() -> None:
+    """Every test starts from the same global RNG state."""
+    torch.manual_seed(0)
