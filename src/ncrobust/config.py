@@ -1,0 +1,328 @@
+"""Typed run configuration: defaults < preset < YAML file < flags, validated before any compute.
+
+One dataclass, :class:`TrainConfig`, is the single source of truth for a run. It is built
+from plain values (presets and YAML files are flat mappings of its field names), checked
+by :func:`validate`, and written back in full as the run directory's ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ncrobust.errors import UsageError
+
+MODES = ("st", "at", "trades")
+NORMS = ("linf", "l2")
+VIEWS = ("clean", "pgd", "train_adv", "gaussian", "targeted")
+SPLITS = ("train", "test")
+PRECISIONS = ("fp32", "bf16")
+
+# The paper's views per mode: ST measures fresh attacks; AT/TRADES measure the perturbed
+# inputs of the epoch's own training, and fresh PGD on the (smaller) test split only.
+DEFAULT_VIEWS: dict[str, tuple[str, ...]] = {
+    "st": ("clean", "pgd", "gaussian", "targeted"),
+    "at": ("clean", "train_adv", "pgd@test", "gaussian"),
+    "trades": ("clean", "train_adv", "pgd@test", "gaussian"),
+}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a training run and its measurements."""
+
+    # data and model
+    dataset: str = "digits"
+    data_dir: str | None = None
+    augment: bool = False
+    model: str = "small_cnn"
+    # objective and threat model (eps/alpha in [0,1] pixel units)
+    mode: str = "st"
+    norm: str = "linf"
+    eps: float = 8 / 255
+    alpha: float = 2 / 255
+    steps: int = 10
+    trades_beta: float = 6.0
+    trades_bn_eval: bool = False
+    # optimisation (the paper: SGD 0.1, momentum 0.9, wd 5e-4, drops at 25 % and 37.5 %)
+    epochs: int = 400
+    lr: float = 0.1
+    lr_milestones: list[float] = field(default_factory=lambda: [0.25, 0.375])
+    lr_gamma: float = 0.1
+    batch_size: int = 128
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    seed: int = 1
+    device: str = "auto"
+    precision: str = "fp32"
+    channels_last: bool = True
+    # measurement ("probes")
+    measure_every: int = 5
+    measure_batch_size: int = 512
+    views: list[str] = field(default_factory=list)  # empty: the mode's defaults
+    splits: list[str] = field(default_factory=lambda: list(SPLITS))
+    layers: list[str] = field(default_factory=lambda: ["penultimate"])
+    gaussian_std: float = 8 / 255
+    feature_cache_mb: int = 2048
+    # output
+    out: str = "runs/run"
+    checkpoint_every: int = 50
+    tensorboard: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain mapping of every field (lists copied), as written to ``config.yaml``."""
+        return dataclasses.asdict(self)
+
+    def probe_plan(self) -> list[tuple[str, str]]:
+        """(split, view) pairs to measure, in measurement order; clean train comes first."""
+        plan: list[tuple[str, str]] = []
+        for split in SPLITS:
+            if split not in self.splits:
+                continue
+            for spec in self.views:
+                view, _, only = spec.partition("@")
+                if only and only != split:
+                    continue
+                if view == "train_adv" and split != "train":
+                    continue
+                plan.append((split, view))
+        # the clean train means are every other view's reference: measure them first
+        if ("train", "clean") in plan:
+            plan.remove(("train", "clean"))
+            plan.insert(0, ("train", "clean"))
+        return plan
+
+
+CONFIG_FIELDS = {f.name: f for f in fields(TrainConfig)}
+_LIST_FIELDS = {"lr_milestones", "views", "splits", "layers"}
+_PIXEL_FIELDS = {"eps", "alpha", "gaussian_std"}
+
+
+def parse_pixels(value: object, name: str = "value") -> float:
+    """A pixel-unit amount given as a number or a fraction such as ``8/255``."""
+    if isinstance(value, bool):
+        raise UsageError(f"{name}: expected a number or k/255, got {value!r}")
+    if isinstance(value, int | float):
+        return float(value)
+    text = str(value).strip()
+    match = re.fullmatch(r"([0-9.eE+-]+)\s*/\s*([0-9.eE+-]+)", text)
+    try:
+        if match:
+            denominator = float(match.group(2))
+            if denominator == 0:
+                raise UsageError(f"{name}: division by zero in {text!r}")
+            return float(match.group(1)) / denominator
+        return float(text)
+    except ValueError as exc:
+        raise UsageError(f"{name}: expected a number or k/255, got {text!r}") from exc
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Convert a YAML/flag value to the field's type, with a clear message on failure."""
+    if name not in CONFIG_FIELDS:
+        known = ", ".join(sorted(CONFIG_FIELDS))
+        raise UsageError(f"unknown configuration key {name!r} (known: {known})")
+    default = getattr(TrainConfig(), name)
+    if name in _PIXEL_FIELDS:
+        return parse_pixels(value, name)
+    if name in _LIST_FIELDS:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple):
+            raise UsageError(f"{name}: expected a list or a comma-separated string")
+        items = [str(v).strip() for v in items if str(v).strip()]
+        if name == "lr_milestones":
+            return [parse_pixels(v, name) for v in items]
+        return items
+    if name == "data_dir":
+        return None if value in (None, "") else str(value)
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise UsageError(f"{name}: expected true/false, got {value!r}")
+    if isinstance(default, int):
+        try:
+            number = float(value)
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"{name}: expected an integer, got {value!r}") from exc
+        if not number.is_integer():
+            raise UsageError(f"{name}: expected an integer, got {value!r}")
+        return int(number)
+    if isinstance(default, float):
+        try:
+            return float(value)
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"{name}: expected a number, got {value!r}") from exc
+    return str(value)
+
+
+def apply_overrides(config: TrainConfig, values: Mapping[str, Any]) -> TrainConfig:
+    """A copy of ``config`` with ``values`` (field name -> raw value) coerced and applied."""
+    updates = {
+        key.replace("-", "_"): _coerce(key.replace("-", "_"), v) for key, v in values.items()
+    }
+    return dataclasses.replace(config, **updates)
+
+
+def available_presets() -> list[str]:
+    """Names of the bundled presets (``ncrobust/presets/*.yaml``)."""
+    folder = resources.files("ncrobust") / "presets"
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    """The raw mapping of a bundled preset."""
+    if name not in available_presets():
+        raise UsageError(f"unknown preset {name!r} (available: {', '.join(available_presets())})")
+    text = (resources.files("ncrobust") / "presets" / f"{name}.yaml").read_text()
+    return _mapping(yaml.safe_load(text), f"preset {name}")
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """The raw mapping of a YAML config file (a flat mapping of field names)."""
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"config file {p} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise UsageError(f"config file {p} is not valid YAML: {exc}") from exc
+    return _mapping(data, f"config file {p}")
+
+
+def _mapping(data: Any, where: str) -> dict[str, Any]:
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UsageError(f"{where}: expected a mapping of configuration keys")
+    return {str(k): v for k, v in data.items()}
+
+
+def build_config(
+    preset: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> TrainConfig:
+    """Defaults < preset < YAML file < overrides, then :func:`resolve` and :func:`validate`."""
+    config = TrainConfig()
+    if config_file is not None:
+        file_values = load_yaml(config_file)
+        preset = preset or file_values.pop("preset", None)
+        file_values.pop("preset", None)
+    else:
+        file_values = {}
+    if preset:
+        config = apply_overrides(config, load_preset(preset))
+    config = apply_overrides(config, file_values)
+    config = apply_overrides(config, overrides or {})
+    return validate(resolve(config))
+
+
+def resolve(config: TrainConfig) -> TrainConfig:
+    """Fill the fields whose defaults depend on others (views per mode)."""
+    views = list(config.views) or list(DEFAULT_VIEWS.get(config.mode, DEFAULT_VIEWS["st"]))
+    if views == ["all"]:
+        views = list(VIEWS)
+    return dataclasses.replace(config, views=views)
+
+
+def validate(config: TrainConfig) -> TrainConfig:
+    """Refuse every inconsistent or absurd setting with one clear message; return ``config``."""
+    from ncrobust.data import DATASETS
+    from ncrobust.models import available_models
+
+    def need(condition: bool, message: str) -> None:
+        if not condition:
+            raise UsageError(message)
+
+    need(
+        config.dataset in DATASETS,
+        f"unknown dataset {config.dataset!r} (known: {', '.join(DATASETS)})",
+    )
+    models = available_models()
+    need(config.model in models, f"unknown model {config.model!r} (known: {', '.join(models)})")
+    need(config.mode in MODES, f"unknown mode {config.mode!r} (known: {', '.join(MODES)})")
+    need(config.norm in NORMS, f"unknown norm {config.norm!r} (known: {', '.join(NORMS)})")
+    need(config.precision in PRECISIONS, f"unknown precision {config.precision!r} (fp32 or bf16)")
+    for name in ("eps", "alpha", "gaussian_std", "lr", "trades_beta", "weight_decay", "momentum"):
+        value = getattr(config, name)
+        need(
+            math.isfinite(value) and value >= 0, f"{name} must be a finite number >= 0, got {value}"
+        )
+    need(config.alpha > 0, f"alpha must be > 0, got {config.alpha}")
+    need(config.lr > 0, f"lr must be > 0, got {config.lr}")
+    if config.norm == "linf":
+        need(
+            config.eps <= 1,
+            f"eps={config.eps:g} is larger than the whole [0,1] pixel range for linf; "
+            f"write it as a fraction, e.g. --eps {config.eps:g}/255",
+        )
+        need(
+            config.alpha <= 1,
+            f"alpha={config.alpha:g} exceeds the [0,1] pixel range; "
+            f"e.g. --alpha {config.alpha:g}/255",
+        )
+    need(config.gaussian_std <= 1, f"gaussian_std={config.gaussian_std:g} exceeds the pixel range")
+    need(config.steps >= 1, f"steps must be >= 1, got {config.steps}")
+    need(config.epochs >= 1, f"epochs must be >= 1, got {config.epochs}")
+    need(config.batch_size >= 1, f"batch_size must be >= 1, got {config.batch_size}")
+    need(config.measure_batch_size >= 1, "measure_batch_size must be >= 1")
+    need(config.measure_every >= 1, f"measure_every must be >= 1, got {config.measure_every}")
+    need(config.checkpoint_every >= 0, "checkpoint_every must be >= 0 (0: only the last epoch)")
+    need(config.feature_cache_mb >= 0, "feature_cache_mb must be >= 0")
+    need(config.momentum < 1, f"momentum must be < 1, got {config.momentum}")
+    need(0 < config.lr_gamma <= 1, f"lr_gamma must be in (0, 1], got {config.lr_gamma}")
+    need(
+        all(0 < m < 1 for m in config.lr_milestones)
+        and list(config.lr_milestones) == sorted(config.lr_milestones),
+        "lr_milestones must be increasing fractions of the run in (0, 1), "
+        f"got {config.lr_milestones}",
+    )
+    need(bool(config.splits), "splits must not be empty")
+    for split in config.splits:
+        need(split in SPLITS, f"unknown split {split!r} (known: {', '.join(SPLITS)})")
+    need(bool(config.views), "views must not be empty")
+    for spec in config.views:
+        view, _, only = spec.partition("@")
+        need(view in VIEWS, f"unknown view {view!r} (known: {', '.join(VIEWS)}, or 'all')")
+        need(only in ("", *SPLITS), f"unknown split {only!r} in view {spec!r}")
+    need(bool(config.layers), "layers must not be empty (use 'penultimate' or 'all')")
+    need(bool(config.out), "out must name a directory")
+    return config
+
+
+def validate_layers(config: TrainConfig, available: list[str]) -> list[str]:
+    """The concrete tap names for ``config.layers`` on a model offering ``available``."""
+    if config.layers == ["all"]:
+        return list(available)
+    unknown = [name for name in config.layers if name not in available]
+    if unknown:
+        raise UsageError(
+            f"unknown layer(s) {', '.join(unknown)} for model {config.model!r} "
+            f"(available: {', '.join(available)}, or 'all')"
+        )
+    return list(config.layers)
+
+
+def write_config(config: TrainConfig, path: Path) -> None:
+    """Write the fully resolved config as YAML (atomically)."""
+    from ncrobust.runs import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def read_config(path: Path) -> TrainConfig:
+    """Load a run's ``config.yaml`` back into a :class:`TrainConfig` (unknown keys refused)."""
+    return apply_overrides(TrainConfig(), load_yaml(path))
