@@ -70,10 +70,11 @@ class TrainConfig:
     views: list[str] = field(default_factory=list)  # empty: the mode's defaults
     splits: list[str] = field(default_factory=lambda: list(SPLITS))
     layers: list[str] = field(default_factory=lambda: ["penultimate"])
+    final_layers: list[str] = field(default_factory=list)  # layers at the last epoch (empty: same)
     gaussian_std: float = 8 / 255
     feature_cache_mb: int = 2048
     # output
-    out: str = "runs/run"
+    out: str = ""  # empty: runs/<dataset>_<model>_<mode>_<norm>_eps<eps·255>_seed<seed>
     checkpoint_every: int = 50
     tensorboard: bool = False
 
@@ -102,7 +103,7 @@ class TrainConfig:
 
 
 CONFIG_FIELDS = {f.name: f for f in fields(TrainConfig)}
-_LIST_FIELDS = {"lr_milestones", "views", "splits", "layers"}
+_LIST_FIELDS = {"lr_milestones", "views", "splits", "layers", "final_layers"}
 _PIXEL_FIELDS = {"eps", "alpha", "gaussian_std"}
 
 
@@ -235,7 +236,14 @@ def resolve(config: TrainConfig) -> TrainConfig:
     views = list(config.views) or list(DEFAULT_VIEWS.get(config.mode, DEFAULT_VIEWS["st"]))
     if views == ["all"]:
         views = list(VIEWS)
-    return dataclasses.replace(config, views=views)
+    out = config.out or default_out(config)
+    return dataclasses.replace(config, views=views, out=out)
+
+
+def default_out(config: TrainConfig) -> str:
+    """The default run directory name, unique per setting and seed."""
+    c = config
+    return f"runs/{c.dataset}_{c.model}_{c.mode}_{c.norm}_eps{c.eps * 255:.6g}_seed{c.seed}"
 
 
 def validate(config: TrainConfig) -> TrainConfig:

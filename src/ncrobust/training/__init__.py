@@ -1,1 +1,19 @@
-"""ncrobust.training."""
+"""The training loop (ST / AT / TRADES), its measurement probes and checkpoints."""
+
+from ncrobust.training.checkpoint import load_checkpoint, save_checkpoint
+from ncrobust.training.probes import PerturbedSet, Prober, ProbeResult, ProbeSpec
+from ncrobust.training.schedule import piecewise_lr
+from ncrobust.training.trainer import is_measured, resume_config, train
+
+__all__ = [
+    "PerturbedSet",
+    "ProbeResult",
+    "ProbeSpec",
+    "Prober",
+    "is_measured",
+    "load_checkpoint",
+    "piecewise_lr",
+    "resume_config",
+    "save_checkpoint",
+    "train",
+]

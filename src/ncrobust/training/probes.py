@@ -1,0 +1,327 @@
+"""Measurement ("probes"): accuracy, loss and Neural Collapse of views of a split, per layer.
+
+A view is a version of a split's inputs: ``clean``; ``pgd`` (fresh untargeted PGD against the
+evaluated model); ``targeted`` (PGD towards (y + 1) mod C, whose NC is grouped by the target
+label as the paper does); ``gaussian`` (x + std * N(0, I)); ``train_adv`` (the perturbed inputs
+the epoch's own training used, handed in by the trainer). Every view runs in eval mode with
+large batches; one forward pass serves all requested layers; perturbed inputs are made once
+and cached so both NC passes see the same data; features are cached between the passes when
+they fit in ``cache_bytes`` and recomputed otherwise. The clean train set's class means of each
+layer are the reference of the NCC and simplex metrics of every other view.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ncrobust.attacks import gaussian, pgd, target_labels
+from ncrobust.collapse import AttackStatistics, CollapseAccumulator
+from ncrobust.data import Split
+from ncrobust.runs import OUTPUT_LAYER, metric_rows
+from ncrobust.runtime import autocast, eval_mode, make_generator
+
+# (inputs, layer names) -> (logits, {layer: features}); a TappedClassifier's forward with taps
+Extractor = Callable[[torch.Tensor, Sequence[str]], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+PERTURBED_VIEWS = ("pgd", "train_adv", "gaussian", "targeted")
+
+
+@dataclass
+class ProbeSpec:
+    """What to measure and with which threat model."""
+
+    plan: list[tuple[str, str]]  # (split, view) pairs
+    layers: list[str]
+    norm: str
+    eps: float
+    alpha: float
+    steps: int
+    gaussian_std: float = 8 / 255
+    batch_size: int = 512
+    cache_bytes: int = 2 << 30
+    seed: int = 0
+    precision: str = "fp32"
+    head_layer: str | None = "penultimate"  # the layer the final Linear reads
+    accuracy_only: list[tuple[str, str]] = field(default_factory=list)  # no NC, output rows only
+
+
+@dataclass
+class PerturbedSet:
+    """Inputs perturbed during training (the ``train_adv`` view) with their labels."""
+
+    inputs: torch.Tensor
+    labels: torch.Tensor
+
+
+@dataclass
+class ProbeResult:
+    """Tidy metric rows and Figure 7 statistics rows of one measurement."""
+
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    stats: list[dict[str, Any]] = field(default_factory=list)
+
+
+def derive_seed(*parts: object) -> int:
+    """A stable 63-bit seed from any parts (the same on every machine and Python run)."""
+    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+class Prober:
+    """Runs a :class:`ProbeSpec` against one model state."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        extractor: Extractor,
+        spec: ProbeSpec,
+        num_classes: int,
+        weight: torch.Tensor | None,
+        bias: torch.Tensor | None,
+        device: torch.device,
+    ) -> None:
+        self.model = model
+        self.extractor = extractor
+        self.spec = spec
+        self.num_classes = num_classes
+        self.weight = None if weight is None else weight.detach()
+        self.bias = None if bias is None else bias.detach()
+        self.device = device
+
+    def run(
+        self,
+        splits: Mapping[str, Split],
+        epoch: int,
+        train_adv: PerturbedSet | None = None,
+    ) -> ProbeResult:
+        """Measure every planned (split, view) at ``epoch``; the model's mode is restored after."""
+        result = ProbeResult()
+        plan = list(self.spec.plan)
+        needs_reference = any(view != "clean" or split != "train" for split, view in plan)
+        with eval_mode(self.model):
+            reference: dict[str, torch.Tensor] | None = None
+            if ("train", "clean") in plan or needs_reference:
+                reference = self._view(
+                    "train",
+                    "clean",
+                    splits["train"],
+                    epoch,
+                    None,
+                    None,
+                    result,
+                    record=("train", "clean") in plan,
+                )
+            clean_logits: dict[str, torch.Tensor] = {}
+            for split_name, view in [*plan, *self.spec.accuracy_only]:
+                if (split_name, view) == ("train", "clean"):
+                    continue
+                layers_off = (split_name, view) in self.spec.accuracy_only
+                if view == "train_adv":
+                    if train_adv is None:
+                        continue  # nothing was perturbed in this epoch's training
+                    split = Split(train_adv.inputs, train_adv.labels)
+                else:
+                    split = splits[split_name]
+                logits = self._view(
+                    split_name,
+                    view,
+                    split,
+                    epoch,
+                    reference,
+                    clean_logits.get(split_name),
+                    result,
+                    layers_off=layers_off,
+                )
+                if view == "clean" and logits is not None:
+                    clean_logits[split_name] = logits
+        return result
+
+    # -- one view -------------------------------------------------------------------------
+
+    def _view(
+        self,
+        split_name: str,
+        view: str,
+        split: Split,
+        epoch: int,
+        reference: dict[str, torch.Tensor] | None,
+        clean_logits: torch.Tensor | None,
+        result: ProbeResult,
+        record: bool = True,
+        layers_off: bool = False,
+    ) -> Any:
+        spec, device, n = self.spec, self.device, len(split)
+        layers = [] if layers_off else list(spec.layers)
+        labels = split.labels.to(device)
+        nc_labels = target_labels(labels, self.num_classes) if view == "targeted" else labels
+        generator = make_generator(derive_seed(spec.seed, epoch, split_name, view), device)
+        fresh = view in ("pgd", "targeted", "gaussian")
+        inputs = None
+        if fresh:
+            inputs = torch.empty((n, *split.images.shape[1:]), dtype=torch.float32, device=device)
+        accumulators = {
+            layer: CollapseAccumulator(
+                self.num_classes,
+                weight=self.weight if layer == spec.head_layer else None,
+                bias=self.bias if layer == spec.head_layer else None,
+                reference_means=None if reference is None else reference[layer],
+                device=device,
+            )
+            for layer in layers
+        }
+        statistics = {}
+        if view in PERTURBED_VIEWS and reference is not None:
+            statistics = {
+                layer: AttackStatistics(self.num_classes, reference[layer]) for layer in layers
+            }
+        logits_all = torch.empty((n, self.num_classes), dtype=torch.float32, device=device)
+        cache: dict[str, torch.Tensor] | None = None
+        totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss, correct, kl, hits
+
+        # pass 1: make the view's inputs, forward once for all layers, class counts and sums
+        for start in range(0, n, spec.batch_size):
+            stop = min(start + spec.batch_size, n)
+            x = self._inputs(view, split, start, stop, labels, generator, inputs)
+            with torch.no_grad():
+                logits, features = self.extractor(x, layers)
+            logits = logits.float()
+            logits_all[start:stop] = logits
+            y = labels[start:stop]
+            totals[0] += F.cross_entropy(logits, y, reduction="sum").double()
+            totals[1] += (logits.argmax(1) == y).sum()
+            if clean_logits is not None and view != "train_adv":
+                totals[2] += _kl_sum(clean_logits[start:stop], logits)
+            if view == "targeted":
+                totals[3] += (logits.argmax(1) == nc_labels[start:stop]).sum()
+            if cache is None and layers:
+                cache = self._allocate_cache(features, n)
+            for layer in layers:
+                feats = features[layer].flatten(1)
+                accumulators[layer].update(feats, nc_labels[start:stop], logits)
+                if layer in statistics:
+                    statistics[layer].update(feats, logits.argmax(1))
+                if cache is not None:
+                    cache[layer][start:stop] = feats
+
+        # pass 2: projected within-class spread and NCC agreement on the same inputs
+        for accumulator in accumulators.values():
+            accumulator.next_pass()
+        if layers and record:
+            for start in range(0, n, spec.batch_size):
+                stop = min(start + spec.batch_size, n)
+                if cache is not None:
+                    features = {layer: cache[layer][start:stop] for layer in layers}
+                else:
+                    x = self._stored_inputs(view, split, start, stop, inputs)
+                    with torch.no_grad():
+                        _, features = self.extractor(x, layers)
+                for layer in layers:
+                    accumulators[layer].update(
+                        features[layer].flatten(1), nc_labels[start:stop], logits_all[start:stop]
+                    )
+
+        if record:
+            output = {"accuracy": totals[1].item() / n, "loss": totals[0].item() / n}
+            if clean_logits is not None and view != "train_adv" and view != "clean":
+                output["kl"] = totals[2].item() / n
+            if view == "targeted":
+                output["target_accuracy"] = totals[3].item() / n
+            result.metrics += metric_rows(epoch, split_name, view, OUTPUT_LAYER, output)
+            for layer, accumulator in accumulators.items():
+                values = accumulator.compute()
+                result.metrics += metric_rows(epoch, split_name, view, layer, values)
+            for layer, stat in statistics.items():
+                result.stats += _stat_rows(epoch, split_name, view, layer, stat.compute())
+        if split_name == "train" and view == "clean":
+            return {layer: acc.means() for layer, acc in accumulators.items()}
+        return logits_all if view == "clean" else None
+
+    def _inputs(
+        self,
+        view: str,
+        split: Split,
+        start: int,
+        stop: int,
+        labels: torch.Tensor,
+        generator: torch.Generator,
+        store: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """The view's inputs for rows ``start:stop``, made (and stored) on first use."""
+        x = split.images[start:stop].to(self.device, non_blocking=True)
+        x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+        if view in ("clean", "train_adv"):
+            return x
+        spec = self.spec
+        y = labels[start:stop]
+        if view == "gaussian":
+            out = gaussian(x, spec.gaussian_std, generator=generator)
+        else:
+            with torch.enable_grad(), autocast(self.device, spec.precision):
+                out = pgd(
+                    self.model,
+                    x,
+                    y,
+                    norm=spec.norm,
+                    eps=spec.eps,
+                    alpha=spec.alpha,
+                    steps=spec.steps,
+                    targeted=view == "targeted",
+                    generator=generator,
+                )
+        assert store is not None
+        store[start:stop] = out
+        return out
+
+    def _stored_inputs(
+        self, view: str, split: Split, start: int, stop: int, store: torch.Tensor | None
+    ) -> torch.Tensor:
+        if store is not None:
+            return store[start:stop]
+        x = split.images[start:stop].to(self.device, non_blocking=True)
+        return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+
+    def _allocate_cache(
+        self, features: Mapping[str, torch.Tensor], n: int
+    ) -> dict[str, torch.Tensor] | None:
+        """Feature buffers for pass 2 when all layers fit in ``cache_bytes``, else None."""
+        widths = {layer: math.prod(f.shape[1:]) for layer, f in features.items()}
+        if 4 * n * sum(widths.values()) > self.spec.cache_bytes:
+            return None
+        return {
+            layer: torch.empty((n, width), dtype=torch.float32, device=self.device)
+            for layer, width in widths.items()
+        }
+
+
+def _kl_sum(clean_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Sum over rows of KL(softmax(clean) ‖ softmax(perturbed))."""
+    return F.kl_div(
+        F.log_softmax(logits, 1), F.log_softmax(clean_logits, 1), reduction="sum", log_target=True
+    ).double()
+
+
+def _stat_rows(
+    epoch: int, split: str, view: str, layer: str, values: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    rows = []
+    for statistic, per_class in values.items():
+        for c, value in enumerate(torch.as_tensor(per_class, dtype=torch.float64).tolist()):
+            rows.append(
+                {
+                    "epoch": epoch,
+                    "split": split,
+                    "view": view,
+                    "layer": layer,
+                    "class": c,
+                    "statistic": statistic,
+                    "value": value,
+                }
+            )
+    return rows

@@ -1,0 +1,97 @@
+"""Configuration: precedence, pixel fractions, presets, and refusal of bad settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ncrobust.config import (
+    TrainConfig,
+    available_presets,
+    build_config,
+    parse_pixels,
+    read_config,
+    write_config,
+)
+from ncrobust.errors import UsageError
+
+
+def test_pixel_fractions_and_numbers() -> None:
+    assert parse_pixels("8/255") == pytest.approx(8 / 255)
+    assert parse_pixels("1536 / 255") == pytest.approx(1536 / 255)
+    assert parse_pixels(0.25) == 0.25
+    assert parse_pixels("0.1") == 0.1
+    with pytest.raises(UsageError, match="k/255"):
+        parse_pixels("eight")
+    with pytest.raises(UsageError, match="division by zero"):
+        parse_pixels("8/0")
+
+
+def test_precedence_defaults_preset_file_flags(tmp_path: Path) -> None:
+    file = tmp_path / "c.yaml"
+    file.write_text("preset: cifar10-l2\nsteps: 7\nseed: 3\n")
+    config = build_config(config_file=file, overrides={"seed": "5", "mode": "at"})
+    assert config.dataset == "cifar10" and config.norm == "l2"  # from the preset
+    assert config.eps == pytest.approx(128 / 255) and config.alpha == pytest.approx(15 / 255)
+    assert config.steps == 7  # the file overrides the preset
+    assert config.seed == 5 and config.mode == "at"  # flags override the file
+    assert config.views == ["clean", "train_adv", "pgd@test", "gaussian"]  # the mode's default
+    assert config.out == "runs/cifar10_vgg11_bn_at_l2_eps128_seed5"
+
+
+def test_paper_presets_are_the_papers_settings() -> None:
+    assert {"cifar10-linf", "cifar100-l2", "imagenette-linf", "digits"} <= set(available_presets())
+    c = build_config("cifar100-linf")
+    assert (c.dataset, c.norm, c.steps, c.epochs) == ("cifar100", "linf", 10, 400)
+    assert (c.eps, c.alpha) == (pytest.approx(8 / 255), pytest.approx(2 / 255))
+    assert (c.lr, c.batch_size, c.momentum, c.weight_decay) == (0.1, 128, 0.9, 5e-4)
+    assert c.lr_milestones == [0.25, 0.375]
+    i = build_config("imagenette-l2")
+    assert (i.steps, i.eps, i.alpha) == (5, pytest.approx(1536 / 255), pytest.approx(360 / 255))
+
+
+def test_round_trip_through_yaml(tmp_path: Path) -> None:
+    config = build_config("digits", overrides={"views": "all", "layers": "all", "out": "x"})
+    write_config(config, tmp_path / "config.yaml")
+    assert read_config(tmp_path / "config.yaml") == config
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"dataset": "mnist"}, "unknown dataset 'mnist'"),
+        ({"model": "resnet50"}, "unknown model 'resnet50'"),
+        ({"mode": "fgsm"}, "unknown mode 'fgsm'"),
+        ({"norm": "l1"}, "unknown norm 'l1'"),
+        ({"views": "clean,adv"}, "unknown view 'adv'"),
+        ({"splits": "val"}, "unknown split 'val'"),
+        ({"eps": "-0.1"}, "eps must be finite and >= 0"),
+        ({"eps": "8"}, "--eps 8/255"),
+        ({"alpha": "2"}, "--alpha 2/255"),
+        ({"batch_size": "0"}, "batch_size must be >= 1"),
+        ({"epochs": "0"}, "epochs must be >= 1"),
+        ({"steps": "0"}, "steps must be >= 1"),
+        ({"lr_milestones": "0.5,0.25"}, "lr_milestones must be increasing"),
+        ({"batch_size": "1.5"}, "expected an integer"),
+        ({"trades_bn_eval": "maybe"}, "expected true/false"),
+        ({"precision": "fp16"}, "unknown precision"),
+        ({"nonsense": 1}, "unknown configuration key 'nonsense'"),
+    ],
+)
+def test_bad_settings_are_refused(overrides: dict[str, object], message: str) -> None:
+    with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        build_config("digits", overrides=overrides)
+
+
+def test_probe_plan_orders_reference_first_and_limits_views() -> None:
+    config = build_config(overrides={"views": "gaussian,clean,train_adv,pgd@test"})
+    assert config.probe_plan() == [
+        ("train", "clean"),
+        ("train", "gaussian"),
+        ("train", "train_adv"),
+        ("test", "gaussian"),
+        ("test", "clean"),
+        ("test", "pgd"),
+    ]
+    assert TrainConfig().probe_plan() == []  # unresolved: no views yet

@@ -1,0 +1,167 @@
+"""End-to-end training on digits: the promised table, resume, refusals, divergence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from ncrobust.cli import main
+from ncrobust.config import VIEWS, build_config
+from ncrobust.runs import RunDirectory
+from ncrobust.training import load_checkpoint, train
+from ncrobust.training.checkpoint import LAST
+
+FAST = [
+    "--dataset", "digits", "--model", "small_cnn", "--steps", "2", "--eps", "0.15",
+    "--alpha", "0.05", "--lr", "0.05", "--measure-batch-size", "2048", "--device", "cpu",
+    "--checkpoint-every", "2",
+]  # fmt: skip
+NC_METRICS = {
+    "nc1", "nc2_equinorm", "nc2_equiangular", "nc4", "nc2_equinorm_w", "nc2_equiangular_w",
+    "nc3", "nc3_frobenius",
+}  # fmt: skip
+REFERENCE_METRICS = {"ncc_match", "ncc_accuracy", "simplex_similarity", "angular_distance"}
+TIMINGS = {"seconds", "measure_seconds"}
+
+
+def _train(out: Path, *extra: str) -> int:
+    return main(["train", *FAST, "--out", str(out), "--quiet", *extra])
+
+
+@pytest.mark.parametrize("mode", ["st", "at", "trades"])
+def test_short_run_writes_every_promised_value(tmp_path: Path, mode: str) -> None:
+    out = tmp_path / mode
+    assert (
+        _train(out, "--mode", mode, "--epochs", "3", "--measure-every", "2", "--views", "all") == 0
+    )
+    run = RunDirectory(out)
+    assert run.is_complete() and run.config_path.is_file() and run.log_path.is_file()
+    table = run.read_metrics()
+    fit = table[table.view == "fit"]
+    assert sorted(fit.epoch.unique()) == [1, 2, 3]
+    expected_fit = {"loss", "accuracy", "lr", "seconds"} | (
+        {"ce_loss", "kl_loss"} if mode == "trades" else set()
+    )
+    assert expected_fit <= set(fit.metric)
+    probes = table[table.view != "fit"]
+    assert sorted(probes.epoch.unique()) == [0, 2, 3]  # epoch 0, every 2nd and the last
+    for epoch in (0, 2, 3):
+        rows = probes[probes.epoch == epoch]
+        for split in ("train", "test"):
+            for view in VIEWS:
+                if view == "train_adv" and split == "test":
+                    continue
+                here = rows[(rows.split == split) & (rows.view == view)]
+                out_metrics = set(here[here.layer == "output"].metric)
+                assert {"accuracy", "loss"} <= out_metrics, (epoch, split, view)
+                nc = set(here[here.layer == "penultimate"].metric)
+                assert nc >= NC_METRICS, (epoch, split, view, NC_METRICS - nc)
+                if (split, view) != ("train", "clean"):
+                    assert nc >= REFERENCE_METRICS, (epoch, split, view)
+        assert not rows[(rows.split == "test") & (rows.view == "train_adv")].size
+    assert table.value[~table.metric.isin(TIMINGS)].notna().all()
+    stats = run.read_stats()
+    assert set(stats.view) == {"pgd", "train_adv", "gaussian", "targeted"}
+    assert set(stats.statistic) >= {"predicted_count", "clean_mean_norm", "angle"}
+    counts = stats[(stats.statistic == "predicted_count") & (stats.epoch == 3)]
+    per_view = counts.groupby(["split", "view"]).value.sum()
+    assert per_view[("train", "pgd")] == 1437 and per_view[("test", "pgd")] == 360
+    checkpoints = sorted(p.name for p in run.checkpoint_dir.iterdir())
+    assert checkpoints == ["epoch-0000.safetensors", "epoch-0002.safetensors",
+                           "epoch-0003.safetensors", "last.safetensors"]  # fmt: skip
+
+
+def _comparable(table: pd.DataFrame) -> pd.DataFrame:
+    table = table[~table.metric.isin(TIMINGS)]
+    return table.sort_values(["epoch", "split", "view", "layer", "metric"]).reset_index(drop=True)
+
+
+@pytest.mark.parametrize("mode", ["at", "trades"])
+def test_resume_reproduces_the_uninterrupted_table(tmp_path: Path, mode: str) -> None:
+    args = ["--mode", mode, "--epochs", "4", "--measure-every", "2", "--views", "all"]
+    assert _train(tmp_path / "whole", *args) == 0
+    config = build_config(
+        overrides={
+            "dataset": "digits", "model": "small_cnn", "steps": 2, "eps": 0.15, "alpha": 0.05,
+            "lr": 0.05, "measure_batch_size": 2048, "device": "cpu", "checkpoint_every": 2,
+            "mode": mode, "epochs": 4, "measure_every": 2, "views": "all",
+            "out": str(tmp_path / "cut"),
+        }
+    )  # fmt: skip
+    run = train(config, progress=False, stop_after=3)
+    assert not run.is_complete()
+    # a kill after epoch 4's rows were appended but before its checkpoint: rows to be dropped
+    stale = run.read_metrics().query("epoch == 3").assign(epoch=4)
+    run.append(stale.to_dict("records"))
+    assert main(["train", "--resume", str(run.root), "--quiet"]) == 0
+    whole = _comparable(RunDirectory(tmp_path / "whole").read_metrics())
+    resumed = _comparable(run.read_metrics())
+    assert not resumed.duplicated(["epoch", "split", "view", "layer", "metric"]).any()
+    pd.testing.assert_frame_equal(whole, resumed)
+    pd.testing.assert_frame_equal(
+        RunDirectory(tmp_path / "whole").read_stats(), run.read_stats(), check_exact=True
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--dataset", "mnist"], "unknown dataset"),
+        (["--model", "resnet50"], "unknown model"),
+        (["--mode", "free"], "unknown mode"),
+        (["--norm", "l1"], "unknown norm"),
+        (["--views", "clean,fgsm"], "unknown view"),
+        (["--layers", "block9"], "unknown layer"),
+        (["--eps", "-1"], "eps must be"),
+        (["--eps", "8"], "8/255"),
+        (["--batch-size", "0"], "batch_size must be >= 1"),
+        (["--epochs", "0"], "epochs must be >= 1"),
+        (["--device", "cuda:7"], "cuda"),
+        (["--config", "/no/such.yaml"], "does not exist"),
+    ],
+)
+def test_bad_configuration_exits_2_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    out = tmp_path / "never"
+    assert _train(out, *args) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_existing_output_is_kept_unless_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    assert _train(out, "--epochs", "1") == 2
+    assert "--resume" in capsys.readouterr().err
+    assert (out / "precious.txt").read_text() == "keep me"
+    assert main(["train", "--resume", str(out)]) == 2  # not a run directory
+    assert (out / "precious.txt").read_text() == "keep me"
+    assert _train(out, "--epochs", "1", "--overwrite") == 0
+    assert not (out / "precious.txt").exists() and RunDirectory(out).is_complete()
+    assert main(["train", "--resume", str(out), "--epochs", "5"]) == 2
+    assert "cannot change it" in capsys.readouterr().err
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_state(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "boom"
+    assert _train(out, "--epochs", "3", "--lr", "1e30", "--measure-every", "1") == 1
+    err = capsys.readouterr().err
+    assert "non-finite training loss in epoch" in err
+    run = RunDirectory(out)
+    table = run.read_metrics()
+    last = load_checkpoint(run.checkpoint_dir / LAST)
+    bad_epoch = int(err.split("in epoch ")[1].split()[0])
+    assert last.epoch == bad_epoch - 1
+    assert table.epoch.max() == bad_epoch - 1 and not run.is_complete()
+    kept = table[(table.view != "fit") & ~table.metric.isin(TIMINGS)]
+    assert kept[kept.epoch == 0].value.notna().all()
+    assert all(torch.isfinite(t).all() for t in last.model_state.values())
