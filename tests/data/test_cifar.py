@@ -169,3 +169,20 @@ def test_unreachable_url_gives_one_clear_error(
         load_dataset("cifar100", data_dir=tmp_path / "fresh", download=True)
     message = str(caught.value)
     assert "missing.tar.gz" in message and str(tmp_path / "fresh") in message
+
+
+def test_corrupt_archive_is_downloaded_again_when_allowed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cifar_builder, register_source, http_root
+) -> None:
+    remote, base_url = http_root
+    fake = cifar_builder("cifar100", remote, np.random.default_rng(5))
+    register_source(
+        "cifar100", fake.archive, url=f"{base_url}/{fake.archive.name}", file_md5=fake.file_md5
+    )
+    monkeypatch.delenv("NCROBUST_OFFLINE", raising=False)
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / fake.archive.name).write_bytes(fake.archive.read_bytes()[:500])  # interrupted
+    dataset = load_dataset("cifar100", data_dir=root, download=True)
+    _check_roundtrip(dataset, fake)
+    assert (root / fake.archive.name).read_bytes() == fake.archive.read_bytes()

@@ -87,7 +87,8 @@ def read_cache(path: Path, image_shape: tuple[int, int, int] | None = None) -> D
             missing = set(_TENSORS) - set(stream.keys())
             if missing:
                 raise CacheError(f"missing tensors {sorted(missing)}")
-            tensors = {name: stream.get_tensor(name) for name in _TENSORS}
+            # get_tensor maps the file; the copy frees the data from later changes to the file
+            tensors = {name: stream.get_tensor(name).clone() for name in _TENSORS}
         class_names = tuple(str(name) for name in json.loads(metadata["class_names"]))
         train = Split(tensors["train_images"], tensors["train_labels"])
         test = Split(tensors["test_images"], tensors["test_labels"])

@@ -23,7 +23,7 @@ def how_to_get(source: ArchiveSource, root: Path) -> str:
     """The sentence telling a user how to put ``source`` in place by hand."""
     return (
         f"Download {source.url} (md5 {source.md5}) and put {source.filename} in {root}/ "
-        f"(choose the directory with data_dir or ${DATA_ENV}), or allow downloading."
+        f"(choose the directory with data_dir or ${DATA_ENV})."
     )
 
 
@@ -49,8 +49,7 @@ def ensure_archive(source: ArchiveSource, root: Path, download: bool) -> Path:
         if present:
             raise UsageError(
                 f"{source.title} archive {archive} is corrupt or incomplete (md5 differs from "
-                f"{source.md5}); {blocked}. Delete it and download it again: "
-                + how_to_get(source, root)
+                f"{source.md5}); {blocked}. Delete it, then: " + how_to_get(source, root)
             )
         raise UsageError(
             f"{source.title} not found: expected {archive} "
@@ -62,7 +61,9 @@ def ensure_archive(source: ArchiveSource, root: Path, download: bool) -> Path:
 
 
 def _why_no_download(download: bool) -> str:
-    return "downloading is off (download=False)" if not download else f"${OFFLINE_ENV} is set"
+    if not download:
+        return "downloading is off (download=False; pass download=True to fetch it)"
+    return f"downloading is off (${OFFLINE_ENV} is set; unset it to fetch it)"
 
 
 def _download(source: ArchiveSource, root: Path) -> None:
