@@ -1,0 +1,70 @@
+"""Per-class counts and float64 feature sums: the first pass of every NC statistic, mergeable
+and all-reducible across processes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+# Rows are converted to float64 a chunk at a time: a CPU chunk stays in cache, a GPU chunk is
+# large enough to keep the kernels busy; at least MIN_CHUNK_ROWS so a wide layer's stacked
+# projection matrix is not re-read for every few rows.
+CHUNK_ELEMENTS = {"cpu": 1 << 19, "cuda": 1 << 24}
+MIN_CHUNK_ROWS = 64
+
+
+def row_chunks(h: Tensor) -> Iterator[slice]:
+    """Row slices of ``h`` (n × p) sized for float64 conversion on its device."""
+    n, p = h.shape
+    budget = CHUNK_ELEMENTS.get(h.device.type, CHUNK_ELEMENTS["cuda"])
+    rows = max(MIN_CHUNK_ROWS, budget // max(p, 1))
+    for start in range(0, n, rows):
+        yield slice(start, min(start + rows, n))
+
+
+def sync_requested(sync: bool | None) -> bool:
+    """Whether to all-reduce: ``sync`` if given, else whether a process group of >1 is running."""
+    if sync is not None:
+        return sync
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def all_reduce_sum(tensor: Tensor) -> None:
+    """Sum ``tensor`` in place over the default process group."""
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+
+
+class ClassSums:
+    """Counts (C) and float64 sums (C × p) of features grouped by an integer label."""
+
+    def __init__(self, num_classes: int, num_features: int, device: torch.device) -> None:
+        self.num_classes = num_classes
+        self.num_features = num_features
+        self.counts = torch.zeros(num_classes, dtype=torch.int64, device=device)
+        self.sums = torch.zeros(num_classes, num_features, dtype=torch.float64, device=device)
+
+    def batch(self, h: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """Counts and float64 sums of one batch ``h`` (n × p, on the state's device)."""
+        sums = torch.zeros_like(self.sums)
+        for rows in row_chunks(h):
+            sums.index_add_(0, labels[rows], h[rows].to(torch.float64))
+        return torch.bincount(labels, minlength=self.num_classes), sums
+
+    def add(self, counts: Tensor, sums: Tensor) -> None:
+        """Add a batch's (or another accumulator's) counts and sums."""
+        self.counts += counts.to(self.counts.device)
+        self.sums += sums.to(self.sums.device)
+
+    def all_reduce(self) -> None:
+        """Sum counts and sums over all processes in one collective (counts exact below 2**53)."""
+        packed = torch.cat([self.counts.to(torch.float64)[:, None], self.sums], dim=1)
+        all_reduce_sum(packed)
+        self.counts = packed[:, 0].round().to(torch.int64)
+        self.sums = packed[:, 1:].contiguous()
+
+    def means(self) -> Tensor:
+        """Class means (C × p); rows of empty classes are NaN."""
+        return self.sums / self.counts.to(torch.float64)[:, None]

@@ -1,0 +1,432 @@
+"""The streaming, mergeable, exact Neural Collapse accumulator: two passes over the same data,
+O(C·p) memory, float64 sums, all-reduced under torch.distributed.
+
+Pass 1 (``update`` for every batch) collects per-class counts and sums. ``next_pass`` turns them
+into the class means μ_c, the count-weighted global mean μ_G and A = Λ^{-1/2} Uᵀ, where U Λ Uᵀ
+is the eigendecomposition of Σ_B = M Mᵀ / C. Pass 2 (``update`` again) needs one matmul per
+chunk of rows against the stacked rows [A; μ_c − μ_G; reference means; W]:
+
+* NC1 = Tr(Σ_B^† Σ_W) = (1/N) Σ_i ‖A (h_i − μ_{y_i})‖², computed as ‖A h_i − A μ_{y_i}‖²;
+* the nearest class centre argmin_c ‖h − μ_c‖² = argmin_c β_c − 2⟨h, μ_c − g⟩ with
+  β_c = ‖μ_c − g‖² + 2⟨g, μ_c − g⟩ for any fixed g (μ_G for the data's own means, the reference
+  set's global mean for reference means): ‖h‖² is the same for every c and drops out.
+
+Precision: features are converted to float64 a chunk at a time and every product and sum is
+float64. Centring the means inside the inner products keeps the rounding error of the NCC scores
+at eps·‖h‖·‖μ_c − g‖ instead of eps·‖h‖·‖μ_c‖ (post-ReLU features share a large common
+component), so the argmin agrees with a direct float64 ‖h − μ_c‖ except at exact ties.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from ncrobust.collapse import geometry
+from ncrobust.collapse._checks import (
+    as_feature_matrix,
+    as_labels,
+    as_logits,
+    as_matrix,
+    check_num_classes,
+    check_width,
+    empty_class_message,
+)
+from ncrobust.collapse._sums import ClassSums, all_reduce_sum, row_chunks, sync_requested
+
+NEEDS_EVERY_CLASS = "class means, nc1, nc2 and nc3 need every class"
+# layout of the pass-2 sums after the C per-class counts
+NC1_SUM, MISMATCH, REF_MATCH, REF_CORRECT, PREDICTED = range(5)
+
+
+@dataclass
+class _Finalised:
+    """Everything pass 2 and ``compute`` need, fixed by ``next_pass`` and never mutated."""
+
+    counts: Tensor  # C, int64
+    means: Tensor  # C×p
+    global_mean: Tensor  # p
+    centred: Tensor  # C×p, μ_c − μ_G
+    project: Tensor  # r×p, A = Λ^{-1/2} Uᵀ
+    projected_means: Tensor  # C×r, A μ_c
+    beta: Tensor  # C, NCC offsets of the data's own means
+    ref_centred: Tensor | None  # C×p, reference means minus the reference global mean
+    ref_global_mean: Tensor | None
+    ref_beta: Tensor | None
+    stacks: dict[bool, tuple[Tensor, dict[str, slice]]] = field(default_factory=dict)
+
+
+class CollapseAccumulator:
+    """Exact NC metrics of a data set streamed in batches over two passes.
+
+    ``update`` every batch, ``next_pass()``, ``update`` every batch again (same data, any batch
+    order or size), ``compute()``. ``weight``/``bias`` are the last linear layer (C×p, C); they
+    add the W metrics and, when no logits are given, the network's prediction argmax(W h + b).
+    ``reference_means`` (C×p) are the class means of a reference set S (e.g. the clean training
+    set, from another accumulator's ``means()``); they add ``ncc_accuracy``, ``ncc_match``,
+    ``simplex_similarity`` and ``angular_distance``. The reference simplex is centred by
+    ``reference_global_mean`` when given (pass ``global_mean()`` of the reference accumulator for
+    the exact count-weighted μ_G) and by the plain average of the reference means otherwise,
+    which is the same thing for class-balanced reference data.
+
+    State lives on ``device`` (default: the first batch's device). ``sync`` all-reduces the sums
+    in ``next_pass`` and ``compute``; by default it does so when a torch.distributed process
+    group of more than one process is initialised, so each process feeds its own shard.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        weight: Tensor | None = None,
+        bias: Tensor | None = None,
+        reference_means: Tensor | None = None,
+        reference_global_mean: Tensor | None = None,
+        device: torch.device | str | None = None,
+        sync: bool | None = None,
+    ) -> None:
+        self.num_classes = check_num_classes(num_classes)
+        num_features: int | None = None
+        self._width_source = ""
+        if weight is not None:
+            weight = as_matrix(weight, (num_classes, None), "weight", "num_classes × features")
+            num_features, self._width_source = weight.shape[1], "weight has"
+        if bias is not None:
+            if weight is None:
+                raise ValueError("bias given without weight")
+            bias = as_matrix(bias, (num_classes,), "bias", "one value per class")
+        if reference_means is not None:
+            reference_means = as_matrix(
+                reference_means,
+                (num_classes, num_features),
+                "reference_means",
+                "num_classes × features, the same features as weight",
+            )
+            num_features, self._width_source = reference_means.shape[1], "reference_means has"
+        if reference_global_mean is not None:
+            if reference_means is None:
+                raise ValueError("reference_global_mean given without reference_means")
+            reference_global_mean = as_matrix(
+                reference_global_mean, (num_features,), "reference_global_mean", "features"
+            )
+        if weight is not None and bias is None:
+            bias = torch.zeros(num_classes, dtype=torch.float64)
+        self._weight = weight
+        self._bias = bias
+        self._reference_means = reference_means
+        self._reference_global_mean = reference_global_mean
+        self._num_features = num_features
+        self._device: torch.device | None = None
+        self._sync = sync
+        self._stage = 1  # 1: pass 1, 2: pass 2, 3: computed
+        self._sums: ClassSums | None = None
+        self._final: _Finalised | None = None
+        self._second: Tensor | None = None
+        self._result: dict[str, float] | None = None
+        if device is not None:
+            self._bind(torch.device(device))
+
+    # -- public API ------------------------------------------------------------------------
+
+    @property
+    def num_features(self) -> int | None:
+        """p, the flattened feature width (None until known from weight, reference or data)."""
+        return self._num_features
+
+    @property
+    def current_pass(self) -> int:
+        """1 before ``next_pass()``, 2 after it, 3 once ``compute()`` has run."""
+        return self._stage
+
+    def update(self, features: Tensor, labels: Tensor, logits: Tensor | None = None) -> None:
+        """Add a batch: features (n, ...) flattened per sample, labels (n,), logits (n, C).
+
+        Logits are the network's outputs for the batch; pass 2 uses their argmax as the
+        network's prediction (NC4, NCC match). Pass 1 checks their shape and otherwise ignores
+        them, so the same call can serve both passes.
+        """
+        if self._stage == 3:
+            raise ValueError("update() after compute(): this accumulator is finished")
+        h = as_feature_matrix(features)
+        n, p = h.shape
+        check_width(p, self._num_features, "features", self._width_source)
+        y = as_labels(labels, n, self.num_classes)
+        if logits is not None:
+            logits = as_logits(logits, n, self.num_classes)
+        if self._device is None:
+            self._bind(h.device)
+        assert self._device is not None
+        if self._num_features is None:
+            self._num_features, self._width_source = p, "earlier batches had"
+        h, y = h.to(self._device), y.to(self._device)
+        if self._stage == 1:
+            self._first_pass(h, y)
+        else:
+            self._second_pass(h, y, None if logits is None else logits.to(self._device))
+
+    def next_pass(self) -> None:
+        """End pass 1: all-reduce the sums, fix the means and the NC1 projection, open pass 2."""
+        if self._stage != 1:
+            raise ValueError(
+                "next_pass() called twice" if self._stage == 2 else "next_pass() after compute()"
+            )
+        if self._sums is None:
+            raise ValueError("next_pass() before any update(): pass 1 saw no sample")
+        if sync_requested(self._sync):
+            self._sums.all_reduce()
+        message = empty_class_message(self._sums.counts, NEEDS_EVERY_CLASS)
+        if message is not None:
+            raise ValueError(message)
+        self._final = self._finalise(self._sums)
+        self._second = torch.zeros(
+            self.num_classes + 5, dtype=torch.float64, device=self._sums.sums.device
+        )
+        self._stage = 2
+
+    def compute(self) -> dict[str, float]:
+        """The metrics as plain floats (see ``collapse_metrics`` for the keys); idempotent."""
+        if self._result is not None:
+            return dict(self._result)
+        if self._stage != 2:
+            raise ValueError("compute() before next_pass(): run pass 1, next_pass(), then pass 2")
+        final, second = self._final, self._second
+        assert final is not None and second is not None
+        if sync_requested(self._sync):
+            second = second.clone()
+            all_reduce_sum(second)
+        c = self.num_classes
+        counts2 = second[:c].round().to(torch.int64)
+        if not torch.equal(counts2, final.counts):
+            raise ValueError(
+                f"pass 2 saw {int(counts2.sum())} samples with per-class counts that differ from "
+                f"pass 1's ({int(final.counts.sum())} samples): both passes must see the same data"
+            )
+        totals = second[c:]
+        n = final.counts.sum().to(torch.float64)
+        values: dict[str, Tensor] = {
+            "nc1": totals[NC1_SUM] / n,
+            "nc2_equinorm": geometry.equinorm(final.centred),
+            "nc2_equiangular": geometry.equiangular(final.centred),
+        }
+        if self._weight is not None:
+            values["nc2_equinorm_w"] = geometry.equinorm(self._weight)
+            values["nc2_equiangular_w"] = geometry.equiangular(self._weight)
+            values["nc3"] = geometry.nc3(self._weight, final.centred)
+            values["nc3_frobenius"] = geometry.nc3_frobenius(self._weight, final.centred)
+        predicted = int(totals[PREDICTED].round())
+        if 0 < predicted < int(n):
+            raise ValueError(
+                f"logits were given for {predicted} of {int(n)} pass-2 samples: give them for "
+                "every batch (or a weight) to get nc4 and ncc_match"
+            )
+        if predicted:
+            values["nc4"] = totals[MISMATCH] / n
+        if final.ref_centred is not None:
+            assert self._reference_means is not None and final.ref_global_mean is not None
+            if predicted:
+                values["ncc_match"] = totals[REF_MATCH] / n
+            values["ncc_accuracy"] = totals[REF_CORRECT] / n
+            values["simplex_similarity"] = geometry.simplex_similarity(
+                final.means, final.global_mean, self._reference_means, final.ref_global_mean
+            )
+            values["angular_distance"] = geometry.angular_distance(
+                final.means, self._reference_means
+            )
+        floats = torch.stack(list(values.values())).tolist()  # one device sync for all
+        self._result = dict(zip(values, floats, strict=True))
+        self._stage = 3
+        return dict(self._result)
+
+    def merge(self, other: CollapseAccumulator) -> None:
+        """Add ``other``'s sums to this accumulator; both must be in the same pass.
+
+        In pass 2 both must hold identical finalised means (e.g. ``other`` came from ``fork()``
+        of this accumulator, or both saw the same pass-1 data and merged it before
+        ``next_pass()``); otherwise their within-class spreads are not comparable.
+        """
+        if not isinstance(other, CollapseAccumulator):
+            raise TypeError(f"can only merge a CollapseAccumulator, got {type(other).__name__}")
+        if other is self:
+            raise ValueError("cannot merge an accumulator with itself")
+        if other.num_classes != self.num_classes:
+            raise ValueError(
+                f"cannot merge accumulators with {self.num_classes} and {other.num_classes} classes"
+            )
+        if 3 in (self._stage, other._stage):
+            raise ValueError("cannot merge an accumulator after compute()")
+        if other._stage != self._stage:
+            raise ValueError(
+                f"cannot merge an accumulator in pass {other._stage} into one in pass {self._stage}"
+            )
+        if None not in (self._num_features, other._num_features):
+            check_width(other._num_features or 0, self._num_features, "merged features", "this has")
+        for name in ("_weight", "_bias", "_reference_means", "_reference_global_mean"):
+            if not _same(getattr(self, name), getattr(other, name)):
+                raise ValueError(f"cannot merge accumulators with different {name.lstrip('_')}")
+        if self._stage == 1:
+            if other._sums is None:
+                return
+            if self._device is None:
+                self._bind(other._sums.sums.device)
+            assert self._device is not None
+            if self._sums is None:
+                self._num_features = other._sums.num_features
+                self._width_source = other._width_source
+                self._sums = ClassSums(self.num_classes, other._sums.num_features, self._device)
+            self._sums.add(other._sums.counts, other._sums.sums)
+            return
+        assert self._final is not None and other._final is not None
+        assert self._second is not None and other._second is not None
+        if not torch.equal(self._final.means, other._final.means.to(self._final.means.device)):
+            raise ValueError(
+                "cannot merge pass-2 accumulators whose class means differ: pass 2 needs the "
+                "means of all the data (merge in pass 1, or fork() after next_pass())"
+            )
+        self._second += other._second.to(self._second.device)
+
+    def fork(self) -> CollapseAccumulator:
+        """A pass-2 accumulator with this one's finalised means and empty pass-2 sums.
+
+        Feed it part of the pass-2 data (e.g. in another worker) and ``merge`` it back.
+        """
+        if self._stage != 2:
+            raise ValueError("fork() needs an accumulator between next_pass() and compute()")
+        assert self._second is not None
+        twin = copy.copy(self)  # the finalised pass-1 state is shared: it is never mutated
+        twin._second = torch.zeros_like(self._second)
+        return twin
+
+    def means(self) -> Tensor:
+        """Class means μ_c (C×p, float64), available after ``next_pass()``."""
+        return self._finalised("means").means.clone()
+
+    def global_mean(self) -> Tensor:
+        """The count-weighted global mean μ_G (p, float64), available after ``next_pass()``."""
+        return self._finalised("global_mean").global_mean.clone()
+
+    def counts(self) -> Tensor:
+        """Samples per class (C, int64), available after ``next_pass()``."""
+        return self._finalised("counts").counts.clone()
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _bind(self, device: torch.device) -> None:
+        """Fix the state's device and move the constant inputs there."""
+        self._device = device
+        for name in ("_weight", "_bias", "_reference_means", "_reference_global_mean"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, value.to(device))
+
+    def _finalised(self, what: str) -> _Finalised:
+        if self._final is None:
+            raise ValueError(f"{what}() before next_pass(): means are fixed at the end of pass 1")
+        return self._final
+
+    def _first_pass(self, h: Tensor, y: Tensor) -> None:
+        if self._sums is None:
+            assert self._device is not None
+            self._sums = ClassSums(self.num_classes, h.shape[1], self._device)
+        counts, sums = self._sums.batch(h, y)
+        # a NaN or inf anywhere in the batch makes its class sum non-finite: one C×p check
+        if not bool(torch.isfinite(sums).all()):
+            raise ValueError("features contain NaN or inf values")
+        self._sums.add(counts, sums)
+
+    def _finalise(self, sums: ClassSums) -> _Finalised:
+        counts = sums.counts
+        means = sums.means()
+        global_mean = sums.sums.sum(dim=0) / counts.sum().to(torch.float64)
+        centred = means - global_mean
+        basis, eigenvalues = geometry.between_class_basis(centred)
+        project = (basis / eigenvalues.sqrt()).T.contiguous()
+        ref_centred = ref_global_mean = ref_beta = None
+        if self._reference_means is not None:
+            ref_global_mean = self._reference_global_mean
+            if ref_global_mean is None:
+                ref_global_mean = self._reference_means.mean(dim=0)
+            ref_centred = self._reference_means - ref_global_mean
+            ref_beta = _ncc_offsets(ref_centred, ref_global_mean)
+        return _Finalised(
+            counts=counts,
+            means=means,
+            global_mean=global_mean,
+            centred=centred,
+            project=project,
+            projected_means=means @ project.T,
+            beta=_ncc_offsets(centred, global_mean),
+            ref_centred=ref_centred,
+            ref_global_mean=ref_global_mean,
+            ref_beta=ref_beta,
+        )
+
+    def _stack(self, final: _Finalised, use_weight: bool) -> tuple[Tensor, dict[str, slice]]:
+        """The p×k matrix [A; μ_c − μ_G; reference; W]ᵀ of pass 2 and each block's columns."""
+        if use_weight not in final.stacks:
+            blocks = {"project": final.project, "own": final.centred}
+            if final.ref_centred is not None:
+                blocks["ref"] = final.ref_centred
+            if use_weight:
+                assert self._weight is not None
+                blocks["weight"] = self._weight
+            columns, start = {}, 0
+            for name, block in blocks.items():
+                columns[name] = slice(start, start + block.shape[0])
+                start += block.shape[0]
+            final.stacks[use_weight] = (torch.cat(list(blocks.values())).T.contiguous(), columns)
+        return final.stacks[use_weight]
+
+    def _second_pass(self, h: Tensor, y: Tensor, logits: Tensor | None) -> None:
+        final, second = self._final, self._second
+        assert final is not None and second is not None
+        use_weight = logits is None and self._weight is not None
+        matrix, cols = self._stack(final, use_weight)
+        partial = torch.zeros(5, dtype=torch.float64, device=second.device)
+        for rows in row_chunks(h):
+            out = h[rows].to(torch.float64) @ matrix  # the one matmul of the chunk
+            labels = y[rows]
+            residual = out[:, cols["project"]] - final.projected_means[labels]
+            partial[NC1_SUM] += residual.square().sum()
+            nearest = (final.beta - 2.0 * out[:, cols["own"]]).argmin(dim=1)
+            prediction = None
+            if logits is not None:
+                prediction = logits[rows].argmax(dim=1)
+            elif use_weight:
+                assert self._bias is not None
+                prediction = (out[:, cols["weight"]] + self._bias).argmax(dim=1)
+            if prediction is not None:
+                partial[MISMATCH] += (prediction != nearest).sum()
+            if final.ref_beta is not None:
+                nearest_ref = (final.ref_beta - 2.0 * out[:, cols["ref"]]).argmin(dim=1)
+                partial[REF_CORRECT] += (nearest_ref == labels).sum()
+                if prediction is not None:
+                    partial[REF_MATCH] += (prediction == nearest_ref).sum()
+        # NaN or inf features reach every column of the matmul, hence the NC1 sum
+        finite = torch.isfinite(partial[NC1_SUM])
+        if logits is not None:
+            finite = finite & torch.isfinite(logits).all()
+        if not bool(finite):
+            raise ValueError(
+                "features contain NaN or inf values"
+                if not bool(torch.isfinite(partial[NC1_SUM]))
+                else "logits contain NaN or inf values"
+            )
+        if logits is not None or use_weight:
+            partial[PREDICTED] = h.shape[0]
+        c = self.num_classes
+        second[:c] += torch.bincount(y, minlength=c)
+        second[c:] += partial
+
+
+def _ncc_offsets(centred: Tensor, centre: Tensor) -> Tensor:
+    """β_c = ‖μ_c − g‖² + 2⟨g, μ_c − g⟩: argmin_c ‖h − μ_c‖ = argmin_c β_c − 2⟨h, μ_c − g⟩."""
+    return centred.square().sum(dim=1) + 2.0 * (centred @ centre)
+
+
+def _same(a: Tensor | None, b: Tensor | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return a.shape == b.shape and torch.equal(a, b.to(a.device))
