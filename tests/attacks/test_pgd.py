@@ -149,3 +149,54 @@ def test_target_labels_is_the_class_balanced_shift() -> None:
         target_labels(y, 1)
     with pytest.raises(ValueError, match=r"\[0, 5\)"):
         target_labels(y, 5)
+
+
+@pytest.mark.parametrize("norm", NORMS)
+def test_under_bf16_autocast_the_update_stays_in_the_input_dtype(
+    make_model, make_batch, norm
+) -> None:
+    """CPU autocast exercises the same code path as the CUDA bf16 one."""
+    model = make_model(dtype=torch.float32)
+    x, y = make_batch(32, dtype=torch.float32)
+    eps, alpha = BUDGETS[norm]
+    kwargs = dict(norm=norm, eps=eps, alpha=alpha, steps=5, random_start=False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model(x).dtype == torch.bfloat16  # autocast is really on
+        x_adv = pgd(model, x, y, **kwargs)
+    assert x_adv.dtype == torch.float32
+    assert bool((_distance(x_adv - x, norm) <= eps * (1 + 1e-6)).all())
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    with torch.no_grad():
+        loss_clean = torch.nn.functional.cross_entropy(model(x), y)
+        loss_adv = torch.nn.functional.cross_entropy(model(x_adv), y)
+        loss_fp32_attack = torch.nn.functional.cross_entropy(model(pgd(model, x, y, **kwargs)), y)
+    assert loss_adv > loss_clean + 0.1
+    assert abs(float(loss_adv - loss_fp32_attack)) < 0.2 * float(loss_fp32_attack - loss_clean)
+
+
+class _SyncGuard(torch.nn.Module):
+    """Turns CUDA's sync debug mode to 'error' once the attack loop starts (first forward)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        torch.cuda.set_sync_debug_mode("error")
+        return self.model(x)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("norm", NORMS)
+def test_no_host_sync_inside_the_loop_on_cuda(make_model, make_batch, norm) -> None:
+    model = _SyncGuard(make_model(dtype=torch.float32).cuda())
+    x, y = make_batch(32, dtype=torch.float32)
+    x, y = x.cuda(), y.cuda()
+    eps, alpha = BUDGETS[norm]
+    g = torch.Generator(device="cuda").manual_seed(0)
+    try:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            x_adv = pgd(model, x, y, norm=norm, eps=eps, alpha=alpha, steps=3, generator=g)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert x_adv.dtype == torch.float32 and x_adv.is_cuda
