@@ -1,1 +1,58 @@
 """ncrobust.analysis."""
+
+from ncrobust.analysis.aggregate import (
+    RunGroup,
+    aggregate_eps_study,
+    aggregate_metrics,
+    aggregate_stats,
+    group_runs,
+)
+from ncrobust.analysis.drawing import MissingData, save_figure
+from ncrobust.analysis.findings import Finding, Thresholds, Verdict, evaluate_findings
+from ncrobust.analysis.loading import Run, find_run_dirs, load_run, load_runs
+from ncrobust.analysis.plots import (
+    FIGURES,
+    figure2,
+    figure3,
+    figure4,
+    figure7,
+    figure11,
+    figure12,
+    figure15,
+    figure16,
+    render_figures,
+    write_figures,
+)
+from ncrobust.analysis.report import write_report
+from ncrobust.analysis.study import Study
+
+__all__ = [
+    "FIGURES",
+    "Finding",
+    "MissingData",
+    "Run",
+    "RunGroup",
+    "Study",
+    "Thresholds",
+    "Verdict",
+    "aggregate_eps_study",
+    "aggregate_metrics",
+    "aggregate_stats",
+    "evaluate_findings",
+    "figure2",
+    "figure3",
+    "figure4",
+    "figure7",
+    "figure11",
+    "figure12",
+    "figure15",
+    "figure16",
+    "find_run_dirs",
+    "group_runs",
+    "load_run",
+    "load_runs",
+    "render_figures",
+    "save_figure",
+    "write_figures",
+    "write_report",
+]

@@ -1,0 +1,201 @@
+"""Shared drawing pieces of the paper's figures: a curve with its seed band, panel styling, saving.
+
+Figures are built on :class:`matplotlib.figure.Figure` directly (the Agg canvas, no pyplot
+state), so drawing works headless and in threads. A band is the mean ± std over seeds; its
+``PolyCollection`` is labelled ``_band:<curve label>`` (hidden from legends, found by tests).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+FORMATS = ("png", "pdf", "svg")
+PANEL_SIZE = (2.7, 1.9)  # inches per panel: readable at paper size with 8 pt text
+STYLE: dict[str, Any] = {
+    "font.size": 8,
+    "axes.titlesize": 8,
+    "axes.labelsize": 8,
+    "legend.fontsize": 6.5,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+}
+# one colour per kind of data, the same in every figure
+COLORS = {
+    "clean": "tab:blue",
+    "perturbed": "tab:red",
+    "gaussian": "tab:green",
+    "targeted": "tab:purple",
+    "network": "0.3",
+}
+SPLIT_STYLES = {"train": "-", "test": "--"}
+BAND_PREFIX = "_band:"
+
+
+class MissingData(LookupError):
+    """The data a figure needs was not measured; the figure is skipped with this reason."""
+
+
+def new_figure(rows: int, cols: int, title: str) -> tuple[Figure, np.ndarray]:
+    """A figure with a ``rows × cols`` grid of axes (always 2-D) sized for reading in print."""
+    fig = Figure(
+        figsize=(PANEL_SIZE[0] * cols + 0.4, PANEL_SIZE[1] * rows + 0.6),
+        layout="constrained",
+    )
+    axes = fig.subplots(rows, cols, squeeze=False)
+    fig.suptitle(title, fontsize=9)
+    for ax in axes.flat:
+        ax.tick_params(labelsize=STYLE["xtick.labelsize"])
+        ax.xaxis.label.set_size(STYLE["axes.labelsize"])
+        ax.yaxis.label.set_size(STYLE["axes.labelsize"])
+        ax.title.set_size(STYLE["axes.titlesize"])
+    return fig, axes
+
+
+def plot_curve(
+    ax: Axes,
+    x: Sequence[float] | np.ndarray,
+    mean: Sequence[float] | np.ndarray,
+    std: Sequence[float] | np.ndarray | None,
+    label: str,
+    color: str,
+    linestyle: str = "-",
+) -> Line2D:
+    """Draw ``mean`` against ``x`` and, where ``std`` is finite, the band mean ± std."""
+    x_arr = np.asarray(x, dtype=float)
+    y = np.asarray(mean, dtype=float)
+    marker = "o" if len(x_arr) <= 3 else None  # a curve of one or few points stays visible
+    (line,) = ax.plot(
+        x_arr,
+        y,
+        color=color,
+        linestyle=linestyle,
+        marker=marker,
+        markersize=3,
+        label=label,
+        linewidth=1.2,
+    )
+    if std is not None:
+        s = np.asarray(std, dtype=float)
+        finite = np.isfinite(s)
+        if finite.any():
+            band = ax.fill_between(
+                x_arr,
+                y - s,
+                y + s,
+                where=finite,
+                color=color,
+                alpha=0.2,
+                linewidth=0,
+                interpolate=False,
+            )
+            band.set_label(BAND_PREFIX + label)
+    return line
+
+
+def plot_series(
+    ax: Axes, curve: pd.DataFrame, label: str, color: str, linestyle: str = "-", x: str = "epoch"
+) -> Line2D | None:
+    """Draw one aggregated series (columns ``x, mean, std``); nothing if it is empty."""
+    if curve.empty:
+        return None
+    return plot_curve(
+        ax,
+        curve[x].to_numpy(dtype=float),
+        curve["mean"].to_numpy(dtype=float),
+        curve["std"].to_numpy(dtype=float),
+        label,
+        color,
+        linestyle,
+    )
+
+
+def style_panel(
+    ax: Axes, ylabel: str, xlabel: str | None = None, log: bool = False, title: str | None = None
+) -> None:
+    """Label a panel; log scale only when it holds positive data (else a note says why not)."""
+    ax.set_ylabel(ylabel)
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    if title:
+        ax.set_title(title, fontsize=STYLE["axes.titlesize"])
+    if not ax.get_lines():
+        ax.text(
+            0.5,
+            0.5,
+            "not measured",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+            color="0.5",
+            fontsize=STYLE["font.size"],
+        )
+        return
+    if log:
+        values = np.concatenate(
+            [np.asarray(line.get_ydata(), dtype=float) for line in ax.get_lines()]
+        )
+        if (values[np.isfinite(values)] > 0).any():
+            ax.set_yscale("log")
+    ax.grid(True, alpha=0.3, linewidth=0.5)
+
+
+def add_legend(ax: Axes, title: str | None = None, above: bool = False) -> None:
+    """A legend of the panel's labelled artists (bands excluded), if it has any.
+
+    ``above`` puts it over the panel (the column's key, titled with the column's runs) so it
+    never hides a curve.
+    """
+    handles, labels = ax.get_legend_handles_labels()
+    if not handles:
+        return
+    placement: dict[str, Any] = {"loc": "best"}
+    if above:
+        ncol = 2 if max(len(label) for label in labels) <= 24 else 1  # fits the panel width
+        placement = {"loc": "lower center", "bbox_to_anchor": (0.5, 1.02), "ncol": ncol}
+    legend = ax.legend(
+        handles,
+        labels,
+        frameon=False,
+        fontsize=STYLE["legend.fontsize"],
+        title=title,
+        title_fontsize=STYLE["axes.titlesize"],
+        **placement,
+    )
+    legend.set_in_layout(True)
+
+
+def save_figure(
+    fig: Figure, out_dir: str | Path, name: str, formats: Sequence[str] = ("png", "pdf")
+) -> list[Path]:
+    """Write ``fig`` as ``out_dir/name.<format>`` for each format; returns the written paths."""
+    formats = check_formats(formats)
+    if not name or "/" in name or name.startswith("."):
+        raise ValueError(f"figure name must be a plain file name, got {name!r}")
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for fmt in formats:
+        path = folder / f"{name}.{fmt}"
+        fig.savefig(path, format=fmt, dpi=150)
+        written.append(path)
+    return written
+
+
+def check_formats(formats: Sequence[str]) -> list[str]:
+    """The requested file formats, refused with a clear message when unknown or empty."""
+    chosen = [f.strip().lower().lstrip(".") for f in formats if f.strip()]
+    unknown = [f for f in chosen if f not in FORMATS]
+    if unknown or not chosen:
+        raise ValueError(
+            f"unknown figure format(s) {', '.join(unknown) or '(none given)'} "
+            f"(choose from {', '.join(FORMATS)})"
+        )
+    return list(dict.fromkeys(chosen))

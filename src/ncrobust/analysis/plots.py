@@ -1,0 +1,636 @@
+"""The paper's figures from a :class:`~ncrobust.analysis.study.Study`: one function per figure.
+
+Each function returns a :class:`matplotlib.figure.Figure` whose curves are the seed means
+(bands: mean ± std) of the aggregated tables, or raises :class:`MissingData` naming what was
+not measured. :func:`write_figures` draws a list of them into a folder and skips, with a
+logged note, those whose data is absent.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from ncrobust.analysis.aggregate import RunGroup, format_eps
+from ncrobust.analysis.drawing import (
+    COLORS,
+    SPLIT_STYLES,
+    MissingData,
+    add_legend,
+    check_formats,
+    new_figure,
+    plot_series,
+    save_figure,
+    style_panel,
+)
+from ncrobust.analysis.study import PENULTIMATE, Study, simplex_angle
+from ncrobust.errors import UsageError
+from ncrobust.runs import FIT_VIEW, OUTPUT_LAYER
+
+__all__ = [
+    "CAPTIONS",
+    "FIGURES",
+    "MissingData",
+    "figure2",
+    "figure3",
+    "figure4",
+    "figure7",
+    "figure11",
+    "figure12",
+    "figure15",
+    "figure16",
+    "render_figures",
+    "save_figure",
+    "write_figures",
+]
+
+log = logging.getLogger("ncrobust.analysis")
+
+# (metric, layer: "output" or the feature layer, y label, log scale) of the epoch-wise figures
+EVOLUTION_ROWS = (
+    ("accuracy", OUTPUT_LAYER, "accuracy", False),
+    ("loss", OUTPUT_LAYER, "loss (CE)", False),
+    ("nc1", PENULTIMATE, "NC1", True),
+    ("nc2_equinorm", PENULTIMATE, "NC2 equinorm", True),
+    ("nc2_equiangular", PENULTIMATE, "NC2 equiangular", True),
+    ("nc3", PENULTIMATE, "NC3", True),
+    ("nc4", PENULTIMATE, "NC4", False),
+)
+EPS_ROWS = tuple(row for row in EVOLUTION_ROWS if row[0] != "accuracy")
+SPLITS = ("train", "test")
+
+
+def _title(group: RunGroup) -> str:
+    seeds = len(group.runs)
+    return f"{group.label} ({seeds} seed{'s' if seeds != 1 else ''})"
+
+
+def _views(study: Study, label: str, split: str) -> list[tuple[str, str, str]]:
+    """(view, curve name, colour key) of the clean, perturbed and Gaussian curves of a split."""
+    out = []
+    if study.has(label, split, "clean"):
+        out.append(("clean", "clean", "clean"))
+    perturbed = study.perturbed_view(label, split)
+    if perturbed is not None:
+        out.append((perturbed, f"perturbed ({perturbed})", "perturbed"))
+    if study.has(label, split, "gaussian"):
+        out.append(("gaussian", "gaussian", "gaussian"))
+    return out
+
+
+def _layer(metric_layer: str, layer: str) -> str:
+    return OUTPUT_LAYER if metric_layer == OUTPUT_LAYER else layer
+
+
+# -- Figures 2 and 4: accuracy, loss and NC vs epoch ------------------------------------------
+
+
+def _evolution(
+    study: Study,
+    modes: Sequence[str],
+    title: str,
+    layer: str,
+    splits: Sequence[str],
+    kl_loss: bool,
+) -> Figure:
+    groups = [g for g in study.groups_of(modes) if study.has(g.label, "train", "clean", layer)]
+    if not groups:
+        names = "/".join(m.upper() for m in modes)
+        raise MissingData(f"no {names} run with {layer!r} NC measured on clean training data")
+    fig, axes = new_figure(len(EVOLUTION_ROWS), len(groups), title)
+    for col, group in enumerate(groups):
+        for row, (metric, where, ylabel, log_scale) in enumerate(EVOLUTION_ROWS):
+            ax = axes[row, col]
+            if kl_loss and metric == "loss":
+                _kl_panel(ax, study, group.label, splits)
+                ylabel = "KL(clean ‖ perturbed)"
+            else:
+                for split in splits:
+                    for view, name, colour in _views(study, group.label, split):
+                        curve = study.series(group.label, split, view, _layer(where, layer), metric)
+                        plot_series(
+                            ax, curve, f"{name} · {split}", COLORS[colour], SPLIT_STYLES[split]
+                        )
+            style_panel(
+                ax,
+                ylabel,
+                xlabel="epoch" if row == len(EVOLUTION_ROWS) - 1 else None,
+                log=log_scale,
+            )
+        add_legend(axes[0, col], _title(group), above=True)
+    return fig
+
+
+def _kl_panel(ax: Axes, study: Study, label: str, splits: Sequence[str]) -> None:
+    """TRADES' loss panel: the training objective's KL per epoch and the probes' KL per view."""
+    fit = study.series(label, "train", FIT_VIEW, OUTPUT_LAYER, "kl_loss")
+    plot_series(ax, fit, "perturbed (train_adv) · training KL", COLORS["perturbed"])
+    for split in splits:
+        for view, colour in (
+            ("pgd", "perturbed"),
+            ("gaussian", "gaussian"),
+            ("targeted", "targeted"),
+        ):
+            curve = study.series(label, split, view, OUTPUT_LAYER, "kl")
+            plot_series(ax, curve, f"{view} · {split}", COLORS[colour], SPLIT_STYLES[split])
+
+
+def figure2(study: Study, layer: str = PENULTIMATE, splits: Sequence[str] = SPLITS) -> Figure:
+    """Figure 2: accuracy, loss, NC1–NC4 vs epoch for ST and AT; clean / perturbed / Gaussian.
+
+    Perturbed is ``train_adv`` for AT when measured (the paper's choice), else ``pgd``; train
+    data solid, test dashed; NC1, NC2 and NC3 on log scale.
+    """
+    return _evolution(
+        study, ("st", "at"), "Figure 2 — accuracy, loss and NC, ST and AT", layer, splits, False
+    )
+
+
+def figure4(study: Study, layer: str = PENULTIMATE, splits: Sequence[str] = SPLITS) -> Figure:
+    """Figure 4: as Figure 2 for TRADES, with the KL term in the loss panel (as the paper)."""
+    return _evolution(
+        study, ("trades",), "Figure 4 — accuracy, KL loss and NC, TRADES", layer, splits, True
+    )
+
+
+# -- Figure 3: simplex similarity and angular distance to the clean simplex -------------------
+
+ANGLE_ROWS = (
+    ("simplex_similarity", "simplex similarity (rad)"),
+    ("angular_distance", "angular distance (rad)"),
+)
+
+
+def _compared_view(study: Study, group: RunGroup, split: str) -> str | None:
+    """ST: the targeted attack (grouped by target); AT/TRADES: the perturbed view."""
+    if group.mode == "st":
+        return "targeted" if study.has(group.label, split, "targeted") else None
+    return study.perturbed_view(group.label, split)
+
+
+def figure3(
+    study: Study,
+    layer: str = PENULTIMATE,
+    splits: Sequence[str] = SPLITS,
+    modes: Sequence[str] = ("st", "at"),
+) -> Figure:
+    """Figure 3: simplex similarity and non-centred angular distance to the clean train means.
+
+    ST compares targeted-attack class means (grouped by target) with the clean ones, AT the
+    perturbed (``train_adv``) class means; the dotted line is the simplex angle
+    arccos(-1/(C-1)) between two different classes.
+    """
+    groups = [
+        g
+        for g in study.groups_of(modes)
+        if any(
+            (view := _compared_view(study, g, s)) and study.has(g.label, s, view, layer)
+            for s in splits
+        )
+    ]
+    if not groups:
+        raise MissingData(
+            "no targeted view (ST) or perturbed view (AT) with NC measured: "
+            "measure --views including targeted / train_adv"
+        )
+    fig, axes = new_figure(len(ANGLE_ROWS), len(groups), "Figure 3 — distance to the clean simplex")
+    for col, group in enumerate(groups):
+        classes = study.num_classes(group.label)
+        for row, (metric, ylabel) in enumerate(ANGLE_ROWS):
+            ax = axes[row, col]
+            for split in splits:
+                view = _compared_view(study, group, split)
+                if view is None:
+                    continue
+                curve = study.series(group.label, split, view, layer, metric)
+                colour = "targeted" if view == "targeted" else "perturbed"
+                plot_series(
+                    ax, curve, f"{view} vs clean · {split}", COLORS[colour], SPLIT_STYLES[split]
+                )
+            if ax.get_lines() and classes and classes > 1:
+                ax.axhline(
+                    simplex_angle(classes),
+                    color="0.5",
+                    linestyle=":",
+                    linewidth=1,
+                    label=f"arccos(−1/(C−1)), C={classes}",
+                )
+            style_panel(
+                ax,
+                ylabel,
+                xlabel="epoch" if row == len(ANGLE_ROWS) - 1 else None,
+            )
+        add_legend(axes[0, col], _title(group), above=True)
+    return fig
+
+
+# -- Figure 7: the attack illustration, per class, at the last epoch --------------------------
+
+# (statistic names (first found is used), panel title, y label)
+STAT_PANELS = (
+    (("predicted_count", "counts"), "predicted labels of perturbed data", "examples"),
+    (("clean_mean_norm",), "norms of clean class means", "‖μ_c‖"),
+    (("predicted_mean_norm",), "norms of perturbed predicted-class means", "‖μ′_c‖"),
+    (("angle",), "angle between μ_c and μ′_c", "angle (rad)"),
+)
+
+
+def figure7(
+    study: Study,
+    view: str = "pgd",
+    split: str = "train",
+    layer: str = PENULTIMATE,
+    modes: Sequence[str] = ("st",),
+) -> Figure:
+    """Figure 7: predicted-label histogram, clean and predicted class-mean norms, and the angle
+    between clean and predicted class means of perturbed data, per class, at the last epoch.
+    """
+    stats = study.stats
+    chosen = stats[(stats["split"] == split) & (stats["view"] == view) & (stats["layer"] == layer)]
+    groups = [g for g in study.groups_of(modes) if (chosen["group"] == g.label).any()]
+    if not groups:
+        names = "/".join(m.upper() for m in modes)
+        raise MissingData(f"no attack statistics for view {view!r} on {split} data in {names} runs")
+    fig, axes = new_figure(len(groups), len(STAT_PANELS), "Figure 7 — untargeted attack, per class")
+    for row, group in enumerate(groups):
+        rows = chosen[chosen["group"] == group.label]
+        epoch = int(rows["epoch"].max())
+        rows = rows[rows["epoch"] == epoch]
+        classes = study.num_classes(group.label)
+        for col, (names, panel, ylabel) in enumerate(STAT_PANELS):
+            ax = axes[row, col]
+            statistic = next((n for n in names if (rows["statistic"] == n).any()), names[0])
+            data = rows[rows["statistic"] == statistic].sort_values("class")
+            std = data["std"].to_numpy(dtype=float)
+            ax.bar(
+                data["class"].to_numpy(),
+                data["mean"].to_numpy(dtype=float),
+                yerr=np.nan_to_num(std) if np.isfinite(std).any() else None,
+                color=COLORS["perturbed"] if statistic != "clean_mean_norm" else COLORS["clean"],
+                width=0.8,
+                capsize=1.5,
+                error_kw={"linewidth": 0.6},
+            )
+            if statistic == "angle" and classes and classes > 1:
+                ax.axhline(
+                    simplex_angle(classes),
+                    color="0.5",
+                    linestyle=":",
+                    linewidth=1,
+                    label="arccos(−1/(C−1))",
+                )
+                add_legend(ax)
+            ax.set_ylabel(ylabel)
+            ax.set_xlabel("class")
+            head = f"{_title(group)} · {view} on {split} · epoch {epoch}\n" if col == 0 else "\n"
+            ax.set_title(head + panel, loc="left", fontsize=8)
+    return fig
+
+
+# -- Figures 11 and 12: layerwise NC and NCC at the last layerwise epoch ----------------------
+
+
+def _layer_curve(
+    study: Study, label: str, epoch: int, split: str, view: str, metric: str, order: list[str]
+) -> pd.DataFrame:
+    """Columns ``depth, layer, mean, std`` of one metric along the layers (depth from 1)."""
+    rows = study.rows(label)
+    rows = rows[
+        (rows["epoch"] == epoch)
+        & (rows["split"] == split)
+        & (rows["view"] == view)
+        & (rows["metric"] == metric)
+        & rows["layer"].isin(order)
+    ]
+    depth = {name: i + 1 for i, name in enumerate(order)}
+    out = rows.assign(depth=rows["layer"].map(depth).astype("int64"))
+    out = out[np.isfinite(out["mean"].to_numpy(dtype=float))]
+    return out.sort_values("depth").loc[:, ["depth", "layer", "mean", "std"]]
+
+
+def _layerwise_columns(study: Study, modes: Sequence[str]) -> list[tuple[RunGroup, str, int]]:
+    columns = []
+    for group in study.groups_of(modes):
+        epoch = study.layerwise_epoch(group.label)
+        if epoch is None:
+            continue
+        columns += [(group, s, epoch) for s in SPLITS if study.has(group.label, s, "clean")]
+    if not columns:
+        raise MissingData(
+            "no layerwise measurement (more than one layer at one epoch): "
+            "train with --final-layers all or measure with --layers all"
+        )
+    return columns
+
+
+def _depth_axis(ax: Axes, order: list[str], with_labels: bool) -> None:
+    ax.set_xticks(range(1, len(order) + 1))
+    if with_labels:
+        ax.set_xticklabels(order, rotation=45, ha="right", fontsize=6)
+        ax.set_xlabel("layer (depth order)")
+    else:
+        ax.set_xticklabels([])
+
+
+LAYER_NC_ROWS = (
+    ("nc1", "NC1", True),
+    ("nc2_equinorm", "NC2 equinorm", True),
+    ("nc2_equiangular", "NC2 equiangular", True),
+    ("nc4", "NC4", False),
+)
+
+
+def figure11(study: Study, modes: Sequence[str] = ("st", "at")) -> Figure:
+    """Figure 11: NC1, NC2 and NC4 against layer depth, clean and perturbed, train and test."""
+    columns = _layerwise_columns(study, modes)
+    fig, axes = new_figure(len(LAYER_NC_ROWS), len(columns), "Figure 11 — layerwise NC")
+    for col, (group, split, epoch) in enumerate(columns):
+        order = study.layer_order(group.label)
+        for row, (metric, ylabel, log_scale) in enumerate(LAYER_NC_ROWS):
+            ax = axes[row, col]
+            for view, name, colour in _views(study, group.label, split):
+                if colour == "gaussian":
+                    continue
+                curve = _layer_curve(study, group.label, epoch, split, view, metric, order)
+                plot_series(ax, curve, name, COLORS[colour], x="depth")
+            last = row == len(LAYER_NC_ROWS) - 1
+            style_panel(
+                ax,
+                ylabel,
+                log=log_scale,
+            )
+            _depth_axis(ax, order, last)
+        add_legend(axes[0, col], f"{_title(group)} · {split} · epoch {epoch}", above=True)
+    return fig
+
+
+def _ncc_match(
+    study: Study, label: str, epoch: int, split: str, view: str, order: list[str]
+) -> pd.DataFrame:
+    curve = _layer_curve(study, label, epoch, split, view, "ncc_match", order)
+    if curve.empty and (split, view) == ("train", "clean"):
+        # the clean train means are this view's own means, so its NCC match is 1 - NC4
+        curve = _layer_curve(study, label, epoch, split, view, "nc4", order)
+        curve = curve.assign(mean=1.0 - curve["mean"])
+    return curve
+
+
+def figure12(study: Study, modes: Sequence[str] = ("st", "at")) -> Figure:
+    """Figure 12: NCC accuracy, NCC robustness (NCC accuracy on perturbed data) and NCC-network
+    matching against layer depth; dotted lines are the network's own accuracies.
+    """
+    columns = _layerwise_columns(study, modes)
+    fig, axes = new_figure(2, len(columns), "Figure 12 — layerwise NCC classifier")
+    for col, (group, split, epoch) in enumerate(columns):
+        order = study.layer_order(group.label)
+        views = [v for v in _views(study, group.label, split) if v[2] != "gaussian"]
+        acc_ax, match_ax = axes[0, col], axes[1, col]
+        for view, _, colour in views:
+            ncc_name = "NCC robustness" if colour == "perturbed" else "NCC accuracy"
+            curve = _layer_curve(study, group.label, epoch, split, view, "ncc_accuracy", order)
+            plot_series(acc_ax, curve, f"{ncc_name} ({view})", COLORS[colour], x="depth")
+            curve = _ncc_match(study, group.label, epoch, split, view, order)
+            plot_series(match_ax, curve, f"NCC–net match ({view})", COLORS[colour], x="depth")
+        if acc_ax.get_lines():
+            for view, _, colour in views:
+                net = study.value(group.label, split, view, OUTPUT_LAYER, "accuracy", epoch)
+                if math.isfinite(net):
+                    acc_ax.axhline(
+                        net,
+                        color=COLORS[colour],
+                        linestyle=":",
+                        linewidth=1,
+                        label=f"network accuracy ({view})",
+                    )
+        style_panel(acc_ax, "NCC accuracy")
+        style_panel(match_ax, "NCC–network matching")
+        _depth_axis(acc_ax, order, False)
+        _depth_axis(match_ax, order, True)
+        add_legend(acc_ax, f"{_title(group)} · {split} · epoch {epoch}", above=True)
+        add_legend(match_ax)
+    return fig
+
+
+# -- Figures 15 and 16: the small-eps study ---------------------------------------------------
+
+
+def _eps_colours(values: Iterable[float]) -> dict[float, str]:
+    ordered = sorted(set(values))
+    cmap = colormaps["viridis"]
+    span = max(len(ordered) - 1, 1)
+    return {v: _hex(cmap(0.85 * i / span)) for i, v in enumerate(ordered)}
+
+
+def _hex(rgba: tuple[float, float, float, float]) -> str:
+    return "#" + "".join(f"{round(255 * c):02x}" for c in rgba[:3])
+
+
+def _eps_series(
+    study: Study, label: str, eps: float, split: str, view: str, layer: str, metric: str
+) -> pd.DataFrame:
+    table = study.eps_study
+    rows = table[
+        (table["group"] == label)
+        & np.isclose(table["eps"].to_numpy(dtype=float), eps, rtol=0, atol=1e-9)
+        & (table["split"] == split)
+        & (table["view"] == view)
+        & (table["layer"] == layer)
+        & (table["metric"] == metric)
+    ]
+    rows = rows[np.isfinite(rows["mean"].to_numpy(dtype=float))]
+    return rows.sort_values("epoch").loc[:, ["epoch", "mean", "std", "n"]]
+
+
+def _at_eps_families(study: Study) -> list[list[RunGroup]]:
+    """AT groups that differ only in eps (and its step), each family with two or more eps."""
+    families: dict[tuple[object, ...], list[RunGroup]] = {}
+    for group in study.groups_of(("at",)):
+        settings = group.config.to_dict()
+        key = tuple(
+            (k, repr(v))
+            for k, v in settings.items()
+            if k not in ("eps", "alpha", "seed", "out", "device", "data_dir")
+        )
+        families.setdefault(key, []).append(group)
+    chosen = [
+        sorted(f, key=lambda g: g.config.eps)
+        for f in families.values()
+        if len({g.config.eps for g in f}) > 1
+    ]
+    if not chosen:
+        raise MissingData("no AT runs that differ only in their training eps")
+    return chosen
+
+
+def figure15(
+    study: Study,
+    eval_eps: float = 8 / 255,
+    split: str = "train",
+    layer: str = PENULTIMATE,
+    view: str = "pgd",
+) -> Figure:
+    """Figure 15: loss and NC vs epoch of AT runs trained at several eps (one colour each).
+
+    The perturbed column uses PGD at ``eval_eps`` from each run's ``eps_study.parquet`` when
+    present, else the run's own perturbed view at its training eps (said in the legend).
+    """
+    families = _at_eps_families(study)
+    title = "Figure 15 — AT trained at several eps"
+    fig, axes = new_figure(len(EPS_ROWS), 2 * len(families), title)
+    for f, family in enumerate(families):
+        colours = _eps_colours(g.config.eps for g in family)
+        for row, (metric, where, ylabel, log_scale) in enumerate(EPS_ROWS):
+            clean_ax, pert_ax = axes[row, 2 * f], axes[row, 2 * f + 1]
+            for group in family:
+                name = f"train eps={format_eps(group.config.eps)}"
+                colour = colours[group.config.eps]
+                where_layer = _layer(where, layer)
+                curve = study.series(group.label, split, "clean", where_layer, metric)
+                plot_series(clean_ax, curve, name, colour)
+                curve = _eps_series(study, group.label, eval_eps, split, view, where_layer, metric)
+                if curve.empty:
+                    own = study.perturbed_view(group.label, split)
+                    if own is None:
+                        continue
+                    curve = study.series(group.label, split, own, where_layer, metric)
+                    name = f"{name} ({own} at training eps)"
+                plot_series(pert_ax, curve, name, colour)
+            xlabel = "epoch" if row == len(EPS_ROWS) - 1 else None
+            style_panel(clean_ax, ylabel, xlabel, log_scale)
+            style_panel(pert_ax, ylabel, xlabel, log_scale)
+        base = family[0].label.split(" · eps=")[0]
+        add_legend(axes[0, 2 * f], f"{base} · clean · {split}", above=True)
+        perturbed = f"{base} · perturbed (eps={format_eps(eval_eps)}) · {split}"
+        add_legend(axes[0, 2 * f + 1], perturbed, above=True)
+    return fig
+
+
+def figure16(
+    study: Study, split: str = "train", layer: str = PENULTIMATE, view: str = "pgd"
+) -> Figure:
+    """Figure 16: loss and NC vs epoch of ST runs attacked at several eps (``eps_study.parquet``,
+    one colour per evaluation eps) next to clean data.
+    """
+    table = study.eps_study
+    groups = [
+        g
+        for g in study.groups_of(("st",))
+        if ((table["group"] == g.label) & (table["view"] == view)).any()
+    ]
+    if not groups:
+        raise MissingData(
+            "no small-eps study of an ST run: run `ncrobust measure --eps 2/255,4/255,8/255 RUN`"
+        )
+    fig, axes = new_figure(len(EPS_ROWS), len(groups), "Figure 16 — ST attacked at several eps")
+    for col, group in enumerate(groups):
+        rows = table[(table["group"] == group.label) & (table["view"] == view)]
+        eps_values = sorted(set(rows["eps"].astype(float)))
+        colours = _eps_colours(eps_values)
+        for row, (metric, where, ylabel, log_scale) in enumerate(EPS_ROWS):
+            ax = axes[row, col]
+            where_layer = _layer(where, layer)
+            curve = study.series(group.label, split, "clean", where_layer, metric)
+            plot_series(ax, curve, "clean", COLORS["clean"])
+            for eps in eps_values:
+                curve = _eps_series(study, group.label, eps, split, view, where_layer, metric)
+                plot_series(ax, curve, f"{view} eps={format_eps(eps)}", colours[eps])
+            style_panel(
+                ax,
+                ylabel,
+                "epoch" if row == len(EPS_ROWS) - 1 else None,
+                log_scale,
+            )
+        add_legend(axes[0, col], f"{_title(group)} · {split}", above=True)
+    return fig
+
+
+# -- registry and batch drawing ---------------------------------------------------------------
+
+FIGURES: dict[str, Callable[[Study], Figure]] = {
+    "fig2": figure2,
+    "fig3": figure3,
+    "fig4": figure4,
+    "fig7": figure7,
+    "fig11": figure11,
+    "fig12": figure12,
+    "fig15": figure15,
+    "fig16": figure16,
+}
+
+CAPTIONS = {
+    "fig2": "Figure 2: accuracy, loss and NC vs epoch for ST and AT on clean, perturbed and "
+    "Gaussian data (train solid, test dashed; mean ± std over seeds).",
+    "fig3": "Figure 3: simplex similarity and non-centred angular distance to the clean train "
+    "class means: targeted attack (ST), perturbed training data (AT).",
+    "fig4": "Figure 4: accuracy, KL loss and NC vs epoch for TRADES.",
+    "fig7": "Figure 7: untargeted attack per class at the last epoch: predicted labels, clean "
+    "and predicted class-mean norms, angle between them.",
+    "fig11": "Figure 11: layerwise NC1, NC2 and NC4, clean and perturbed, at the last "
+    "layerwise epoch.",
+    "fig12": "Figure 12: layerwise NCC accuracy, NCC robustness and NCC-network matching "
+    "(dotted: the network's own accuracy).",
+    "fig15": "Figure 15: AT trained at several eps (colour: training eps).",
+    "fig16": "Figure 16: ST attacked at several eps (colour: evaluation eps).",
+}
+
+
+def figure_names(names: Iterable[str]) -> list[str]:
+    """Validated figure names (``all`` expands to every figure), in the registry's order."""
+    chosen = {n.strip().lower() for n in names if n.strip()}
+    if not chosen or "all" in chosen:
+        return list(FIGURES)
+    unknown = sorted(chosen - set(FIGURES))
+    if unknown:
+        raise UsageError(
+            f"unknown figure(s) {', '.join(unknown)} (choose from {', '.join(FIGURES)} or all)"
+        )
+    return [n for n in FIGURES if n in chosen]
+
+
+def render_figures(
+    study: Study,
+    out_dir: str | Path,
+    names: Iterable[str] = tuple(FIGURES),
+    formats: Sequence[str] = ("png",),
+) -> tuple[dict[str, list[Path]], dict[str, str]]:
+    """Draw and save each named figure; returns ({name: files}, {name: reason skipped})."""
+    chosen = figure_names(names)
+    formats = check_formats(formats)
+    written: dict[str, list[Path]] = {}
+    skipped: dict[str, str] = {}
+    for name in chosen:
+        try:
+            fig = FIGURES[name](study)
+        except MissingData as exc:
+            skipped[name] = str(exc)
+            continue
+        written[name] = save_figure(fig, out_dir, name, formats)
+    return written, skipped
+
+
+def write_figures(
+    run_dirs: Iterable[str | Path] | Study,
+    out_dir: str | Path,
+    names: Iterable[str] = tuple(FIGURES),
+    formats: Sequence[str] = ("png",),
+) -> list[Path]:
+    """Draw the named figures of ``run_dirs`` into ``out_dir`` (e.g. ``DIR/figures``).
+
+    Figures whose data was not measured are skipped with a logged warning; the written files
+    are returned.
+    """
+    names = figure_names(names)
+    formats = check_formats(formats)
+    study = run_dirs if isinstance(run_dirs, Study) else Study.from_paths(run_dirs)
+    written, skipped = render_figures(study, out_dir, names, formats)
+    for name, reason in skipped.items():
+        log.warning("skipped %s: %s", name, reason)
+    return [path for paths in written.values() for path in paths]
