@@ -233,8 +233,9 @@ def test_balanced_data_drops_the_round_off_eigenvalue() -> None:
     features, labels, _ = make_data(500, 64, 10, seed=8)
     labels = torch.arange(10).repeat(50)
     means = class_means(features, labels, 10)
-    _, eigenvalues = between_class_basis(means - means.mean(0))
-    assert eigenvalues.numel() == 9
+    _, eigenvalues, keep = between_class_basis(means - means.mean(0))
+    assert eigenvalues.numel() == 10 and keep.sum() == 9 and not keep[-1]
+    assert eigenvalues[-1] < 1e-25 * eigenvalues[0]
 
 
 @pytest.mark.parametrize("scale", [0.01, 250.0])

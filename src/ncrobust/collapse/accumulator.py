@@ -2,14 +2,16 @@
 O(C·p) memory, float64 sums, all-reduced under torch.distributed.
 
 Pass 1 (``update`` for every batch) collects per-class counts and sums. ``next_pass`` turns them
-into the class means μ_c, the count-weighted global mean μ_G and A = Λ^{-1/2} Uᵀ, where U Λ Uᵀ
-is the eigendecomposition of Σ_B = M Mᵀ / C. Pass 2 (``update`` again) needs one matmul per
-chunk of rows against the stacked rows [A; μ_c − μ_G; reference means; W]:
+into the class means μ_c, the count-weighted global mean μ_G and the eigendecomposition
+Σ_B = M Mᵀ / C = U Λ Uᵀ (U: p×k, k = min(p, C), spanning every μ_c − μ_G). Pass 2 (``update``
+again) needs one matmul per chunk of rows, z = h [U, R, W] (R: the centred reference means; W
+only when no logits are given), and then works in k dimensions:
 
-* NC1 = Tr(Σ_B^† Σ_W) = (1/N) Σ_i ‖A (h_i − μ_{y_i})‖², computed as ‖A h_i − A μ_{y_i}‖²;
-* the nearest class centre argmin_c ‖h − μ_c‖² = argmin_c β_c − 2⟨h, μ_c − g⟩ with
-  β_c = ‖μ_c − g‖² + 2⟨g, μ_c − g⟩ for any fixed g (μ_G for the data's own means, the reference
-  set's global mean for reference means): ‖h‖² is the same for every c and drops out.
+* NC1 = Tr(Σ_B^† Σ_W) = (1/N) Σ_i ‖Λ^{-1/2} Uᵀ (h_i − μ_{y_i})‖² over the kept eigenvalues,
+  computed as ‖Λ^{-1/2} (Uᵀh_i − Uᵀμ_{y_i})‖²;
+* the nearest class centre argmin_c ‖h − μ_c‖² = argmin_c β_c − 2⟨Uᵀh, Uᵀ(μ_c − g)⟩ with
+  β_c = ‖μ_c − g‖² + 2⟨g, μ_c − g⟩ for g = μ_G: ‖h‖² is the same for every c and drops out,
+  and μ_c − g lies in the span of U. Reference means use their own columns and centre.
 
 Precision: features are converted to float64 a chunk at a time and every product and sum is
 float64. Centring the means inside the inner products keeps the rounding error of the NCC scores
@@ -50,8 +52,10 @@ class _Finalised:
     means: Tensor  # C×p
     global_mean: Tensor  # p
     centred: Tensor  # C×p, μ_c − μ_G
-    project: Tensor  # r×p, A = Λ^{-1/2} Uᵀ
-    projected_means: Tensor  # C×r, A μ_c
+    basis: Tensor  # p×k, U
+    inverse_sqrt: Tensor  # k, λ^{-1/2} for the eigenvalues Σ_B^† keeps, 0 for the others
+    basis_means: Tensor  # C×k, Uᵀμ_c
+    basis_centred: Tensor  # k×C, Uᵀ(μ_c − μ_G) as columns
     beta: Tensor  # C, NCC offsets of the data's own means
     ref_centred: Tensor | None  # C×p, reference means minus the reference global mean
     ref_global_mean: Tensor | None
@@ -341,8 +345,7 @@ class CollapseAccumulator:
         means = sums.means()
         global_mean = sums.sums.sum(dim=0) / counts.sum().to(torch.float64)
         centred = means - global_mean
-        basis, eigenvalues = geometry.between_class_basis(centred)
-        project = (basis / eigenvalues.sqrt()).T.contiguous()
+        basis, eigenvalues, keep = geometry.between_class_basis(centred)
         ref_centred = ref_global_mean = ref_beta = None
         if self._reference_means is not None:
             ref_global_mean = self._reference_global_mean
@@ -355,8 +358,10 @@ class CollapseAccumulator:
             means=means,
             global_mean=global_mean,
             centred=centred,
-            project=project,
-            projected_means=means @ project.T,
+            basis=basis,
+            inverse_sqrt=torch.where(keep, eigenvalues.rsqrt(), 0.0),
+            basis_means=means @ basis,
+            basis_centred=(centred @ basis).T.contiguous(),
             beta=_ncc_offsets(centred, global_mean),
             ref_centred=ref_centred,
             ref_global_mean=ref_global_mean,
@@ -364,19 +369,19 @@ class CollapseAccumulator:
         )
 
     def _stack(self, final: _Finalised, use_weight: bool) -> tuple[Tensor, dict[str, slice]]:
-        """The p×k matrix [A; μ_c − μ_G; reference; W]ᵀ of pass 2 and each block's columns."""
+        """The p×k′ matrix [U, reference means − g′, Wᵀ] of pass 2 and each block's columns."""
         if use_weight not in final.stacks:
-            blocks = {"project": final.project, "own": final.centred}
+            blocks = {"basis": final.basis}
             if final.ref_centred is not None:
-                blocks["ref"] = final.ref_centred
+                blocks["ref"] = final.ref_centred.T
             if use_weight:
                 assert self._weight is not None
-                blocks["weight"] = self._weight
+                blocks["weight"] = self._weight.T
             columns, start = {}, 0
             for name, block in blocks.items():
-                columns[name] = slice(start, start + block.shape[0])
-                start += block.shape[0]
-            final.stacks[use_weight] = (torch.cat(list(blocks.values())).T.contiguous(), columns)
+                columns[name] = slice(start, start + block.shape[1])
+                start += block.shape[1]
+            final.stacks[use_weight] = (torch.cat(list(blocks.values()), dim=1), columns)
         return final.stacks[use_weight]
 
     def _second_pass(self, h: Tensor, y: Tensor, logits: Tensor | None) -> None:
@@ -386,11 +391,12 @@ class CollapseAccumulator:
         matrix, cols = self._stack(final, use_weight)
         partial = torch.zeros(5, dtype=torch.float64, device=second.device)
         for rows in row_chunks(h):
-            out = h[rows].to(torch.float64) @ matrix  # the one matmul of the chunk
+            out = h[rows].to(torch.float64) @ matrix  # the one p-wide matmul of the chunk
             labels = y[rows]
-            residual = out[:, cols["project"]] - final.projected_means[labels]
+            coords = out[:, cols["basis"]]  # Uᵀh
+            residual = (coords - final.basis_means[labels]) * final.inverse_sqrt
             partial[NC1_SUM] += residual.square().sum()
-            nearest = (final.beta - 2.0 * out[:, cols["own"]]).argmin(dim=1)
+            nearest = (final.beta - 2.0 * (coords @ final.basis_centred)).argmin(dim=1)
             prediction = None
             if logits is not None:
                 prediction = logits[rows].argmax(dim=1)

@@ -13,20 +13,21 @@ import torch
 from torch import Tensor
 
 
-def between_class_basis(centred_means: Tensor) -> tuple[Tensor, Tensor]:
-    """U (p×r, orthonormal) and Λ (r) with Σ_B = M Mᵀ / C = U diag(Λ) Uᵀ, from a thin SVD of M/√C.
+def between_class_basis(centred_means: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Eigenvectors U (p×k, orthonormal, k = min(p, C)) and eigenvalues Λ (k) of Σ_B = M Mᵀ / C
+    from a thin SVD of M/√C, and the mask of the eigenvalues Σ_B^† keeps.
 
-    Eigenvalues are kept when λ > p · eps(float64) · λ_max: the default cutoff of
-    ``torch.linalg.pinv`` / ``scipy.linalg.pinv`` applied to the p×p Σ_B. Balanced or not, the
-    count-weighted centring makes M rank ≤ C−1, so the C-th singular value is round-off
-    (≈ eps · σ_max, i.e. λ ≈ eps² · λ_max) and always falls below the cutoff.
+    An eigenvalue is kept when λ > p · eps(float64) · λ_max: the default cutoff of
+    ``torch.linalg.pinv`` / ``scipy.linalg.pinv`` applied to the p×p Σ_B. The count-weighted
+    centring makes M rank ≤ C−1, so the C-th singular value is round-off (≈ eps · σ_max, i.e.
+    λ ≈ eps² · λ_max) and always falls below the cutoff. U spans every column of M, dropped
+    directions included, so ⟨h, μ_c − μ_G⟩ = ⟨Uᵀh, Uᵀ(μ_c − μ_G)⟩ exactly.
     """
     num_classes, p = centred_means.shape
     u, s, _ = torch.linalg.svd(centred_means.T / math.sqrt(num_classes), full_matrices=False)
     eigenvalues = s.square()
-    cutoff = p * torch.finfo(torch.float64).eps * eigenvalues.max()
-    keep = eigenvalues > cutoff
-    return u[:, keep], eigenvalues[keep]
+    keep = eigenvalues > p * torch.finfo(torch.float64).eps * eigenvalues.max()
+    return u, eigenvalues, keep
 
 
 def equinorm(vectors: Tensor) -> Tensor:

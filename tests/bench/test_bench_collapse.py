@@ -1,0 +1,23 @@
+"""Smoke test of ``ncrobust bench collapse --quick``."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from ncrobust.cli import main
+
+
+def test_quick_benchmark_runs_and_reports_a_ratio(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "collapse", "--quick", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"speed ratio \(extrapolated baseline / ours\): [0-9.]+x", out)
+    assert re.search(r"max relative difference [0-9.e+-]+ vs the baseline in float64", out)
+    assert "baseline skipped" in out  # the wide case says why
+
+
+def test_bad_sizes_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "collapse", "--classes", "10,x"]) == 2
+    assert "--classes" in capsys.readouterr().err
+    assert main(["bench", "collapse", "--classes", "1"]) == 2
