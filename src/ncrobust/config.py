@@ -115,15 +115,14 @@ def parse_pixels(value: object, name: str = "value") -> float:
         return float(value)
     text = str(value).strip()
     match = re.fullmatch(r"([0-9.eE+-]+)\s*/\s*([0-9.eE+-]+)", text)
+    parts = match.groups() if match else (text, "1")
     try:
-        if match:
-            denominator = float(match.group(2))
-            if denominator == 0:
-                raise UsageError(f"{name}: division by zero in {text!r}")
-            return float(match.group(1)) / denominator
-        return float(text)
+        numerator, denominator = (float(part) for part in parts)
     except ValueError as exc:
         raise UsageError(f"{name}: expected a number or k/255, got {text!r}") from exc
+    if denominator == 0:
+        raise UsageError(f"{name}: division by zero in {text!r}")
+    return numerator / denominator
 
 
 def _coerce(name: str, value: Any) -> Any:

@@ -25,6 +25,15 @@ OUTPUT_LAYER = "output"  # the layer name of accuracy / loss rows
 FIT_VIEW = "fit"  # rows about the optimisation itself (training loss, lr, seconds) per epoch
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _umask()
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same directory."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -34,6 +43,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -45,12 +55,14 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def _atomic_parquet(frame: pd.DataFrame, path: Path) -> None:
+def atomic_write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    """Write ``frame`` as parquet to ``path`` through a temporary file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         frame.to_parquet(tmp, index=False)
+        os.chmod(tmp, 0o666 & ~UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -150,12 +162,12 @@ class RunDirectory:
         new_stats = list(stats)
         if new_stats:
             frame = pd.concat([self.read_stats(), _typed(pd.DataFrame(new_stats), STATS_COLUMNS)])
-            _atomic_parquet(frame.reset_index(drop=True), self.stats_path)
+            atomic_write_parquet(frame.reset_index(drop=True), self.stats_path)
         if new_metrics:
             frame = pd.concat(
                 [self.read_metrics(), _typed(pd.DataFrame(new_metrics), METRIC_COLUMNS)]
             )
-            _atomic_parquet(frame.reset_index(drop=True), self.metrics_path)
+            atomic_write_parquet(frame.reset_index(drop=True), self.metrics_path)
 
     def truncate_after(self, epoch: int) -> None:
         """Drop rows of epochs later than ``epoch`` (work lost in an interrupted epoch)."""
@@ -166,7 +178,9 @@ class RunDirectory:
             if path.exists():
                 frame = reader()
                 if (frame["epoch"] > epoch).any():
-                    _atomic_parquet(frame[frame["epoch"] <= epoch].reset_index(drop=True), path)
+                    atomic_write_parquet(
+                        frame[frame["epoch"] <= epoch].reset_index(drop=True), path
+                    )
 
     def log(self, line: str) -> None:
         """Append one line to the human-readable log."""

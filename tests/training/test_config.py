@@ -66,7 +66,7 @@ def test_round_trip_through_yaml(tmp_path: Path) -> None:
         ({"norm": "l1"}, "unknown norm 'l1'"),
         ({"views": "clean,adv"}, "unknown view 'adv'"),
         ({"splits": "val"}, "unknown split 'val'"),
-        ({"eps": "-0.1"}, "eps must be finite and >= 0"),
+        ({"eps": "-0.1"}, "eps must be a finite number >= 0"),
         ({"eps": "8"}, "--eps 8/255"),
         ({"alpha": "2"}, "--alpha 2/255"),
         ({"batch_size": "0"}, "batch_size must be >= 1"),

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
@@ -83,7 +83,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
     try:
         tensors = st_load(data)
         metadata = _metadata(data)
-    except (SafetensorsError, ValueError, json.JSONDecodeError) as exc:
+    except (SafetensorError, ValueError, json.JSONDecodeError) as exc:
         raise UsageError(
             f"checkpoint {path} is truncated or not a safetensors file ({exc})"
         ) from exc

@@ -106,12 +106,14 @@ class Prober:
         plan = list(self.spec.plan)
         needs_reference = any(view != "clean" or split != "train" for split, view in plan)
         with eval_mode(self.model):
-            reference: dict[str, torch.Tensor] | None = None
+            reference: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
             if ("train", "clean") in plan or needs_reference:
+                train = splits["train"]
                 reference = self._view(
                     "train",
                     "clean",
-                    splits["train"],
+                    train.images,
+                    train.labels,
                     epoch,
                     None,
                     None,
@@ -126,13 +128,14 @@ class Prober:
                 if view == "train_adv":
                     if train_adv is None:
                         continue  # nothing was perturbed in this epoch's training
-                    split = Split(train_adv.inputs, train_adv.labels)
+                    images, labels = train_adv.inputs, train_adv.labels
                 else:
-                    split = splits[split_name]
+                    images, labels = splits[split_name].images, splits[split_name].labels
                 logits = self._view(
                     split_name,
                     view,
-                    split,
+                    images,
+                    labels,
                     epoch,
                     reference,
                     clean_logits.get(split_name),
@@ -149,29 +152,31 @@ class Prober:
         self,
         split_name: str,
         view: str,
-        split: Split,
+        images: torch.Tensor,
+        labels: torch.Tensor,
         epoch: int,
-        reference: dict[str, torch.Tensor] | None,
+        reference: dict[str, tuple[torch.Tensor, torch.Tensor]] | None,
         clean_logits: torch.Tensor | None,
         result: ProbeResult,
         record: bool = True,
         layers_off: bool = False,
     ) -> Any:
-        spec, device, n = self.spec, self.device, len(split)
+        spec, device, n = self.spec, self.device, len(labels)
         layers = [] if layers_off else list(spec.layers)
-        labels = split.labels.to(device)
+        labels = labels.to(device)
         nc_labels = target_labels(labels, self.num_classes) if view == "targeted" else labels
         generator = make_generator(derive_seed(spec.seed, epoch, split_name, view), device)
         fresh = view in ("pgd", "targeted", "gaussian")
         inputs = None
         if fresh:
-            inputs = torch.empty((n, *split.images.shape[1:]), dtype=torch.float32, device=device)
+            inputs = torch.empty((n, *images.shape[1:]), dtype=torch.float32, device=device)
         accumulators = {
             layer: CollapseAccumulator(
                 self.num_classes,
                 weight=self.weight if layer == spec.head_layer else None,
                 bias=self.bias if layer == spec.head_layer else None,
-                reference_means=None if reference is None else reference[layer],
+                reference_means=None if reference is None else reference[layer][0],
+                reference_global_mean=None if reference is None else reference[layer][1],
                 device=device,
             )
             for layer in layers
@@ -179,7 +184,7 @@ class Prober:
         statistics = {}
         if view in PERTURBED_VIEWS and reference is not None:
             statistics = {
-                layer: AttackStatistics(self.num_classes, reference[layer]) for layer in layers
+                layer: AttackStatistics(self.num_classes, reference[layer][0]) for layer in layers
             }
         logits_all = torch.empty((n, self.num_classes), dtype=torch.float32, device=device)
         cache: dict[str, torch.Tensor] | None = None
@@ -188,7 +193,7 @@ class Prober:
         # pass 1: make the view's inputs, forward once for all layers, class counts and sums
         for start in range(0, n, spec.batch_size):
             stop = min(start + spec.batch_size, n)
-            x = self._inputs(view, split, start, stop, labels, generator, inputs)
+            x = self._inputs(view, images, start, stop, labels, generator, inputs)
             with torch.no_grad():
                 logits, features = self.extractor(x, layers)
             logits = logits.float()
@@ -219,7 +224,7 @@ class Prober:
                 if cache is not None:
                     features = {layer: cache[layer][start:stop] for layer in layers}
                 else:
-                    x = self._stored_inputs(view, split, start, stop, inputs)
+                    x = self._stored_inputs(images, start, stop, inputs)
                     with torch.no_grad():
                         _, features = self.extractor(x, layers)
                 for layer in layers:
@@ -240,13 +245,13 @@ class Prober:
             for layer, stat in statistics.items():
                 result.stats += _stat_rows(epoch, split_name, view, layer, stat.compute())
         if split_name == "train" and view == "clean":
-            return {layer: acc.means() for layer, acc in accumulators.items()}
+            return {layer: (acc.means(), acc.global_mean()) for layer, acc in accumulators.items()}
         return logits_all if view == "clean" else None
 
     def _inputs(
         self,
         view: str,
-        split: Split,
+        images: torch.Tensor,
         start: int,
         stop: int,
         labels: torch.Tensor,
@@ -254,8 +259,7 @@ class Prober:
         store: torch.Tensor | None,
     ) -> torch.Tensor:
         """The view's inputs for rows ``start:stop``, made (and stored) on first use."""
-        x = split.images[start:stop].to(self.device, non_blocking=True)
-        x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+        x = _pixels(images[start:stop], self.device)
         if view in ("clean", "train_adv"):
             return x
         spec = self.spec
@@ -280,12 +284,10 @@ class Prober:
         return out
 
     def _stored_inputs(
-        self, view: str, split: Split, start: int, stop: int, store: torch.Tensor | None
+        self, images: torch.Tensor, start: int, stop: int, store: torch.Tensor | None
     ) -> torch.Tensor:
-        if store is not None:
-            return store[start:stop]
-        x = split.images[start:stop].to(self.device, non_blocking=True)
-        return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+        """Pass 2 inputs: the stored perturbation, or the clean pixels again."""
+        return store[start:stop] if store is not None else _pixels(images[start:stop], self.device)
 
     def _allocate_cache(
         self, features: Mapping[str, torch.Tensor], n: int
@@ -300,6 +302,12 @@ class Prober:
         }
 
 
+def _pixels(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Float pixels in [0, 1] on ``device`` from uint8 images (or float pixels as they are)."""
+    x = images.to(device, non_blocking=True)
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+
+
 def _kl_sum(clean_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """Sum over rows of KL(softmax(clean) ‖ softmax(perturbed))."""
     return F.kl_div(
@@ -307,11 +315,16 @@ def _kl_sum(clean_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     ).double()
 
 
+# the table's names for AttackStatistics' keys (the paper's Figure 7 panels)
+STAT_NAMES = {"counts": "predicted_count"}
+
+
 def _stat_rows(
     epoch: int, split: str, view: str, layer: str, values: Mapping[str, Any]
 ) -> list[dict[str, Any]]:
     rows = []
-    for statistic, per_class in values.items():
+    for key, per_class in values.items():
+        statistic = STAT_NAMES.get(key, key)
         for c, value in enumerate(torch.as_tensor(per_class, dtype=torch.float64).tolist()):
             rows.append(
                 {

@@ -76,7 +76,7 @@ def prepare(
     device = resolve_device(config.device)
     if config.tensorboard:
         try:
-            import torch.utils.tensorboard
+            from torch.utils import tensorboard  # noqa: F401
         except ImportError as exc:  # pragma: no cover - tensorboard is a declared extra
             raise UsageError("--tensorboard needs the tensorboard package installed") from exc
     dataset = load_dataset(config.dataset, data_dir=config.data_dir)
