@@ -265,3 +265,29 @@ def test_wide_features_stream_in_bounded_memory(tmp_path: Path) -> None:
     extra_bytes, nc1 = result.stdout.split()
     assert int(extra_bytes) < 1 << 30, f"peak grew by {int(extra_bytes) / 2**20:.0f} MiB"
     assert float(nc1) > 0
+
+
+def test_empty_batches_are_no_ops() -> None:
+    data = dataset()
+    acc = accumulator(data)
+    empty = (torch.empty(0, 12), torch.empty(0, dtype=torch.long), torch.empty(0, 5))
+    acc.update(*empty)
+    feed(acc, data, [257])
+    acc.next_pass()
+    acc.update(*empty)
+    feed(acc, data, [257])
+    assert_same(acc.compute(), in_memory(data))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_state_gives_the_cpu_values() -> None:
+    data = dataset(n=3000, p=700, num_classes=10)
+    cuda = {k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in data.items()}
+    acc = accumulator(cuda)
+    feed(acc, cuda, [1000, 2000])
+    acc.next_pass()
+    feed(acc, cuda, [3000])
+    assert acc.means().is_cuda
+    got, want = acc.compute(), in_memory(data)
+    for key in want:
+        assert got[key] == pytest.approx(want[key], rel=1e-10, abs=1e-12), key

@@ -301,25 +301,29 @@ def _baseline(
     _sync(device)
     passes = time.perf_counter() - start_time
 
-    start_time = time.perf_counter()
-    weight = data.weight.to(dtype)
-    global_mean = sum(means[:, c : c + 1] * counts[c] for c in range(classes)) / n
-    centred = means - global_mean
-    sigma_b = centred @ centred.T / classes
-    inverse = scipy.linalg.pinv(sigma_b.cpu().numpy())
-    nc1 = float(np.trace(sigma_w.cpu().numpy() @ inverse))
-    m_norms, w_norms = centred.norm(dim=0), weight.T.norm(dim=0)
-    values = {
-        "nc1": nc1,
-        "nc2_equinorm": (m_norms.std() / m_norms.mean()).item(),
-        "nc2_equiangular": _coherence(centred / m_norms, classes),
-        "nc2_equinorm_w": (w_norms.std() / w_norms.mean()).item(),
-        "nc2_equiangular_w": _coherence(weight.T / w_norms, classes),
-        "nc3_frobenius": ((weight.T / weight.norm() - centred / centred.norm()).norm() ** 2).item(),
-        "nc4": 1 - agree / n,
-    }
-    finalise = time.perf_counter() - start_time
-    return passes, finalise, values
+    def finalise() -> dict[str, float]:
+        weight = data.weight.to(dtype)
+        global_mean = sum(means[:, c : c + 1] * counts[c] for c in range(classes)) / n
+        centred = means - global_mean
+        sigma_b = centred @ centred.T / classes
+        inverse = scipy.linalg.pinv(sigma_b.cpu().numpy())
+        nc1 = float(np.trace(sigma_w.cpu().numpy() @ inverse))
+        m_norms, w_norms = centred.norm(dim=0), weight.T.norm(dim=0)
+        return {
+            "nc1": nc1,
+            "nc2_equinorm": (m_norms.std() / m_norms.mean()).item(),
+            "nc2_equiangular": _coherence(centred / m_norms, classes),
+            "nc2_equinorm_w": (w_norms.std() / w_norms.mean()).item(),
+            "nc2_equiangular_w": _coherence(weight.T / w_norms, classes),
+            "nc3_frobenius": (
+                (weight.T / weight.norm() - centred / centred.norm()).norm() ** 2
+            ).item(),
+            "nc4": 1 - agree / n,
+        }
+
+    # the N-independent part is added once to the extrapolation: take its best of 3
+    finalise_time = min(_time(finalise) for _ in range(3))
+    return passes, finalise_time, finalise()
 
 
 def _baseline_batches(data: Data, dtype: torch.dtype) -> Iterator[tuple[Tensor, Tensor, Tensor]]:

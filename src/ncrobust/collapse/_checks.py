@@ -3,6 +3,8 @@ the problem before any state changes."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -24,7 +26,7 @@ def as_feature_matrix(features: object, name: str = "features") -> Tensor:
         raise ValueError(f"{name} must be a floating-point tensor, got dtype {features.dtype}")
     if features.dim() == 0:
         raise ValueError(f"{name} must have a leading sample dimension, got a scalar")
-    return features.reshape(features.shape[0], -1)
+    return features.reshape(features.shape[0], math.prod(features.shape[1:]))
 
 
 def as_labels(labels: object, n: int, num_classes: int, name: str = "labels") -> Tensor:

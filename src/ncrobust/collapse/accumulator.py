@@ -37,7 +37,7 @@ from ncrobust.collapse._checks import (
     check_width,
     empty_class_message,
 )
-from ncrobust.collapse._sums import ClassSums, all_reduce_sum, row_chunks, sync_requested
+from ncrobust.collapse._sums import ClassSums, all_reduce_sum, float64_chunks, sync_requested
 
 NEEDS_EVERY_CLASS = "class means, nc1, nc2 and nc3 need every class"
 # layout of the pass-2 sums after the C per-class counts
@@ -390,8 +390,8 @@ class CollapseAccumulator:
         use_weight = logits is None and self._weight is not None
         matrix, cols = self._stack(final, use_weight)
         partial = torch.zeros(5, dtype=torch.float64, device=second.device)
-        for rows in row_chunks(h):
-            out = h[rows].to(torch.float64) @ matrix  # the one p-wide matmul of the chunk
+        for rows, chunk in float64_chunks(h):
+            out = chunk @ matrix  # the one p-wide matmul of the chunk
             labels = y[rows]
             coords = out[:, cols["basis"]]  # Uᵀh
             residual = (coords - final.basis_means[labels]) * final.inverse_sqrt
