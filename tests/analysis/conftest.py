@@ -18,9 +18,10 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from ncrobust.analysis.loading import Run, read_eps_study
 from ncrobust.analysis.study import Study
 from ncrobust.config import TrainConfig, write_config
-from ncrobust.runs import RunDirectory
+from ncrobust.runs import RunDirectory, empty_metrics, empty_stats
 
 EPOCHS = (0, 5, 10)
 LAST = EPOCHS[-1]
@@ -267,6 +268,41 @@ def paper_rows(
     return metrics, stats
 
 
+SETTINGS = {
+    "dataset": "digits",
+    "model": "small_cnn",
+    "epochs": LAST,
+    "eps": 8 / 255,
+    "measure_every": 5,
+}
+
+
+def memory_run(
+    mode: str = "st",
+    seed: int = 1,
+    metrics: list[dict[str, Any]] | None = None,
+    stats: list[dict[str, Any]] | None = None,
+    **config: Any,
+) -> Run:
+    """The :class:`Run` that :func:`write_run` would give, built in memory (no files)."""
+    if metrics is None:
+        metrics, default_stats = paper_rows(mode, seed)
+        stats = default_stats if stats is None else stats
+    settings = SETTINGS | config
+    out = f"memory/{mode}_seed{seed}"
+    return Run(
+        path=Path(out),
+        config=TrainConfig(mode=mode, seed=seed, out=out, **settings),
+        metrics=_frame(metrics, empty_metrics()),
+        stats=_frame(stats or [], empty_stats()),
+        eps_study=read_eps_study(Path(out)),
+    )
+
+
+def _frame(rows: list[dict[str, Any]], empty: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=list(empty.columns)).astype(empty.dtypes.to_dict())
+
+
 def write_run(
     root: Path,
     mode: str = "st",
@@ -280,13 +316,7 @@ def write_run(
     if metrics is None:
         metrics, default_stats = paper_rows(mode, seed)
         stats = default_stats if stats is None else stats
-    settings = {
-        "dataset": "digits",
-        "model": "small_cnn",
-        "epochs": LAST,
-        "eps": 8 / 255,
-        "measure_every": 5,
-    } | config
+    settings = SETTINGS | config
     write_config(TrainConfig(mode=mode, seed=seed, out=str(root), **settings), root / "config.yaml")
     RunDirectory(root).append(metrics, stats or [])
     if eps_study is not None:

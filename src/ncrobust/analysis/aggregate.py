@@ -32,7 +32,6 @@ LABEL_FIELDS = (
     "epochs",
     "lr",
     "steps",
-    "alpha",
     "augment",
     "weight_decay",
     "batch_size",

@@ -16,6 +16,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
 FORMATS = ("png", "pdf", "svg")
 PANEL_SIZE = (2.7, 1.9)  # inches per panel: readable at paper size with 8 pt text
@@ -52,7 +53,7 @@ def new_figure(rows: int, cols: int, title: str) -> tuple[Figure, np.ndarray]:
     axes = fig.subplots(rows, cols, squeeze=False)
     fig.suptitle(title, fontsize=9)
     for ax in axes.flat:
-        ax.tick_params(labelsize=STYLE["xtick.labelsize"])
+        ax.tick_params(which="both", labelsize=STYLE["xtick.labelsize"])
         ax.xaxis.label.set_size(STYLE["axes.labelsize"])
         ax.yaxis.label.set_size(STYLE["axes.labelsize"])
         ax.title.set_size(STYLE["axes.titlesize"])
@@ -118,7 +119,12 @@ def plot_series(
 
 
 def style_panel(
-    ax: Axes, ylabel: str, xlabel: str | None = None, log: bool = False, title: str | None = None
+    ax: Axes,
+    ylabel: str,
+    xlabel: str | None = None,
+    log: bool = False,
+    title: str | None = None,
+    integer_x: bool = True,
 ) -> None:
     """Label a panel; log scale only when it holds positive data (else a note says why not)."""
     ax.set_ylabel(ylabel)
@@ -142,8 +148,17 @@ def style_panel(
         values = np.concatenate(
             [np.asarray(line.get_ydata(), dtype=float) for line in ax.get_lines()]
         )
-        if (values[np.isfinite(values)] > 0).any():
+        positive = values[np.isfinite(values) & (values > 0)]
+        if positive.size:
             ax.set_yscale("log")
+            # plain numbers (0.2, 3, 10); minor ticks labelled only within a single decade
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            within_decade = positive.max() / positive.min() < 10
+            ax.yaxis.set_minor_formatter(
+                FuncFormatter(lambda v, _: f"{v:.2g}") if within_decade else NullFormatter()
+            )
+    if integer_x:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(True, alpha=0.3, linewidth=0.5)
 
 
@@ -158,7 +173,7 @@ def add_legend(ax: Axes, title: str | None = None, above: bool = False) -> None:
         return
     placement: dict[str, Any] = {"loc": "best"}
     if above:
-        ncol = 2 if max(len(label) for label in labels) <= 24 else 1  # fits the panel width
+        ncol = 2 if max(len(label) for label in labels) <= 22 else 1  # fits the panel width
         placement = {"loc": "lower center", "bbox_to_anchor": (0.5, 1.02), "ncol": ncol}
     legend = ax.legend(
         handles,

@@ -257,8 +257,8 @@ def figure7(
     chosen = stats[(stats["split"] == split) & (stats["view"] == view) & (stats["layer"] == layer)]
     groups = [g for g in study.groups_of(modes) if (chosen["group"] == g.label).any()]
     if not groups:
-        names = "/".join(m.upper() for m in modes)
-        raise MissingData(f"no attack statistics for view {view!r} on {split} data in {names} runs")
+        kinds = "/".join(m.upper() for m in modes)
+        raise MissingData(f"no attack statistics for view {view!r} on {split} data in {kinds} runs")
     fig, axes = new_figure(len(groups), len(STAT_PANELS), "Figure 7 — untargeted attack, per class")
     for row, group in enumerate(groups):
         rows = chosen[chosen["group"] == group.label]
@@ -424,7 +424,7 @@ def figure12(study: Study, modes: Sequence[str] = ("st", "at")) -> Figure:
 
 def _eps_colours(values: Iterable[float]) -> dict[float, str]:
     ordered = sorted(set(values))
-    cmap = colormaps["viridis"]
+    cmap = colormaps["plasma"]  # purple to yellow: never confused with the blue clean curve
     span = max(len(ordered) - 1, 1)
     return {v: _hex(cmap(0.85 * i / span)) for i, v in enumerate(ordered)}
 

@@ -1,0 +1,125 @@
+"""The findings report (Markdown + self-contained HTML) and the plot / report commands."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from ncrobust.analysis import Study, Thresholds, write_report
+from ncrobust.cli import main
+
+
+def test_report_lists_findings_thresholds_and_figures(paper_runs: Path, tmp_path: Path) -> None:
+    path = write_report([paper_runs], tmp_path / "out", figures=("fig7",))
+    assert path == tmp_path / "out" / "report.md"
+    text = path.read_text()
+    rows = [line for line in text.splitlines() if re.match(r"\| (1|2|3|4|5a|5b|6) \|", line)]
+    assert len(rows) == 9 and all(row.endswith("| holds |") for row in rows)
+    assert "NC1 pgd / clean = 100" in text
+    assert "NC1 pgd / clean >= 10 (st_pgd_nc1_ratio)" in text
+    assert "| st_pgd_nc1_ratio | 10 |" in text and "--st-pgd-nc1-ratio" in text
+    assert "![fig7](figures/fig7.png)" in text
+    assert (tmp_path / "out" / "figures" / "fig7.png").is_file()
+    assert "fig2" not in text  # only the requested figure
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "data:image/png;base64," in page
+    assert not re.search(r"src=['\"](?!data:)", page)  # nothing outside the file
+    assert page.count('class="holds"') == 9
+
+
+def test_report_threshold_changes_the_verdict(paper_study: Study, tmp_path: Path) -> None:
+    path = write_report(paper_study, tmp_path, Thresholds(st_pgd_nc1_ratio=1000.0), figures=())
+    text = path.read_text()
+    (row,) = [line for line in text.splitlines() if line.startswith("| 1 |")]
+    assert row.endswith("| does not hold |") and ">= 1000" in row
+    assert "| st_pgd_nc1_ratio | 1000 |" in text
+    assert not (tmp_path / "figures").exists()
+
+
+def test_not_measured_findings_and_skipped_figures_say_why(
+    fake: ModuleType, tmp_path: Path
+) -> None:
+    metrics, _ = fake.paper_rows("st", 2, layerwise=False, views={"train": ("clean",)})
+    run = fake.write_run(tmp_path / "st", "st", 2, metrics=metrics, stats=[])
+    text = write_report([run], tmp_path / "out", figures=("fig2", "fig7")).read_text()
+    assert "| 3 |" in text and "not measured (no AT run)" in text
+    assert "fig7 not drawn: no attack statistics" in text
+    assert "![fig2](figures/fig2.png)" in text
+
+
+def test_report_command_flags_and_output(
+    paper_runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "rep"
+    code = main(
+        [
+            "report",
+            str(paper_runs),
+            "--out",
+            str(out),
+            "--figures",
+            "none",
+            "--trades-nc1-ratio",
+            "50",
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "findings: 8 holds, 1 does not hold, 0 not measured" in printed
+    (row,) = [r for r in (out / "report.md").read_text().splitlines() if r.startswith("| 4 |")]
+    assert row.endswith("| does not hold |")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["plot", "{missing}"], "no such directory"),
+        (["plot", "{empty}"], "not a run directory"),
+        (["plot", "{runs}", "--figures", "fig2,fig99"], "unknown figure(s) fig99"),
+        (["plot", "{runs}", "--formats", "png,bmp"], "unknown figure format(s) bmp"),
+        (["report", "{empty}"], "not a run directory"),
+        (["report", "{runs}", "--figures", "fig5"], "unknown figure(s) fig5"),
+        (["report", "{runs}", "--at-nc1", "nan"], "at_nc1 must be a finite number"),
+    ],
+)
+def test_commands_refuse_bad_input_with_exit_2(
+    paper_runs: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    message: str,
+) -> None:
+    (tmp_path / "empty").mkdir()
+    places = {"missing": tmp_path / "nope", "empty": tmp_path / "empty", "runs": paper_runs}
+    args = [a.format(**places) for a in argv] + ["--out", str(tmp_path / "out")]
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # refused before drawing anything
+
+
+def test_plot_command_writes_the_requested_formats(
+    paper_runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "figs"
+    code = main(
+        [
+            "plot",
+            str(paper_runs),
+            "--out",
+            str(out),
+            "--figures",
+            "fig7,fig16",
+            "--formats",
+            "png,pdf",
+        ]
+    )
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["fig7.pdf", "fig7.png"]
+    captured = capsys.readouterr()
+    assert "skipped fig16: no small-eps study" in captured.err
+    # nothing requested has data: exit 1 with a message, not an empty figure
+    assert main(["plot", str(paper_runs), "--out", str(out), "--figures", "fig15"]) == 1
+    assert "no requested figure has data" in capsys.readouterr().err
