@@ -17,12 +17,12 @@ and in float64.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 
@@ -74,7 +74,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads of torch and of the baseline's BLAS (default: the libraries' choice)",
     )
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of ours per case")
     parser.add_argument("--seed", type=int, default=0)
@@ -116,9 +119,21 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     try:
-        return _run_cases(cases, device, args)
+        with _blas_threads(args.threads):
+            return _run_cases(cases, device, args)
     finally:
         torch.set_num_threads(previous_threads)
+
+
+def _blas_threads(threads: int | None) -> contextlib.AbstractContextManager[object]:
+    """Limit the BLAS behind NumPy/SciPy (the baseline's pinv) to ``threads`` as well."""
+    if threads is None:
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - installed with scikit-learn
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=threads)
 
 
 def _run_cases(cases: list[Case], device: torch.device, args: argparse.Namespace) -> int:
@@ -368,7 +383,7 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-@contextmanager
+@contextlib.contextmanager
 def _peak_memory(device: torch.device) -> Iterator[Callable[[], float]]:
     """Yields a function giving the peak memory (MiB) above the level at entry: CUDA allocator
     statistics on a GPU, resident set size sampled every millisecond on the CPU (Linux)."""

@@ -38,6 +38,7 @@ from ncrobust.collapse._checks import (
     empty_class_message,
 )
 from ncrobust.collapse._sums import ClassSums, all_reduce_sum, float64_chunks, sync_requested
+from ncrobust.runtime import resolve_device
 
 NEEDS_EVERY_CLASS = "class means, nc1, nc2 and nc3 need every class"
 # layout of the pass-2 sums after the C per-class counts
@@ -131,7 +132,7 @@ class CollapseAccumulator:
         self._second: Tensor | None = None
         self._result: dict[str, float] | None = None
         if device is not None:
-            self._bind(torch.device(device))
+            self._bind(resolve_device(str(device)))
 
     # -- public API ------------------------------------------------------------------------
 

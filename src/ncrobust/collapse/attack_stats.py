@@ -16,6 +16,7 @@ from ncrobust.collapse._checks import (
     check_width,
 )
 from ncrobust.collapse._sums import ClassSums, sync_requested
+from ncrobust.runtime import resolve_device
 
 
 class AttackStatistics:
@@ -46,7 +47,7 @@ class AttackStatistics:
             self._clean_global_mean = as_matrix(
                 clean_global_mean, (self._num_features,), "clean_global_mean", "features"
             )
-        self._device = torch.device(device) if device is not None else means.device
+        self._device = resolve_device(str(device)) if device is not None else means.device
         self._clean_means = means.to(self._device)
         if self._clean_global_mean is not None:
             self._clean_global_mean = self._clean_global_mean.to(self._device)
