@@ -98,3 +98,15 @@ def test_paper_runs_seed_means_equal_base_values(paper_study: Study, fake: Modul
     expected = [5.0 * fake.profile(e, False) for e in fake.EPOCHS]
     assert curve["mean"].tolist() == pytest.approx(expected)
     assert curve["std"].tolist() == pytest.approx([0.1 * v for v in expected])
+
+
+def test_findings_compare_at_the_last_epoch_all_seeds_reached(
+    fake: ModuleType, tmp_path: Path
+) -> None:
+    fake.write_run(tmp_path / "a", "st", 1, metrics=[_row(5, 1.0), _row(10, 7.0)], stats=[])
+    fake.write_run(tmp_path / "b", "st", 2, metrics=[_row(5, 3.0)], stats=[])  # still training
+    study = Study.from_paths([tmp_path])
+    assert study.final_epoch("ST", "train", "clean", "penultimate", "nc1") == 5
+    assert study.value("ST", "train", "clean", "penultimate", "nc1") == 2.0  # mean of 1 and 3
+    assert study.value("ST", "train", "clean", "penultimate", "nc1", epoch=10) == 7.0
+    assert study.series("ST", "train", "clean", "penultimate", "nc1")["n"].tolist() == [2, 1]

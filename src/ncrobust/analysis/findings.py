@@ -167,13 +167,6 @@ def _ratio(a: float, b: float) -> float:
     return a / b if math.isfinite(a) and math.isfinite(b) and b > 0 else math.nan
 
 
-def _last_epoch_with(
-    study: Study, label: str, split: str, view: str, layer: str, metric: str
-) -> int | None:
-    curve = study.series(label, split, view, layer, metric)
-    return int(curve["epoch"].iloc[-1]) if len(curve) else None
-
-
 # -- finding 1 ----------------------------------------------------------------------------
 
 
@@ -184,7 +177,7 @@ def finding1(study: Study, t: Thresholds) -> list[Finding]:
         return [Finding("1", CLAIMS["1"], "—", missing="no ST run")]
     out = []
     for g in groups:
-        epoch = _last_epoch_with(study, g.label, "train", "clean", PENULTIMATE, "nc1")
+        epoch = study.final_epoch(g.label, "train", "clean", PENULTIMATE, "nc1")
         if epoch is None:
             out.append(Finding("1", CLAIMS["1"], _runs(g), missing="clean NC1 not measured"))
             continue
@@ -233,9 +226,7 @@ def finding2(study: Study, t: Thresholds) -> list[Finding]:
         return [Finding("2", CLAIMS["2"], "—", missing="no ST run")]
     out = []
     for g in groups:
-        epoch = _last_epoch_with(
-            study, g.label, "train", "targeted", PENULTIMATE, "angular_distance"
-        )
+        epoch = study.final_epoch(g.label, "train", "targeted", PENULTIMATE, "angular_distance")
         if epoch is None:
             out.append(
                 Finding(
@@ -298,7 +289,7 @@ def finding3(study: Study, t: Thresholds) -> list[Finding]:
     out = []
     for g in groups:
         view = study.perturbed_view(g.label, "train")
-        epoch = _last_epoch_with(study, g.label, "train", "clean", PENULTIMATE, "nc1")
+        epoch = study.final_epoch(g.label, "train", "clean", PENULTIMATE, "nc1")
         if view is None or epoch is None:
             what = "clean NC1" if epoch is None else "a perturbed view (train_adv or pgd)"
             out.append(

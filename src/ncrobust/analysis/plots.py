@@ -176,6 +176,14 @@ def _compared_view(study: Study, group: RunGroup, split: str) -> str | None:
     return study.perturbed_view(group.label, split)
 
 
+def _has_comparison(study: Study, group: RunGroup, splits: Sequence[str], layer: str) -> bool:
+    for split in splits:
+        view = _compared_view(study, group, split)
+        if view is not None and study.has(group.label, split, view, layer):
+            return True
+    return False
+
+
 def figure3(
     study: Study,
     layer: str = PENULTIMATE,
@@ -188,18 +196,11 @@ def figure3(
     perturbed (``train_adv``) class means; the dotted line is the simplex angle
     arccos(-1/(C-1)) between two different classes.
     """
-    groups = [
-        g
-        for g in study.groups_of(modes)
-        if any(
-            (view := _compared_view(study, g, s)) and study.has(g.label, s, view, layer)
-            for s in splits
-        )
-    ]
+    groups = [g for g in study.groups_of(modes) if _has_comparison(study, g, splits, layer)]
     if not groups:
         raise MissingData(
             "no targeted view (ST) or perturbed view (AT) with NC measured: "
-            "measure --views including targeted / train_adv"
+            "train or measure with --views including targeted (ST) / train_adv (AT)"
         )
     fig, axes = new_figure(len(ANGLE_ROWS), len(groups), "Figure 3 — distance to the clean simplex")
     for col, group in enumerate(groups):

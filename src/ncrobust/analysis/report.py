@@ -19,7 +19,7 @@ from ncrobust.analysis.aggregate import format_eps
 from ncrobust.analysis.findings import Finding, Thresholds, Verdict, evaluate_findings
 from ncrobust.analysis.plots import CAPTIONS, FIGURES, figure_names, render_figures
 from ncrobust.analysis.study import Study
-from ncrobust.runs import atomic_write_text
+from ncrobust.runs import RunDirectory, atomic_write_text
 
 FIGURE_DIR = "figures"
 
@@ -57,6 +57,7 @@ def _run_rows(study: Study) -> list[list[str]]:
     for g in study.groups:
         c = g.config
         last = study.last_epoch(g.label)
+        done = sum(RunDirectory(r.path).is_complete() for r in g.runs)
         rows.append(
             [
                 g.label,
@@ -68,6 +69,7 @@ def _run_rows(study: Study) -> list[list[str]]:
                 format_eps(c.eps),
                 str(c.epochs),
                 "—" if last is None else str(last),
+                f"{done}/{len(g.runs)}",
                 ", ".join(str(r.path) for r in g.runs),
             ]
         )
@@ -84,6 +86,7 @@ RUN_HEADER = [
     "eps",
     "epochs",
     "last measured epoch",
+    "finished",
     "run directories",
 ]
 FINDING_HEADER = ["#", "finding", "runs", "epoch", "measured", "criterion", "verdict"]

@@ -40,6 +40,7 @@ class Study:
     stats: pd.DataFrame
     eps_study: pd.DataFrame
     _by_group: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
+    _orders: dict[str, list[str]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_runs(cls, runs: Sequence[Run]) -> Study:
@@ -105,11 +106,26 @@ class Study:
         metric: str,
         epoch: int | None = None,
     ) -> float:
-        """The seed mean at ``epoch`` (default: the last epoch with a finite value); NaN if none."""
+        """The seed mean at ``epoch`` (default: :meth:`final_epoch`); NaN if not measured."""
         curve = self.series(label, split, view, layer, metric)
-        if epoch is not None:
-            curve = curve[curve["epoch"] == epoch]
+        if epoch is None:
+            epoch = self._final(label, curve)
+        curve = curve[curve["epoch"] == epoch]
         return float(curve["mean"].iloc[-1]) if len(curve) else math.nan
+
+    def final_epoch(self, label: str, split: str, view: str, layer: str, metric: str) -> int | None:
+        """The last epoch at which every seed of the group has this value.
+
+        Seeds still training do not pull the comparison to an epoch only the fastest seed
+        reached; when no epoch has all seeds, the last epoch with any value is used.
+        """
+        return self._final(label, self.series(label, split, view, layer, metric))
+
+    def _final(self, label: str, curve: pd.DataFrame) -> int | None:
+        if curve.empty:
+            return None
+        complete = curve[curve["n"] >= len(self.group(label).runs)]
+        return int((complete if len(complete) else curve)["epoch"].iloc[-1])
 
     def has(self, label: str, split: str, view: str, layer: str | None = None) -> bool:
         """Whether the group measured ``view`` on ``split`` (at ``layer`` when given)."""
@@ -131,6 +147,11 @@ class Study:
         The order of first appearance inside the measurement with the most layers (the
         layerwise one writes every tap in depth order), then any other layer as first seen.
         """
+        if label not in self._orders:
+            self._orders[label] = self._layer_order(label)
+        return list(self._orders[label])
+
+    def _layer_order(self, label: str) -> list[str]:
         for run in self.group(label).runs:
             rows = run.metrics[run.metrics["layer"] != OUTPUT_LAYER]
             if rows.empty:
@@ -150,9 +171,12 @@ class Study:
         rows = rows[(rows["layer"] != OUTPUT_LAYER) & (rows["view"] != FIT_VIEW)]
         if rows.empty:
             return None
-        counts = rows.groupby("epoch")["layer"].nunique()
-        many = counts[counts > 1]
-        return int(many.index.max()) if len(many) else None
+        per_epoch = rows.groupby("epoch").agg(layers=("layer", "nunique"), seeds=("n", "max"))
+        many = per_epoch[per_epoch["layers"] > 1]
+        if many.empty:
+            return None
+        complete = many[many["seeds"] >= len(self.group(label).runs)]
+        return int((complete if len(complete) else many).index.max())
 
     def perturbed_view(self, label: str, split: str) -> str | None:
         """The paper's "perturbed" view: ``train_adv`` for AT/TRADES when measured, else ``pgd``."""
