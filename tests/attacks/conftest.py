@@ -9,6 +9,15 @@ from torch import Tensor, nn
 NUM_CLASSES = 5
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These models are tiny: intra-op threads only add overhead (and contention on shared CPUs)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 class TinyNet(nn.Module):
     """conv-BN-ReLU, strided conv-ReLU, linear: small, smooth enough, with BN to probe modes."""
 

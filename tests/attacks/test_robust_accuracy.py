@@ -63,7 +63,7 @@ def test_same_robust_accuracy_as_torchattacks(trained, norm, eps) -> None:
     theirs = cls(model, eps=eps, alpha=alpha, steps=10, random_start=True)(x, y)
     acc_ours, acc_theirs = _accuracy(model, ours, y), _accuracy(model, theirs, y)
     assert abs(acc_ours - acc_theirs) <= 0.02, (acc_ours, acc_theirs)
-    assert acc_ours < 0.6  # the attack bites: the comparison is not between two no-ops
+    assert acc_ours < 0.8  # the attack bites (clean > 0.97): not a comparison of two no-ops
 
 
 @pytest.mark.parametrize(("norm", "eps"), [("linf", 0.3), ("l2", 1.5)])
