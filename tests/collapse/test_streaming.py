@@ -291,3 +291,25 @@ def test_cuda_state_gives_the_cpu_values() -> None:
     got, want = acc.compute(), in_memory(data)
     for key in want:
         assert got[key] == pytest.approx(want[key], rel=1e-10, abs=1e-12), key
+
+
+def test_self_reference_is_the_ncc_classifier_of_the_datas_own_means() -> None:
+    """S′ = S: ncc_accuracy is the own-means NCC accuracy and ncc_match = 1 − nc4."""
+    g = torch.Generator().manual_seed(11)
+    labels = torch.cat([torch.arange(4), torch.randint(0, 4, (196,), generator=g)])
+    features = torch.randn(4, 12, generator=g)[labels] + 1.5 * torch.randn(200, 12, generator=g)
+    logits = torch.randn(200, 4, generator=g)
+    accumulator = CollapseAccumulator(4, self_reference=True)
+    for _ in range(2):
+        for chunk in torch.arange(200).split(64):
+            accumulator.update(features[chunk], labels[chunk], logits[chunk])
+        if accumulator.current_pass == 1:
+            accumulator.next_pass()
+    values = accumulator.compute()
+    means = torch.stack([features[labels == c].double().mean(0) for c in range(4)])
+    nearest = torch.cdist(features.double(), means).argmin(1)
+    assert values["ncc_accuracy"] == pytest.approx((nearest == labels).double().mean().item())
+    assert values["ncc_match"] == pytest.approx(1.0 - values["nc4"])
+    assert values["nc4"] == pytest.approx((nearest != logits.argmax(1)).double().mean().item())
+    with pytest.raises(ValueError, match="exclude each other"):
+        CollapseAccumulator(4, self_reference=True, reference_means=means)

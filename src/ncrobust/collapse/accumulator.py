@@ -42,7 +42,7 @@ from ncrobust.runtime import resolve_device
 
 NEEDS_EVERY_CLASS = "class means, nc1, nc2 and nc3 need every class"
 # layout of the pass-2 sums after the C per-class counts
-NC1_SUM, MISMATCH, REF_MATCH, REF_CORRECT, PREDICTED = range(5)
+NC1_SUM, MISMATCH, REF_MATCH, REF_CORRECT, PREDICTED, SELF_CORRECT = range(6)
 
 
 @dataclass
@@ -75,7 +75,9 @@ class CollapseAccumulator:
     ``simplex_similarity`` and ``angular_distance``. The reference simplex is centred by
     ``reference_global_mean`` when given (pass ``global_mean()`` of the reference accumulator for
     the exact count-weighted μ_G) and by the plain average of the reference means otherwise,
-    which is the same thing for class-balanced reference data.
+    which is the same thing for class-balanced reference data. ``self_reference=True`` takes
+    the data's own means as the reference (S′ = S, where the paper notes both NCC quantities
+    stem from NC4): it adds ``ncc_accuracy`` and ``ncc_match`` (= 1 − nc4).
 
     State lives on ``device`` (default: the first batch's device). ``sync`` all-reduces the sums
     in ``next_pass`` and ``compute``; by default it does so when a torch.distributed process
@@ -92,8 +94,12 @@ class CollapseAccumulator:
         reference_global_mean: Tensor | None = None,
         device: torch.device | str | None = None,
         sync: bool | None = None,
+        self_reference: bool = False,
     ) -> None:
         self.num_classes = check_num_classes(num_classes)
+        if self_reference and reference_means is not None:
+            raise ValueError("self_reference and reference_means exclude each other")
+        self._self_reference = self_reference
         num_features: int | None = None
         self._width_source = ""
         if weight is not None:
@@ -187,7 +193,7 @@ class CollapseAccumulator:
             raise ValueError(message)
         self._final = self._finalise(self._sums)
         self._second = torch.zeros(
-            self.num_classes + 5, dtype=torch.float64, device=self._sums.sums.device
+            self.num_classes + 6, dtype=torch.float64, device=self._sums.sums.device
         )
         self._stage = 2
 
@@ -229,6 +235,10 @@ class CollapseAccumulator:
             )
         if predicted:
             values["nc4"] = totals[MISMATCH] / n
+        if self._self_reference:  # S′ = S: the NCC classifier of the data's own means
+            if predicted:
+                values["ncc_match"] = 1.0 - values["nc4"]
+            values["ncc_accuracy"] = totals[SELF_CORRECT] / n
         if final.ref_centred is not None:
             assert self._reference_means is not None and final.ref_global_mean is not None
             if predicted:
@@ -390,7 +400,7 @@ class CollapseAccumulator:
         assert final is not None and second is not None
         use_weight = logits is None and self._weight is not None
         matrix, cols = self._stack(final, use_weight)
-        partial = torch.zeros(5, dtype=torch.float64, device=second.device)
+        partial = torch.zeros(6, dtype=torch.float64, device=second.device)
         for rows, chunk in float64_chunks(h):
             out = chunk @ matrix  # the one p-wide matmul of the chunk
             labels = y[rows]
@@ -398,6 +408,7 @@ class CollapseAccumulator:
             residual = (coords - final.basis_means[labels]) * final.inverse_sqrt
             partial[NC1_SUM] += residual.square().sum()
             nearest = (final.beta - 2.0 * (coords @ final.basis_centred)).argmin(dim=1)
+            partial[SELF_CORRECT] += (nearest == labels).sum()
             prediction = None
             if logits is not None:
                 prediction = logits[rows].argmax(dim=1)

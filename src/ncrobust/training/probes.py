@@ -177,6 +177,7 @@ class Prober:
                 bias=self.bias if layer == spec.head_layer else None,
                 reference_means=None if reference is None else reference[layer][0],
                 reference_global_mean=None if reference is None else reference[layer][1],
+                self_reference=reference is None,  # the clean train set is its own reference
                 device=device,
             )
             for layer in layers
