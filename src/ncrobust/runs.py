@@ -3,7 +3,9 @@
 A run directory holds ``config.yaml`` (the fully resolved :class:`~ncrobust.config.TrainConfig`),
 ``metrics.parquet`` (one row per value: ``epoch, split, view, layer, metric, value``),
 ``attack_stats.parquet`` (the paper's Figure 7 statistics, one row per class and statistic:
-``epoch, split, view, layer, class, statistic, value``), ``checkpoints/`` and ``log.txt``.
+``epoch, split, view, layer, class, statistic, value``), ``checkpoints/`` and ``log.txt``;
+``ncrobust measure`` adds ``measurements.parquet`` and ``measurement_stats.parquet`` (the same
+schemas, from checkpoints after training) and ``eps_study.parquet`` (with an ``eps`` column).
 Tables are rewritten whole through a temporary file and ``os.replace``, so a kill at any
 moment leaves either the old or the new table, never a torn one.
 """
@@ -101,6 +103,14 @@ def metric_rows(
     ]
 
 
+def _joined(frame: pd.DataFrame, extra: Path, columns: tuple[str, ...]) -> pd.DataFrame:
+    if not extra.exists():
+        return frame
+    joined = pd.concat([frame, _typed(pd.read_parquet(extra), columns)])
+    keys = [c for c in columns if c != "value"]
+    return joined.drop_duplicates(keys, keep="last").reset_index(drop=True)
+
+
 @dataclass(frozen=True)
 class RunDirectory:
     """Paths and table I/O of one run directory."""
@@ -118,6 +128,18 @@ class RunDirectory:
     @property
     def stats_path(self) -> Path:
         return self.root / "attack_stats.parquet"
+
+    @property
+    def measurements_path(self) -> Path:
+        return self.root / "measurements.parquet"
+
+    @property
+    def measurement_stats_path(self) -> Path:
+        return self.root / "measurement_stats.parquet"
+
+    @property
+    def eps_study_path(self) -> Path:
+        return self.root / "eps_study.parquet"
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -153,6 +175,14 @@ class RunDirectory:
         if not self.stats_path.exists():
             return empty_stats()
         return _typed(pd.read_parquet(self.stats_path), STATS_COLUMNS)
+
+    def read_all_metrics(self) -> pd.DataFrame:
+        """Training-time rows joined with later ``measure`` rows (which win on the same key)."""
+        return _joined(self.read_metrics(), self.measurements_path, METRIC_COLUMNS)
+
+    def read_all_stats(self) -> pd.DataFrame:
+        """Training-time Figure 7 rows joined with later ``measure`` rows."""
+        return _joined(self.read_stats(), self.measurement_stats_path, STATS_COLUMNS)
 
     def append(
         self, metrics: Iterable[Mapping[str, Any]], stats: Iterable[Mapping[str, Any]] = ()

@@ -1,4 +1,4 @@
-"""ncrobust.analysis."""
+"""Analysis of runs: measure any model, sweep grids, aggregate seeds, figures and the report."""
 
 from ncrobust.analysis.aggregate import (
     RunGroup,
@@ -10,6 +10,7 @@ from ncrobust.analysis.aggregate import (
 from ncrobust.analysis.drawing import MissingData, save_figure
 from ncrobust.analysis.findings import Finding, Thresholds, Verdict, evaluate_findings
 from ncrobust.analysis.loading import Run, find_run_dirs, load_run, load_runs
+from ncrobust.analysis.measure import AttackSettings, HookedExtractor, measure, measure_tables
 from ncrobust.analysis.plots import (
     FIGURES,
     figure2,
@@ -25,10 +26,14 @@ from ncrobust.analysis.plots import (
 )
 from ncrobust.analysis.report import write_report
 from ncrobust.analysis.study import Study
+from ncrobust.analysis.sweep import Grid, expand, run_sweep
 
 __all__ = [
     "FIGURES",
+    "AttackSettings",
     "Finding",
+    "Grid",
+    "HookedExtractor",
     "MissingData",
     "Run",
     "RunGroup",
@@ -39,6 +44,7 @@ __all__ = [
     "aggregate_metrics",
     "aggregate_stats",
     "evaluate_findings",
+    "expand",
     "figure2",
     "figure3",
     "figure4",
@@ -51,7 +57,10 @@ __all__ = [
     "group_runs",
     "load_run",
     "load_runs",
+    "measure",
+    "measure_tables",
     "render_figures",
+    "run_sweep",
     "save_figure",
     "write_figures",
     "write_report",

@@ -100,8 +100,8 @@ def load_run(path: str | Path) -> Run:
     return Run(
         path=directory.root,
         config=config,
-        metrics=directory.read_metrics(),
-        stats=directory.read_stats(),
+        metrics=directory.read_all_metrics(),
+        stats=directory.read_all_stats(),
         eps_study=read_eps_study(directory.root),
     )
 

@@ -154,6 +154,15 @@ def _splits(
 def measure(
     model: nn.Module,
     data: ImageDataset | Mapping[str, Any] | tuple[torch.Tensor, torch.Tensor],
+    **options: Any,
+) -> pd.DataFrame:
+    """The tidy metrics table of ``model`` on ``data`` (see :func:`measure_tables`)."""
+    return measure_tables(model, data, **options)[0]
+
+
+def measure_tables(
+    model: nn.Module,
+    data: ImageDataset | Mapping[str, Any] | tuple[torch.Tensor, torch.Tensor],
     *,
     layers: Sequence[str] = (PENULTIMATE,),
     views: Sequence[str] = ("clean", "pgd"),
@@ -166,9 +175,8 @@ def measure(
     epoch: int = 0,
     seed: int = 0,
     train_adv: PerturbedSet | None = None,
-    with_stats: bool = False,
-) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
-    """The tidy metrics table of ``model`` on ``data`` (and the Figure 7 table if ``with_stats``).
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The tidy metrics table of ``model`` on ``data`` and its Figure 7 statistics table.
 
     ``data`` is an ImageDataset, a mapping ``{"train": (x, y), "test": (x, y)}`` of tensors
     (uint8 images or float pixels in [0,1]), or one ``(x, y)`` pair measured as ``train``.
@@ -241,6 +249,4 @@ def measure(
     )
     result = prober.run({k: v.to(target) for k, v in splits.items()}, epoch, train_adv)
     metrics = pd.DataFrame(result.metrics, columns=list(METRIC_COLUMNS))
-    if not with_stats:
-        return metrics
     return metrics, pd.DataFrame(result.stats, columns=list(STATS_COLUMNS))

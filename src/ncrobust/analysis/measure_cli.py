@@ -24,10 +24,6 @@ from ncrobust.runs import METRIC_COLUMNS, RunDirectory, atomic_write_parquet
 from ncrobust.runtime import resolve_device
 from ncrobust.training.checkpoint import LAST, load_checkpoint, restore
 
-MEASUREMENTS = "measurements.parquet"
-MEASUREMENT_STATS = "measurement_stats.parquet"
-EPS_STUDY = "eps_study.parquet"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``ncrobust measure``."""
@@ -75,7 +71,7 @@ def checkpoints(run: RunDirectory, which: str) -> list[Path]:
 
 def run(args: argparse.Namespace) -> int:
     """Validate the run, its checkpoints and the options, then measure and write the tables."""
-    from ncrobust.analysis.measure import AttackSettings, measure
+    from ncrobust.analysis.measure import AttackSettings, measure_tables
 
     run_dir = RunDirectory(Path(args.run))
     if not run_dir.exists():
@@ -136,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     for checkpoint in loaded:
         restore(checkpoint, model)
         for eps, attack in settings:
-            metrics, stats = measure(
+            metrics, stats = measure_tables(
                 model,
                 data,
                 layers=layers,
@@ -147,7 +143,6 @@ def run(args: argparse.Namespace) -> int:
                 device=device,
                 epoch=checkpoint.epoch,
                 seed=config.seed,
-                with_stats=True,
             )
             metrics = metrics[metrics.split.isin(splits)]
             stats = stats[stats.split.isin(splits)]
@@ -159,11 +154,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"measured epoch {checkpoint.epoch}" + (f" at eps {eps:.5g}" if eps_list else ""))
     keys = ["epoch", "split", "view", "layer", "metric"]
     if eps_list:
-        _merge(run_dir.root / EPS_STUDY, pd.concat(eps_frames), ["eps", *keys])
+        _merge(run_dir.eps_study_path, pd.concat(eps_frames), ["eps", *keys])
     else:
-        _merge(run_dir.root / MEASUREMENTS, pd.concat(frames), keys)
+        _merge(run_dir.measurements_path, pd.concat(frames), keys)
         _merge(
-            run_dir.root / MEASUREMENT_STATS,
+            run_dir.measurement_stats_path,
             pd.concat(stat_frames),
             ["epoch", "split", "view", "layer", "class", "statistic"],
         )

@@ -73,7 +73,7 @@ def expand(grid: Grid) -> list[TrainConfig]:
     for dataset, model, mode, norm, eps, seed in itertools.product(
         grid.datasets, grid.models, grid.modes, grid.norms, eps_values, grid.seeds
     ):
-        preset = f"{dataset}-{norm}"
+        preset: str | None = f"{dataset}-{norm}"
         if preset not in available_presets():
             preset = dataset if dataset in available_presets() else None
         values: dict[str, Any] = {

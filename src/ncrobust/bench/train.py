@@ -23,7 +23,7 @@ from torch import nn
 
 from ncrobust.config import TrainConfig
 from ncrobust.data import Split, batches, synthetic_dataset
-from ncrobust.models import create_model
+from ncrobust.models import TappedClassifier, create_model
 from ncrobust.runtime import autocast, resolve_device
 from ncrobust.training.objectives import objective_step
 from ncrobust.training.probes import PerturbedSet, Prober, ProbeSpec
@@ -148,7 +148,7 @@ def _timed(device: torch.device, body: Callable[[], int]) -> float:
 # -- ours ----------------------------------------------------------------------------------
 
 
-def _model(name: str, device: torch.device, normalised: bool = True) -> nn.Module:
+def _model(name: str, device: torch.device, normalised: bool = True) -> TappedClassifier:
     mean, std = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
     model = create_model(
         name,
@@ -264,6 +264,7 @@ def _released_attack(
     for _ in range(steps):
         loss = F.cross_entropy(model(prep(x + delta)), y)
         loss.backward()
+        assert delta.grad is not None
         grad = delta.grad.detach()
         d = torch.clamp(delta + alpha * torch.sign(grad), min=-eps, max=eps)
         d = torch.max(torch.min(d, 1 - x), 0 - x)
