@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from ncrobust.data import load_dataset
 from ncrobust.models import PENULTIMATE, SmallCNN, create_model
+from ncrobust.models.small_cnn import PoolTo
 
 
 def test_layers_and_tap_shapes_on_digits_sized_input() -> None:
@@ -34,6 +35,12 @@ def test_other_small_inputs_through_adaptive_pooling(channels: int, size: int) -
     logits, taps = model.eval()(torch.rand(2, channels, size, size), taps=[PENULTIMATE])
     assert logits.shape == (2, 4)
     assert taps[PENULTIMATE].shape == (2, model.feature_dim)
+
+
+@pytest.mark.parametrize("size", [4, 6, 14])
+def test_pool_matches_adaptive_average_pooling(size: int) -> None:
+    h = torch.rand(2, 3, size, size)
+    assert torch.allclose(PoolTo(4)(h), F.adaptive_avg_pool2d(h, 4))
 
 
 def test_bad_widths_are_refused() -> None:

@@ -33,7 +33,9 @@ class PreActBlock(nn.Module):
     otherwise the raw input is added back.
     """
 
-    def __init__(self, in_planes: int, planes: int, stride: int = 1, preactivate: bool = True):
+    def __init__(
+        self, in_planes: int, planes: int, stride: int = 1, preactivate: bool = True
+    ) -> None:
         super().__init__()
         self.bn1 = nn.BatchNorm2d(in_planes) if preactivate else None
         self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)

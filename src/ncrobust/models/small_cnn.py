@@ -1,8 +1,10 @@
 """A small CNN for 8x8 digits that trains (and adversarially trains) in seconds on a CPU.
 
-Three conv3x3 + BN + ReLU blocks (the second with stride 2), an adaptive average pool to a
-``pooled x pooled`` map, then a Linear + BN + ReLU penultimate layer and the Linear classifier.
-The adaptive pool lets it take other small inputs too (28 px, 32 px with 3 channels, ...).
+Three conv3x3 + BN + ReLU blocks (16, 32, 32 channels; the second with stride 2, so 8x8 digits
+become a 4x4 map), an average pool to ``pooled`` x ``pooled`` (the identity for digits), then a
+Linear + BN + ReLU penultimate layer (128-d) and the Linear classifier: 81k parameters, about
+5 ms for a forward + backward of a 128-image batch on one CPU core. The pool lets it take other
+small inputs too (28 px, 32 px with 3 channels, ...).
 
 Taps: ``block1`` .. ``block3`` (each conv block's output), ``penultimate`` ([B, feature_dim]).
 """
@@ -11,7 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from ncrobust.models.base import PENULTIMATE, TappedClassifier, check_arguments
 from ncrobust.models.registry import register_model
@@ -24,6 +27,20 @@ def _conv_block(in_channels: int, out_channels: int, stride: int) -> nn.Sequenti
         nn.BatchNorm2d(out_channels),
         nn.ReLU(inplace=True),  # in place on the BN output, never on a tapped tensor
     )
+
+
+class PoolTo(nn.Module):
+    """Adaptive average pool to ``size`` x ``size``; maps already that size pass through as is."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def forward(self, h: Tensor) -> Tensor:
+        """``h`` pooled to the target size (8 px digits reach it without pooling)."""
+        if h.shape[-2] == self.size and h.shape[-1] == self.size:
+            return h  # the generic CPU kernel costs ~15 % of a step even as an identity
+        return F.adaptive_avg_pool2d(h, self.size)
 
 
 @register_model("small_cnn")
@@ -58,7 +75,7 @@ class SmallCNN(TappedClassifier):
             (
                 PENULTIMATE,
                 nn.Sequential(
-                    nn.AdaptiveAvgPool2d(pooled),
+                    PoolTo(pooled),
                     nn.Flatten(),
                     nn.Linear(w3 * pooled * pooled, feature_dim, bias=False),
                     nn.BatchNorm1d(feature_dim),
