@@ -9,18 +9,26 @@ import torch
 from torch import nn
 
 from ncrobust.attacks import pgd
-from ncrobust.bench.attacks import released_style_pgd
+from ncrobust.bench.attacks import released_style_pgd, summarise
 from ncrobust.cli import main
 
 
 def test_quick_run_prints_a_ratio(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "attacks", "--quick"]) == 0
     out = capsys.readouterr().out
-    row = re.search(r"^small_cnn\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)x$", out, re.MULTILINE)
+    row = re.search(r"^small_cnn\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)x\s+\d+%$", out, re.MULTILINE)
     assert row is not None, out
     baseline, fast, ratio = map(float, row.groups())
     assert baseline > 0 and fast > 0
     assert ratio == pytest.approx(fast / baseline, rel=0.01, abs=0.01)
+
+
+def test_rates_come_from_the_median_batch_time() -> None:
+    result = summarise([2.0, 10.0, 2.2], [1.0, 1.1, 1.0], batch_size=100)
+    assert result.baseline_rate == pytest.approx(100 / 2.2)  # the 10 s outlier is ignored
+    assert result.fast_rate == pytest.approx(100 / 1.0)
+    assert result.ratio == pytest.approx(2.2)
+    assert result.spread == pytest.approx((10.0 - 2.0) / 2.2)
 
 
 @pytest.mark.parametrize(

@@ -7,13 +7,15 @@ that keeps the highest-loss restart. The fast path is ``pgd``: input-only gradie
 ``torch.autograd.grad`` and one fused clamp per step, plus bf16 autocast and channels_last on
 CUDA (on CPU both paths run fp32, contiguous). Both attack the same weights, in train mode as
 in PGD-AT, on synthetic uint8-like 3x32x32 images with 10 classes; batches alternate between
-the two paths so drift in machine load hits both alike.
+the two paths so drift in machine load hits both alike, and rates come from the median batch
+time with the spread of the times printed as a noise indicator.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -177,8 +179,29 @@ def _timed(fn: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def measure(name: str, plan: Plan) -> tuple[float, float]:
-    """Images/s of (baseline, fast) PGD on ``name``; the two attack identical weights."""
+@dataclass(frozen=True)
+class Result:
+    """Throughput of both paths on one model, from the median batch time of each."""
+
+    baseline_rate: float
+    fast_rate: float
+    spread: float  # largest (max - min) / median batch time of the two paths: timing noise
+
+    @property
+    def ratio(self) -> float:
+        return self.fast_rate / self.baseline_rate
+
+
+def summarise(baseline_seconds: list[float], fast_seconds: list[float], batch_size: int) -> Result:
+    """Images/s from the median batch time of each path, plus the relative spread of the times."""
+    medians = [statistics.median(t) for t in (baseline_seconds, fast_seconds)]
+    pairs = zip((baseline_seconds, fast_seconds), medians, strict=True)
+    spread = max((max(t) - min(t)) / m for t, m in pairs)
+    return Result(batch_size / medians[0], batch_size / medians[1], spread)
+
+
+def measure(name: str, plan: Plan) -> Result:
+    """Time baseline and fast PGD on ``name`` (identical weights), batches alternating."""
     device = plan.device
     on_cuda = device.type == "cuda"
     baseline_model = build_model(name, plan.image_size, device)
@@ -215,12 +238,11 @@ def measure(name: str, plan: Plan) -> tuple[float, float]:
     for _ in range(plan.warmup):
         _timed(baseline, device)
         _timed(fast, device)
-    seconds = [0.0, 0.0]
+    baseline_seconds, fast_seconds = [], []
     for _ in range(plan.batches):
-        seconds[0] += _timed(baseline, device)
-        seconds[1] += _timed(fast, device)
-    images = plan.batches * plan.batch_size
-    return images / seconds[0], images / seconds[1]
+        baseline_seconds.append(_timed(baseline, device))
+        fast_seconds.append(_timed(fast, device))
+    return summarise(baseline_seconds, fast_seconds, plan.batch_size)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -239,11 +261,13 @@ def run(args: argparse.Namespace) -> int:
         f" | threads {torch.get_num_threads()} | models in train mode"
     )
     print(f"baseline: released attack_pgd style, fp32; ncrobust: pgd, {fast_label}")
-    print(f"{'model':<18}{'baseline img/s':>16}{'ncrobust img/s':>16}{'ratio':>9}")
+    print("img/s from the median batch time; spread = (max - min) / median of the batch times")
+    print(f"{'model':<18}{'baseline img/s':>16}{'ncrobust img/s':>16}{'ratio':>9}{'spread':>9}")
     for name in plan.models:
-        base_rate, fast_rate = measure(name, plan)
+        r = measure(name, plan)
         print(
-            f"{name:<18}{base_rate:>16.1f}{fast_rate:>16.1f}{fast_rate / base_rate:>8.2f}x",
+            f"{name:<18}{r.baseline_rate:>16.1f}{r.fast_rate:>16.1f}{r.ratio:>8.2f}x"
+            f"{r.spread:>8.0%}",
             flush=True,
         )
     return 0
