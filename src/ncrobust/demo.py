@@ -23,6 +23,7 @@ from ncrobust.config import TrainConfig, build_config
 from ncrobust.errors import UsageError
 
 MODES = ("st", "at", "trades")
+SCHEDULE = ("trades", "at", "st")  # longest first: two workers finish together
 
 
 @dataclass(frozen=True)
@@ -30,9 +31,12 @@ class DemoSettings:
     """The demo's choices; eps is large enough that PGD breaks the ST model, as in the paper."""
 
     eps: float = 0.15
-    epochs: int = 60
-    measure_every: int = 5
+    steps: int = 10
+    epochs: int = 120
+    measure_every: int = 10
     lr: float = 0.05
+    # the paper drops at 25 % / 37.5 % of 400 epochs; a short run needs its high-lr phase longer
+    lr_milestones: tuple[float, float] = (0.5, 0.75)
     batch_size: int = 128
     seed: int = 1
     jobs: int = 2
@@ -45,9 +49,11 @@ class DemoSettings:
                 "mode": mode,
                 "eps": self.eps,
                 "alpha": self.eps / 4,
+                "steps": self.steps,
                 "epochs": self.epochs,
                 "measure_every": self.measure_every,
                 "lr": self.lr,
+                "lr_milestones": list(self.lr_milestones),
                 "batch_size": self.batch_size,
                 "seed": self.seed,
                 "views": "all",
@@ -55,6 +61,24 @@ class DemoSettings:
                 "device": "cpu",
                 "out": str(out / mode),
             },
+        )
+
+    def describe(self) -> str:
+        """The markdown section the demo adds to its report: what was chosen and why."""
+        return (
+            "\n## Demo settings\n\n"
+            f"`small_cnn` on scikit-learn's 8×8 digits (1,437 train / 360 test images), "
+            f"l_inf PGD-{self.steps} with eps = {self.eps:g} and step eps/4 = {self.eps / 4:g}, "
+            f"{self.epochs} epochs of SGD (lr {self.lr:g}, ×0.1 at "
+            f"{self.lr_milestones[0]:.0%} and {self.lr_milestones[1]:.0%} of the run), "
+            f"NC measured every {self.measure_every} epochs on every view and on every layer "
+            f"at the end, seed {self.seed}.\n\n"
+            "Why this eps: 8×8 digits need a larger radius than CIFAR's 8/255 for PGD to break a "
+            "standard model (at 0.1 about a third of the examples resist; at 0.15 most leap), "
+            "while at 0.2 adversarial training of this small model stalls well short of perfect "
+            "robust training accuracy in the CPU budget. The paper's schedule drops the "
+            "learning rate at 25 % and 37.5 % of 400 epochs; this short run keeps the high rate "
+            "for half of it instead.\n"
         )
 
 
@@ -67,6 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eps", type=float, default=d.eps, help=f"l_inf radius (default {d.eps})")
     parser.add_argument("--measure-every", type=int, default=d.measure_every)
     parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--steps", type=int, default=d.steps, help=f"PGD steps (default {d.steps})")
     parser.add_argument("--jobs", type=int, default=d.jobs, help="parallel training processes")
 
 
@@ -78,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
         measure_every=args.measure_every,
         seed=args.seed,
         jobs=args.jobs,
+        steps=args.steps,
     )
     out = Path(args.out)
     paths = run_demo(settings, out, overwrite=args.overwrite)
@@ -89,7 +115,7 @@ def run_demo(settings: DemoSettings, out: Path, overwrite: bool = False) -> dict
     """Run the demo into ``out``; returns the paths of the report and the figures folder."""
     if settings.jobs < 1:
         raise UsageError("--jobs must be >= 1")
-    configs = [settings.config(mode, out) for mode in MODES]  # validated before any work
+    configs = [settings.config(mode, out) for mode in SCHEDULE]  # validated before any work
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise UsageError(f"{out} is not empty: pass --overwrite to replace it")
@@ -108,6 +134,8 @@ def run_demo(settings: DemoSettings, out: Path, overwrite: bool = False) -> dict
     from ncrobust.analysis import write_report
 
     report = write_report([out / mode for mode in MODES], out)  # also draws DIR/figures/*.png
+    with report.open("a", encoding="utf-8") as handle:
+        handle.write(settings.describe())
     total = time.perf_counter() - started
     figures = len(list((out / "figures").glob("*.png")))
     print(f"demo: trained 3 runs in {trained:.0f}s, {figures} figures, total {total:.0f}s")

@@ -1,0 +1,37 @@
+"""The demo's pieces in a reduced form: three runs, figures and the report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ncrobust.cli import main
+from ncrobust.demo import DemoSettings, run_demo
+
+
+def test_reduced_demo_writes_runs_figures_and_report(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    settings = DemoSettings(epochs=2, measure_every=1, steps=2, jobs=2)
+    paths = run_demo(settings, out)
+    for mode in ("st", "at", "trades"):
+        table = pd.read_parquet(out / mode / "metrics.parquet")
+        assert (out / mode / "DONE").is_file()
+        assert set(table.view) >= {"clean", "pgd", "gaussian", "targeted", "fit"}
+        final = table[table.epoch == 2]
+        assert set(final.layer) >= {"block1", "block2", "block3", "penultimate", "output"}
+    figures = {p.name for p in (out / "figures").glob("*.png")}
+    assert {"fig2.png", "fig3.png", "fig4.png", "fig7.png", "fig11.png", "fig12.png"} <= figures
+    report = paths["report"].read_text()
+    assert "## Findings" in report and "## Demo settings" in report
+    assert "eps = 0.15" in report and "PGD-2" in report
+
+
+def test_demo_refuses_a_non_empty_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "keep.txt").write_text("x")
+    assert main(["demo", "--out", str(tmp_path), "--epochs", "1"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (tmp_path / "keep.txt").read_text() == "x"
