@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
@@ -84,22 +84,28 @@ class TrainConfig:
 
     def probe_plan(self) -> list[tuple[str, str]]:
         """(split, view) pairs to measure, in measurement order; clean train comes first."""
-        plan: list[tuple[str, str]] = []
-        for split in SPLITS:
-            if split not in self.splits:
+        return probe_plan(self.views, self.splits)
+
+
+def probe_plan(views: Sequence[str], splits: Sequence[str]) -> list[tuple[str, str]]:
+    """(split, view) pairs of ``views`` (``VIEW@split`` limits one) on ``splits``.
+
+    ``train_adv`` exists on the train split only, and the clean train view comes first: its
+    class means are every other view's reference.
+    """
+    plan: list[tuple[str, str]] = []
+    for split in SPLITS:
+        if split not in splits:
+            continue
+        for spec in views:
+            view, _, only = spec.partition("@")
+            if (only and only != split) or (view == "train_adv" and split != "train"):
                 continue
-            for spec in self.views:
-                view, _, only = spec.partition("@")
-                if only and only != split:
-                    continue
-                if view == "train_adv" and split != "train":
-                    continue
-                plan.append((split, view))
-        # the clean train means are every other view's reference: measure them first
-        if ("train", "clean") in plan:
-            plan.remove(("train", "clean"))
-            plan.insert(0, ("train", "clean"))
-        return plan
+            plan.append((split, view))
+    if ("train", "clean") in plan:
+        plan.remove(("train", "clean"))
+        plan.insert(0, ("train", "clean"))
+    return plan
 
 
 CONFIG_FIELDS = {f.name: f for f in fields(TrainConfig)}

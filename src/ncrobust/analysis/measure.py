@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ncrobust.config import SPLITS, VIEWS
+from ncrobust.config import SPLITS, VIEWS, probe_plan
 from ncrobust.data import ImageDataset, Split
 from ncrobust.errors import UsageError
 from ncrobust.models import TappedClassifier
@@ -216,15 +216,7 @@ def measure_tables(
         linear = hooked.classifier
         extractor = hooked
     classes = num_classes or linear.out_features
-    plan = []
-    for split in SPLITS:
-        if split not in splits:
-            continue
-        for spec in views:
-            view, _, only = spec.partition("@")
-            if (only and only != split) or (view == "train_adv" and split != "train"):
-                continue
-            plan.append((split, view))
+    plan = probe_plan(views, list(splits))
     model.to(target)
     prober = Prober(
         model,

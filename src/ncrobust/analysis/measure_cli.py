@@ -19,10 +19,10 @@ import pandas as pd
 from ncrobust.config import parse_pixels, read_config
 from ncrobust.data import load_dataset
 from ncrobust.errors import UsageError
-from ncrobust.models import create_model
 from ncrobust.runs import METRIC_COLUMNS, RunDirectory, atomic_write_parquet
 from ncrobust.runtime import resolve_device
 from ncrobust.training.checkpoint import LAST, load_checkpoint, restore
+from ncrobust.training.trainer import build_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -87,14 +87,7 @@ def run(args: argparse.Namespace) -> int:
     loaded = [load_checkpoint(f) for f in files]  # every file is checked before any compute
     device = resolve_device(args.device or config.device)
     dataset = load_dataset(config.dataset, data_dir=config.data_dir)
-    model = create_model(
-        config.model,
-        num_classes=dataset.num_classes,
-        in_channels=dataset.channels,
-        image_size=dataset.image_size,
-        mean=dataset.mean,
-        std=dataset.std,
-    ).to(device)
+    model = build_model(config, dataset).to(device)
     layers = [layer for layer in args.layers.split(",") if layer]
     splits = [s for s in args.splits.split(",") if s]
     data = {name: dataset.split(name) for name in splits if name in ("train", "test")}

@@ -38,6 +38,26 @@ def trades_kl(clean_logits: torch.Tensor, adv_logits: torch.Tensor) -> torch.Ten
     )
 
 
+def _attack(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    config: TrainConfig,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """PGD with the run's threat model, in the model's current mode."""
+    return pgd(
+        model,
+        x,
+        y,
+        norm=config.norm,
+        eps=config.eps,
+        alpha=config.alpha,
+        steps=config.steps,
+        generator=generator,
+    )
+
+
 def objective_step(
     model: nn.Module,
     x: torch.Tensor,
@@ -61,28 +81,10 @@ def objective_step(
         if perturb:  # ST's train_adv view: PGD against the training model, never trained on;
             # eval-mode BN so that the attack leaves ST's running statistics untouched
             with eval_mode(model):
-                inputs = pgd(
-                    model,
-                    x,
-                    y,
-                    norm=config.norm,
-                    eps=config.eps,
-                    alpha=config.alpha,
-                    steps=config.steps,
-                    generator=generator,
-                )
+                inputs = _attack(model, x, y, config, generator)
         return StepOutput(loss, logits, inputs, {})
     if config.mode == "at":
-        x_adv = pgd(
-            model,
-            x,
-            y,
-            norm=config.norm,
-            eps=config.eps,
-            alpha=config.alpha,
-            steps=config.steps,
-            generator=generator,
-        )
+        x_adv = _attack(model, x, y, config, generator)
         logits = model(x_adv)
         return StepOutput(F.cross_entropy(logits, y), logits, x_adv, {})
     if config.mode == "trades":

@@ -81,14 +81,7 @@ def prepare(
             raise UsageError("--tensorboard needs the tensorboard package installed") from exc
     dataset = load_dataset(config.dataset, data_dir=config.data_dir)
     seed_everything(config.seed)
-    model = create_model(
-        config.model,
-        num_classes=dataset.num_classes,
-        in_channels=dataset.channels,
-        image_size=dataset.image_size,
-        mean=dataset.mean,
-        std=dataset.std,
-    )
+    model = build_model(config, dataset)
     layers = validate_layers(config, model.layers())
     final_layers = layers
     if config.final_layers:
@@ -114,6 +107,18 @@ def prepare(
         progress = sys.stderr.isatty()
     return Session(
         config, run, device, dataset, model, optimizer, layers, final_layers, start_epoch, progress
+    )
+
+
+def build_model(config: TrainConfig, dataset: ImageDataset) -> TappedClassifier:
+    """The run's model, shaped for ``dataset`` and normalising with its constants."""
+    return create_model(
+        config.model,
+        num_classes=dataset.num_classes,
+        in_channels=dataset.channels,
+        image_size=dataset.image_size,
+        mean=dataset.mean,
+        std=dataset.std,
     )
 
 
