@@ -165,3 +165,29 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_state(
     kept = table[(table.view != "fit") & ~table.metric.isin(TIMINGS)]
     assert kept[kept.epoch == 0].value.notna().all()
     assert all(torch.isfinite(t).all() for t in last.model_state.values())
+
+
+def test_progress_bars_and_tensorboard_scalars(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "tb"
+    assert _train(out, "--epochs", "1", "--tensorboard") == 0
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert "train/clean/penultimate/nc1" in tags and "test/pgd/output/accuracy" in tags
+    logged = {s.step: s.value for s in events.Scalars("train/clean/penultimate/nc1")}
+    table = RunDirectory(out).read_metrics()
+    expected = table.query("split == 'train' and view == 'clean' and metric == 'nc1'")
+    assert sorted(logged) == [0, 1]  # epoch 0 (initialisation) and epoch 1
+    for row in expected.itertuples():
+        assert logged[row.epoch] == pytest.approx(row.value, rel=1e-6)
+    capsys.readouterr()
+    assert (
+        main(["train", *FAST, "--out", str(tmp_path / "bars"), "--epochs", "1", "--progress"]) == 0
+    )
+    err = capsys.readouterr().err
+    assert "epoch 1/1" in err and "measure epoch 1" in err  # tqdm writes its bars to stderr

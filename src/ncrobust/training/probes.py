@@ -100,9 +100,14 @@ class Prober:
         splits: Mapping[str, Split],
         epoch: int,
         train_adv: PerturbedSet | None = None,
+        on_view: Callable[[str, str], None] | None = None,
     ) -> ProbeResult:
-        """Measure every planned (split, view) at ``epoch``; the model's mode is restored after."""
+        """Measure every planned (split, view) at ``epoch``; the model's mode is restored after.
+
+        ``on_view(split, view)`` is called after each view (e.g. to advance a progress bar).
+        """
         result = ProbeResult()
+        done = on_view or (lambda split, view: None)
         plan = list(self.spec.plan)
         needs_reference = any(view != "clean" or split != "train" for split, view in plan)
         with eval_mode(self.model):
@@ -120,6 +125,7 @@ class Prober:
                     result,
                     record=("train", "clean") in plan,
                 )
+                done("train", "clean")
             clean_logits: dict[str, torch.Tensor] = {}
             for split_name, view in [*plan, *self.spec.accuracy_only]:
                 if (split_name, view) == ("train", "clean"):
@@ -144,6 +150,7 @@ class Prober:
                 )
                 if view == "clean" and logits is not None:
                     clean_logits[split_name] = logits
+                done(split_name, view)
         return result
 
     # -- one view -------------------------------------------------------------------------

@@ -143,14 +143,16 @@ def train(
         run.root.mkdir(parents=True, exist_ok=True)
         write_config(config, run.config_path)
         run.log(f"run {run.root} on {session.device}: {_describe(config)}")
-        rows, stats = measure(session, 0, None)
-        run.append(rows, stats)
-        _save(session, 0)
     if config.tensorboard:
         from torch.utils.tensorboard import SummaryWriter
 
         session.writer = SummaryWriter(str(run.tensorboard_dir))
     try:
+        if not resume:
+            rows, stats = measure(session, 0, None)
+            run.append(rows, stats)
+            _save(session, 0)
+            _scalars(session, 0, rows)
         for epoch in range(session.start_epoch + 1, config.epochs + 1):
             _epoch(session, epoch)
             if stop_after is not None and epoch >= stop_after and epoch < config.epochs:
@@ -323,7 +325,19 @@ def measure(
         session.device,
     )
     splits = {"train": session.dataset.train, "test": session.dataset.test}
-    result = prober.run(splits, epoch, train_adv)
+    if not session.progress:
+        result = prober.run(splits, epoch, train_adv)
+        return result.metrics, result.stats
+    from tqdm import tqdm
+
+    views = len(set(plan) | {("train", "clean")} | set(spec.accuracy_only))
+    with tqdm(total=views, desc=f"measure epoch {epoch}", leave=False, dynamic_ncols=True) as bar:
+
+        def advance(split: str, view: str) -> None:
+            bar.set_postfix_str(f"{split}/{view}")
+            bar.update()
+
+        result = prober.run(splits, epoch, train_adv, on_view=advance)
     return result.metrics, result.stats
 
 
@@ -379,6 +393,11 @@ def _report(
     run.log(line)
     if not session.progress:
         print(line, flush=True)
+    _scalars(session, epoch, rows)
+
+
+def _scalars(session: Session, epoch: int, rows: list[dict[str, Any]]) -> None:
+    """TensorBoard scalars of the rows, tagged split/view/layer/metric (with --tensorboard)."""
     if session.writer is not None:
         for row in rows:
             tag = f"{row['split']}/{row['view']}/{row['layer']}/{row['metric']}"
