@@ -23,7 +23,8 @@ from torch import nn
 
 from ncrobust.config import TrainConfig
 from ncrobust.data import Split, batches, synthetic_dataset
-from ncrobust.models import TappedClassifier, create_model
+from ncrobust.errors import UsageError
+from ncrobust.models import TappedClassifier, available_models, create_model
 from ncrobust.runtime import autocast, resolve_device
 from ncrobust.training.objectives import objective_step
 from ncrobust.training.probes import PerturbedSet, Prober, ProbeSpec
@@ -35,8 +36,16 @@ MEASURE_EVERY = 5
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``ncrobust bench train``."""
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--models", default="vgg11_bn,preact_resnet18")
-    parser.add_argument("--modes", default="st,at,trades")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["vgg11_bn", "preact_resnet18"],
+        metavar="NAME",
+        help="registry names (default: the paper's)",
+    )
+    parser.add_argument(
+        "--modes", nargs="+", default=["st", "at", "trades"], choices=["st", "at", "trades"]
+    )
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument(
         "--batches",
@@ -70,8 +79,11 @@ def run(args: argparse.Namespace) -> int:
     """Run the benchmark and print one line per measurement."""
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
-    models = ["small_cnn"] if args.quick else [m for m in args.models.split(",") if m]
-    modes = [m for m in args.modes.split(",") if m]
+    models = ["small_cnn"] if args.quick else list(args.models)
+    modes = list(args.modes)
+    unknown = [m for m in models if m not in available_models()]
+    if unknown:
+        raise UsageError(f"unknown model(s) {unknown} (available: {available_models()})")
     batch = 16 if args.quick else args.batch_size
     timed = args.batches or (2 if args.quick else (CIFAR_TRAIN // batch if cuda else 3))
     measure_n = args.measure_samples or (64 if args.quick else (10_000 if cuda else 512))
