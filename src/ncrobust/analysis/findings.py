@@ -416,24 +416,11 @@ def finding4(study: Study, t: Thresholds) -> list[Finding]:
 def _layer_profile(
     study: Study, label: str, split: str, view: str, metric: str
 ) -> tuple[int | None, pd.DataFrame]:
-    """(layerwise epoch, columns ``layer, depth, mean``) in depth order; empty if absent."""
+    """(layerwise epoch, :meth:`Study.layer_curve` of the metric there); empty if absent."""
     epoch = study.layerwise_epoch(label)
-    empty = pd.DataFrame(columns=["layer", "depth", "mean"])
     if epoch is None:
-        return None, empty
-    order = study.layer_order(label)
-    rows = study.rows(label)
-    rows = rows[
-        (rows["epoch"] == epoch)
-        & (rows["split"] == split)
-        & (rows["view"] == view)
-        & (rows["metric"] == metric)
-        & rows["layer"].isin(order)
-    ]
-    rows = rows[np.isfinite(rows["mean"].to_numpy(dtype=float))]
-    depth = {name: i for i, name in enumerate(order)}
-    rows = rows.assign(depth=rows["layer"].map(depth)).sort_values("depth")
-    return epoch, rows.loc[:, ["layer", "depth", "mean"]].reset_index(drop=True)
+        return None, pd.DataFrame(columns=["depth", "layer", "mean", "std"])
+    return epoch, study.layer_curve(label, epoch, split, view, metric)
 
 
 def _spearman(x: np.ndarray, y: np.ndarray) -> float:

@@ -299,24 +299,6 @@ def figure7(
 # -- Figures 11 and 12: layerwise NC and NCC at the last layerwise epoch ----------------------
 
 
-def _layer_curve(
-    study: Study, label: str, epoch: int, split: str, view: str, metric: str, order: list[str]
-) -> pd.DataFrame:
-    """Columns ``depth, layer, mean, std`` of one metric along the layers (depth from 1)."""
-    rows = study.rows(label)
-    rows = rows[
-        (rows["epoch"] == epoch)
-        & (rows["split"] == split)
-        & (rows["view"] == view)
-        & (rows["metric"] == metric)
-        & rows["layer"].isin(order)
-    ]
-    depth = {name: i + 1 for i, name in enumerate(order)}
-    out = rows.assign(depth=rows["layer"].map(depth).astype("int64"))
-    out = out[np.isfinite(out["mean"].to_numpy(dtype=float))]
-    return out.sort_values("depth").loc[:, ["depth", "layer", "mean", "std"]]
-
-
 def _layerwise_columns(study: Study, modes: Sequence[str]) -> list[tuple[RunGroup, str, int]]:
     columns = []
     for group in study.groups_of(modes):
@@ -360,7 +342,7 @@ def figure11(study: Study, modes: Sequence[str] = ("st", "at")) -> Figure:
             for view, name, colour in _views(study, group.label, split):
                 if colour == "gaussian":
                     continue
-                curve = _layer_curve(study, group.label, epoch, split, view, metric, order)
+                curve = study.layer_curve(group.label, epoch, split, view, metric)
                 plot_series(ax, curve, name, COLORS[colour], x="depth")
             last = row == len(LAYER_NC_ROWS) - 1
             style_panel(
@@ -373,13 +355,11 @@ def figure11(study: Study, modes: Sequence[str] = ("st", "at")) -> Figure:
     return fig
 
 
-def _ncc_match(
-    study: Study, label: str, epoch: int, split: str, view: str, order: list[str]
-) -> pd.DataFrame:
-    curve = _layer_curve(study, label, epoch, split, view, "ncc_match", order)
+def _ncc_match(study: Study, label: str, epoch: int, split: str, view: str) -> pd.DataFrame:
+    curve = study.layer_curve(label, epoch, split, view, "ncc_match")
     if curve.empty and (split, view) == ("train", "clean"):
         # the clean train means are this view's own means, so its NCC match is 1 - NC4
-        curve = _layer_curve(study, label, epoch, split, view, "nc4", order)
+        curve = study.layer_curve(label, epoch, split, view, "nc4")
         curve = curve.assign(mean=1.0 - curve["mean"])
     return curve
 
@@ -396,9 +376,9 @@ def figure12(study: Study, modes: Sequence[str] = ("st", "at")) -> Figure:
         acc_ax, match_ax = axes[0, col], axes[1, col]
         for view, _, colour in views:
             ncc_name = "NCC robustness" if colour == "perturbed" else "NCC accuracy"
-            curve = _layer_curve(study, group.label, epoch, split, view, "ncc_accuracy", order)
+            curve = study.layer_curve(group.label, epoch, split, view, "ncc_accuracy")
             plot_series(acc_ax, curve, f"{ncc_name} ({view})", COLORS[colour], x="depth")
-            curve = _ncc_match(study, group.label, epoch, split, view, order)
+            curve = _ncc_match(study, group.label, epoch, split, view)
             plot_series(match_ax, curve, f"NCC–net match ({view})", COLORS[colour], x="depth")
         if acc_ax.get_lines():
             for view, _, colour in views:

@@ -165,6 +165,26 @@ class Study:
             return order + [x for x in dict.fromkeys(rows["layer"].tolist()) if x not in order]
         return []
 
+    def layer_curve(
+        self, label: str, epoch: int, split: str, view: str, metric: str
+    ) -> pd.DataFrame:
+        """One metric along the layers at ``epoch``: columns ``depth, layer, mean, std``,
+        depth from 1 in :meth:`layer_order`, finite means only, sorted by depth."""
+        order = self.layer_order(label)
+        rows = self.rows(label)
+        rows = rows[
+            (rows["epoch"] == epoch)
+            & (rows["split"] == split)
+            & (rows["view"] == view)
+            & (rows["metric"] == metric)
+            & rows["layer"].isin(order)
+        ]
+        depth = {name: i + 1 for i, name in enumerate(order)}
+        out = rows.assign(depth=rows["layer"].map(depth).astype("int64"))
+        out = out[np.isfinite(out["mean"].to_numpy(dtype=float))]
+        columns = ["depth", "layer", "mean", "std"]
+        return out.sort_values("depth").loc[:, columns].reset_index(drop=True)
+
     def layerwise_epoch(self, label: str) -> int | None:
         """The last measured epoch at which more than one feature layer was measured."""
         rows = self.rows(label)
