@@ -12,7 +12,7 @@ from ncrobust.data import Split, synthetic_dataset
 from ncrobust.models import create_model
 from ncrobust.runtime import make_generator
 from ncrobust.training import PerturbedSet, Prober, ProbeSpec
-from ncrobust.training.probes import derive_seed
+from ncrobust.training.probes import derive_seed, tapped_extractor
 
 LAYERS = ["block2", "penultimate"]
 
@@ -41,7 +41,7 @@ def _prober(model: torch.nn.Module, plan: list[tuple[str, str]], cache_bytes: in
     head = model.classifier
     return Prober(
         model,
-        lambda x, names: model(x, taps=list(names)),
+        tapped_extractor(model),
         spec,
         4,
         head.weight,
@@ -126,7 +126,7 @@ def test_train_adv_view_and_accuracy_only(setting) -> None:  # type: ignore[no-u
     head = model.classifier
     result = Prober(
         model,
-        lambda x, n: model(x, taps=list(n)),
+        tapped_extractor(model),
         spec,
         4,
         head.weight,

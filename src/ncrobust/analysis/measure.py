@@ -25,7 +25,13 @@ from ncrobust.errors import UsageError
 from ncrobust.models import TappedClassifier
 from ncrobust.runs import METRIC_COLUMNS, STATS_COLUMNS
 from ncrobust.runtime import resolve_device
-from ncrobust.training.probes import Extractor, PerturbedSet, Prober, ProbeSpec
+from ncrobust.training.probes import (
+    Extractor,
+    PerturbedSet,
+    Prober,
+    ProbeSpec,
+    tapped_extractor,
+)
 
 PENULTIMATE = "penultimate"
 
@@ -203,13 +209,7 @@ def measure_tables(
         if unknown:
             raise UsageError(f"unknown layer(s) {unknown} (available: {', '.join(available)})")
         linear = model.classifier
-
-        def tapped(
-            x: torch.Tensor, names: Sequence[str]
-        ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-            return model(x, taps=list(names)) if names else (model(x), {})
-
-        extractor = tapped
+        extractor = tapped_extractor(model)
     else:
         hooked = HookedExtractor(model, classifier)
         chosen = hooked.resolve(layers)

@@ -27,7 +27,7 @@ from ncrobust.errors import UsageError
 from ncrobust.models import TappedClassifier, available_models, create_model
 from ncrobust.runtime import autocast, resolve_device
 from ncrobust.training.objectives import objective_step
-from ncrobust.training.probes import PerturbedSet, Prober, ProbeSpec
+from ncrobust.training.probes import PerturbedSet, Prober, ProbeSpec, tapped_extractor
 
 CIFAR_TRAIN, CIFAR_TEST = 50_000, 10_000
 MEASURE_EVERY = 5
@@ -237,7 +237,7 @@ def _time_measurement(
     classifier = model.classifier
     prober = Prober(
         model,
-        lambda x, layers: model(x, taps=list(layers)) if layers else (model(x), {}),
+        tapped_extractor(model),
         spec,
         10,
         classifier.weight,

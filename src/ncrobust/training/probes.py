@@ -33,6 +33,20 @@ Extractor = Callable[[torch.Tensor, Sequence[str]], tuple[torch.Tensor, dict[str
 PERTURBED_VIEWS = ("pgd", "train_adv", "gaussian", "targeted")
 
 
+def tapped_extractor(model: nn.Module) -> Extractor:
+    """The :data:`Extractor` of a model with named taps (``model(x, taps=[...])``)."""
+
+    def extract(
+        x: torch.Tensor, layers: Sequence[str]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if not layers:
+            return model(x), {}
+        logits, taps = model(x, taps=list(layers))
+        return logits, taps
+
+    return extract
+
+
 @dataclass
 class ProbeSpec:
     """What to measure and with which threat model."""

@@ -29,7 +29,13 @@ from ncrobust.runs import FIT_VIEW, OUTPUT_LAYER, RunDirectory, metric_rows
 from ncrobust.runtime import autocast, eval_mode, make_generator, resolve_device, seed_everything
 from ncrobust.training.checkpoint import LAST, epoch_name, load_checkpoint, restore, save_checkpoint
 from ncrobust.training.objectives import objective_step
-from ncrobust.training.probes import PerturbedSet, Prober, ProbeSpec, derive_seed
+from ncrobust.training.probes import (
+    PerturbedSet,
+    Prober,
+    ProbeSpec,
+    derive_seed,
+    tapped_extractor,
+)
 from ncrobust.training.schedule import piecewise_lr
 
 
@@ -317,7 +323,7 @@ def measure(
     classifier = model.classifier
     prober = Prober(
         model,
-        _extractor(model),
+        tapped_extractor(model),
         spec,
         session.dataset.num_classes,
         classifier.weight,
@@ -339,16 +345,6 @@ def measure(
 
         result = prober.run(splits, epoch, train_adv, on_view=advance)
     return result.metrics, result.stats
-
-
-def _extractor(model: TappedClassifier) -> Any:
-    def extract(x: torch.Tensor, layers: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        if not layers:
-            return model(x), {}
-        logits, taps = model(x, taps=list(layers))
-        return logits, taps
-
-    return extract
 
 
 def _save(session: Session, epoch: int) -> None:
