@@ -57,6 +57,8 @@ def test_short_run_writes_every_promised_value(tmp_path: Path, mode: str) -> Non
                 here = rows[(rows.split == split) & (rows.view == view)]
                 out_metrics = set(here[here.layer == "output"].metric)
                 assert {"accuracy", "loss"} <= out_metrics, (epoch, split, view)
+                if view in ("pgd", "gaussian", "targeted"):  # KL to the same split's clean view
+                    assert "kl" in out_metrics, (epoch, split, view)
                 nc = set(here[here.layer == "penultimate"].metric)
                 assert nc >= NC_METRICS, (epoch, split, view, NC_METRICS - nc)
                 if (split, view) != ("train", "clean"):
@@ -191,3 +193,18 @@ def test_progress_bars_and_tensorboard_scalars(
     )
     err = capsys.readouterr().err
     assert "epoch 1/1" in err and "measure epoch 1" in err  # tqdm writes its bars to stderr
+
+
+def test_kl_to_clean_without_a_clean_view(tmp_path: Path) -> None:
+    """Clean is measured first per split even when only its accuracy is recorded."""
+    out = tmp_path / "pgd-only"
+    assert _train(out, "--epochs", "1", "--views", "pgd,gaussian") == 0
+    table = RunDirectory(out).read_metrics()
+    rows = table[(table.epoch == 1) & (table.layer == "output") & (table.metric == "kl")]
+    assert set(zip(rows.split, rows.view, strict=True)) == {
+        ("train", "pgd"),
+        ("train", "gaussian"),
+        ("test", "pgd"),
+        ("test", "gaussian"),
+    }
+    assert (rows.value >= 0).all()

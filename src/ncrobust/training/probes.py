@@ -24,6 +24,7 @@ from torch import nn
 
 from ncrobust.attacks import gaussian, pgd, target_labels
 from ncrobust.collapse import AttackStatistics, CollapseAccumulator
+from ncrobust.config import SPLITS
 from ncrobust.data import Split
 from ncrobust.runs import OUTPUT_LAYER, metric_rows
 from ncrobust.runtime import autocast, eval_mode, make_generator
@@ -31,6 +32,8 @@ from ncrobust.runtime import autocast, eval_mode, make_generator
 # (inputs, layer names) -> (logits, {layer: features}); a TappedClassifier's forward with taps
 Extractor = Callable[[torch.Tensor, Sequence[str]], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 PERTURBED_VIEWS = ("pgd", "train_adv", "gaussian", "targeted")
+# layer -> (class means, global mean) of the clean train set: every other view's reference
+Reference = dict[str, tuple[torch.Tensor, torch.Tensor]]
 
 
 def tapped_extractor(model: nn.Module) -> Extractor:
@@ -123,12 +126,17 @@ class Prober:
         result = ProbeResult()
         done = on_view or (lambda split, view: None)
         plan = list(self.spec.plan)
-        needs_reference = any(view != "clean" or split != "train" for split, view in plan)
+        # per split, clean first: its logits are the KL reference of the perturbed views
+        order = sorted(
+            [*plan, *self.spec.accuracy_only],
+            key=lambda pair: (SPLITS.index(pair[0]), pair[1] != "clean"),
+        )
         with eval_mode(self.model):
-            reference: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
-            if ("train", "clean") in plan or needs_reference:
+            reference: Reference | None = None
+            clean_logits: dict[str, torch.Tensor] = {}
+            if plan:  # every planned view needs the clean train means (or is them)
                 train = splits["train"]
-                reference = self._view(
+                reference, clean_logits["train"] = self._view(
                     "train",
                     "clean",
                     train.images,
@@ -140,8 +148,7 @@ class Prober:
                     record=("train", "clean") in plan,
                 )
                 done("train", "clean")
-            clean_logits: dict[str, torch.Tensor] = {}
-            for split_name, view in [*plan, *self.spec.accuracy_only]:
+            for split_name, view in order:
                 if (split_name, view) == ("train", "clean"):
                     continue
                 layers_off = (split_name, view) in self.spec.accuracy_only
@@ -151,7 +158,7 @@ class Prober:
                     images, labels = train_adv.inputs, train_adv.labels
                 else:
                     images, labels = splits[split_name].images, splits[split_name].labels
-                logits = self._view(
+                _, logits = self._view(
                     split_name,
                     view,
                     images,
@@ -162,7 +169,7 @@ class Prober:
                     result,
                     layers_off=layers_off,
                 )
-                if view == "clean" and logits is not None:
+                if view == "clean":
                     clean_logits[split_name] = logits
                 done(split_name, view)
         return result
@@ -176,12 +183,14 @@ class Prober:
         images: torch.Tensor,
         labels: torch.Tensor,
         epoch: int,
-        reference: dict[str, tuple[torch.Tensor, torch.Tensor]] | None,
+        reference: Reference | None,
         clean_logits: torch.Tensor | None,
         result: ProbeResult,
         record: bool = True,
         layers_off: bool = False,
-    ) -> Any:
+    ) -> tuple[Reference | None, torch.Tensor]:
+        """Measure one view; returns the clean train means (for the clean train view) and the
+        view's logits."""
         spec, device, n = self.spec, self.device, len(labels)
         layers = [] if layers_off else list(spec.layers)
         labels = labels.to(device)
@@ -266,9 +275,10 @@ class Prober:
                 result.metrics += metric_rows(epoch, split_name, view, layer, values)
             for layer, stat in statistics.items():
                 result.stats += _stat_rows(epoch, split_name, view, layer, stat.compute())
+        means = None
         if split_name == "train" and view == "clean":
-            return {layer: (acc.means(), acc.global_mean()) for layer, acc in accumulators.items()}
-        return logits_all if view == "clean" else None
+            means = {layer: (acc.means(), acc.global_mean()) for layer, acc in accumulators.items()}
+        return means, logits_all
 
     def _inputs(
         self,
