@@ -192,11 +192,7 @@ def is_measured(config: TrainConfig, epoch: int) -> bool:
 
 def _epoch(session: Session, epoch: int) -> None:
     config, run = session.config, session.run
-    keep_adv = (
-        is_measured(config, epoch)
-        and any(view.partition("@")[0] == "train_adv" for view in config.views)
-        and "train" in config.splits
-    )
+    keep_adv = is_measured(config, epoch) and ("train", "train_adv") in config.probe_plan()
     started = time.perf_counter()
     fit, perturbed = _fit(session, epoch, keep_adv)
     seconds = time.perf_counter() - started
