@@ -75,9 +75,12 @@ def grouping_key(config: TrainConfig) -> tuple[tuple[str, Any], ...]:
 
 
 def format_eps(value: float) -> str:
-    """``8/255`` for multiples of 1/255 (the paper's notation), else the plain number."""
+    """``8/255`` for multiples of 1/255 (the paper's notation), else the plain number.
+
+    Radii read back from a view label keep 6 significant digits, hence the relative tolerance.
+    """
     scaled = value * 255
-    if scaled > 0 and math.isclose(scaled, round(scaled), rel_tol=0, abs_tol=1e-6):
+    if scaled > 0 and math.isclose(scaled, round(scaled), rel_tol=2e-6, abs_tol=1e-6):
         return f"{round(scaled)}/255"
     return f"{value:g}"
 
@@ -123,7 +126,7 @@ def group_runs(runs: Sequence[Run]) -> list[RunGroup]:
             break
         named.append(extra)
         labels = [_label(c, named) for c in configs]
-    if len(set(labels)) != len(labels):  # pragma: no cover - keys differ, so labels do too
+    if len(set(labels)) != len(labels):  # e.g. AT runs differing only in trades_bn_eval
         labels = [f"{label} #{i + 1}" for i, label in enumerate(labels)]
     return [
         RunGroup(label, tuple(sorted(buckets[key], key=lambda r: r.config.seed)))
@@ -131,10 +134,18 @@ def group_runs(runs: Sequence[Run]) -> list[RunGroup]:
     ]
 
 
+FROZEN_BN = "frozen BN, as released"
+
+
 def _label(config: dict[str, Any], fields: Sequence[str]) -> str:
     mode = str(config["mode"])
     parts = [MODE_NAMES.get(mode, mode.upper())]
-    parts += [_format(name, config[name]) for name in fields]
+    for name in fields:
+        if name == "trades_bn_eval":  # a TRADES variant; meaningless for other modes
+            if mode == "trades" and config[name]:
+                parts.append(FROZEN_BN)
+            continue
+        parts.append(_format(name, config[name]))
     return " · ".join(parts)
 
 
