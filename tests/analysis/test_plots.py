@@ -80,9 +80,9 @@ def test_figure2_draws_seed_means_with_std_bands(paper_study: Study, fake: Modul
         "accuracy",
         "loss (CE)",
         "NC1",
-        "NC2 equinorm",
+        "NC2 equinorm (std/mean)",
         "NC2 equiangular",
-        "NC3",
+        "NC3 (Frobenius)",
         "NC4",
     ]
     st = column(axes, "ST (3 seeds)")
@@ -134,8 +134,11 @@ def test_figure3_compares_targeted_st_and_perturbed_at(paper_study: Study) -> No
     assert xy(axes[1, st], "targeted vs clean · train")[1] == pytest.approx([0.2] * 3)
     assert xy(axes[0, at], "train_adv vs clean · train")[1] == pytest.approx([0.1] * 3)
     assert xy(axes[0, at], "pgd vs clean · test")[1] == pytest.approx([0.3] * 3)
-    simplex = line(axes[1, st], "arccos(−1/(C−1)), C=4")
+    simplex = line(axes[0, st], "arccos(−1/(C−1)), C=4")
     assert simplex.get_ydata()[0] == pytest.approx(math.acos(-1 / 3))
+    # the centred simplex angle is no baseline for the non-centred panel
+    assert "arccos(−1/(C−1)), C=4" not in [ln.get_label() for ln in axes[1, st].get_lines()]
+    assert "between-class baseline not recorded" in [t.get_text() for t in axes[1, st].texts]
 
 
 # -- Figure 7 -------------------------------------------------------------------------------------
@@ -282,11 +285,11 @@ def test_unmeasured_panels_say_so_instead_of_staying_blank(
     fake: ModuleType, tmp_path: Path
 ) -> None:
     metrics, _ = fake.paper_rows("st", 1, layerwise=False, views={"train": ("clean",)})
-    metrics = [row for row in metrics if row["metric"] != "nc3"]
+    metrics = [row for row in metrics if row["metric"] != "nc3_frobenius"]
     run = fake.write_run(tmp_path / "st", "st", 1, metrics=metrics, stats=[])
     axes = grid(figure2(Study.from_paths([run])), 1)
     assert legend_labels(axes[0, 0]) == ["clean · train"]
-    assert axes[5, 0].get_ylabel() == "NC3"
+    assert axes[5, 0].get_ylabel() == "NC3 (Frobenius)"
     assert not axes[5, 0].get_lines()
     assert [t.get_text() for t in axes[5, 0].texts] == ["not measured"]
     assert not axes[2, 0].texts  # NC1 was measured
