@@ -207,7 +207,7 @@ def test_a_nan_measurement_is_not_measured_rather_than_failed(
     assert "simplex similarity train_adv vs clean" in f3.reason
 
 
-# -- inconclusive: a precondition of the claim is not met ---------------------------------------
+# -- inconclusive: a precondition of the claim is not met -----------------------------------------
 
 TERMINAL = ("train", "clean", "output", "accuracy")
 INCONCLUSIVE: list[tuple[str, str, dict[Key, float], str, dict[str, float]]] = [
@@ -284,7 +284,7 @@ def test_too_few_layers_is_inconclusive(fake: ModuleType) -> None:
     assert all(f.verdict is not Verdict.INCONCLUSIVE for f in by_key(relaxed, "5a"))
 
 
-# -- the targeted view with its own radius, the between-class baseline --------------------------
+# -- the targeted view with its own radius, the between-class baseline ----------------------------
 
 
 def test_targeted_view_with_its_own_radius_is_the_targeted_view(fake: ModuleType) -> None:
@@ -331,7 +331,7 @@ def test_targeted_non_centred_angle_is_judged_against_the_runs_between_class_ang
     assert len(unjudged.checks) == 1 and "between_class_angle" in " ".join(unjudged.notes)
 
 
-# -- Appendix H -------------------------------------------------------------------------------------
+# -- Appendix H -----------------------------------------------------------------------------------
 
 
 def test_st_nc1_rising_with_attack_eps_flips(fake: ModuleType) -> None:
@@ -371,7 +371,7 @@ def test_at_collapse_at_every_training_eps_flips(fake: ModuleType) -> None:
     assert [c.passed for c in fails.checks] == [True, False, True]
 
 
-# -- TRADES with frozen BN and the original ----------------------------------------------------------
+# -- TRADES with frozen BN and the original -------------------------------------------------------
 
 
 def test_both_trades_variants_are_judged_against_the_same_at_run(fake: ModuleType) -> None:

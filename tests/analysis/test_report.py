@@ -27,7 +27,12 @@ def test_report_lists_findings_thresholds_and_figures(paper_runs: Path, tmp_path
     page = (tmp_path / "out" / "report.html").read_text()
     assert "data:image/png;base64," in page
     assert not re.search(r"src=['\"](?!data:)", page)  # nothing outside the file
-    assert page.count('class="holds"') == 9
+    assert page.count('class="holds"') == 14  # the appendix findings need runs at several eps
+    # each default's source in the paper is shown with it
+    assert (
+        "| st_pgd_nc1_ratio | 10 | finding 1: ST NC1 pgd / NC1 clean, at least | Sec. 3.1" in text
+    )
+    assert "| not measured (pgd measured at fewer than 2 eps" in text
 
 
 def test_report_threshold_changes_the_verdict(paper_study: Study, tmp_path: Path) -> None:
@@ -68,7 +73,7 @@ def test_report_command_flags_and_output(
     )
     assert code == 0
     printed = capsys.readouterr().out
-    assert "findings: 8 holds, 1 does not hold, 0 not measured" in printed
+    assert "findings: 13 holds, 1 does not hold, 0 inconclusive, 2 not measured" in printed
     (row,) = [r for r in (out / "report.md").read_text().splitlines() if r.startswith("| 4 |")]
     assert row.endswith("| does not hold |")
 
@@ -82,7 +87,11 @@ def test_report_command_flags_and_output(
         (["plot", "{runs}", "--formats", "png,bmp"], "unknown figure format(s) bmp"),
         (["report", "{empty}"], "not a run directory"),
         (["report", "{runs}", "--figures", "fig5"], "unknown figure(s) fig5"),
-        (["report", "{runs}", "--at-nc1", "nan"], "at_nc1 must be a finite number"),
+        (["report", "{runs}", "--at-nc1-drop", "nan"], "at_nc1_drop must be a finite number"),
+        (["plot", "{runs}", "--where", "colour=red"], "unknown key 'colour'"),
+        (["report", "{runs}", "--where", "dataset"], "'dataset' is not KEY=VALUE"),
+        (["report", "{runs}", "--where", "dataset=cifar100"], "no run matches dataset=cifar100"),
+        (["plot", "{runs}", "--metrics", "cdnv"], "metric(s) cdnv not recorded"),
     ],
 )
 def test_commands_refuse_bad_input_with_exit_2(

@@ -48,6 +48,7 @@ __all__ = [
     "figure12",
     "figure15",
     "figure16",
+    "figure_metrics",
     "render_figures",
     "save_figure",
     "write_figures",
@@ -588,14 +589,18 @@ def figure16(
     for col, group in enumerate(groups):
         eps_values: set[float] = set()
         for metric, where, _, _ in rows_spec:
-            eps_values |= set(study.eps_series(group.label, split, view, _layer(where, layer), metric))
+            eps_values |= set(
+                study.eps_series(group.label, split, view, _layer(where, layer), metric)
+            )
         colours = _eps_colours(eps_values)
         for row, (metric, where, ylabel, log_scale) in enumerate(rows_spec):
             ax = axes[row, col]
             where_layer = _layer(where, layer)
             curve = study.series(group.label, split, "clean", where_layer, metric)
             plot_series(ax, curve, "clean", COLORS["clean"])
-            for eps, curve in study.eps_series(group.label, split, view, where_layer, metric).items():
+            for eps, curve in study.eps_series(
+                group.label, split, view, where_layer, metric
+            ).items():
                 plot_series(ax, curve, f"{view} eps={format_eps(eps)}", colours[eps])
             style_panel(
                 ax,
@@ -604,6 +609,80 @@ def figure16(
                 log_scale,
             )
         add_legend(axes[0, col], f"{_title(group)} · {split}", above=True)
+    return fig
+
+
+# -- any recorded metric against epoch or depth -------------------------------------------------
+
+
+def check_metrics(study: Study, metrics: Sequence[str]) -> list[str]:
+    """The requested metric names, refused unless some run recorded each."""
+    chosen = list(dict.fromkeys(m.strip() for m in metrics if m.strip()))
+    if not chosen:
+        raise UsageError("--metrics: give at least one metric name")
+    recorded = study.metric_names()
+    unknown = [m for m in chosen if m not in recorded]
+    if unknown:
+        raise UsageError(
+            f"metric(s) {', '.join(unknown)} not recorded in these runs "
+            f"(recorded: {', '.join(recorded) or 'none'})"
+        )
+    return chosen
+
+
+def _metric_layer(study: Study, label: str, metric: str, layer: str) -> str:
+    rows = study.rows(label)
+    layers = set(rows.loc[rows["metric"] == metric, "layer"].astype(str))
+    return layer if layer in layers or OUTPUT_LAYER not in layers else OUTPUT_LAYER
+
+
+def figure_metrics(
+    study: Study,
+    metrics: Sequence[str],
+    x: str = "epoch",
+    splits: Sequence[str] = SPLITS,
+    layer: str = PENULTIMATE,
+    log: bool = True,
+) -> Figure:
+    """Any recorded metrics (one row each) against epoch (at ``layer``) or layer depth (at the
+    last layerwise epoch), one column per group; clean / perturbed / Gaussian as in Figure 2.
+
+    E.g. Figure 2 with CDNV in place of NC1: ``figure_metrics(study, ["cdnv"])``.
+    """
+    if x not in ("epoch", "depth"):
+        raise UsageError(f"x must be 'epoch' or 'depth', got {x!r}")
+    chosen = check_metrics(study, metrics)
+    groups = [g for g in study.groups if any(study.has(g.label, sp, "clean") for sp in splits)]
+    if not groups:
+        raise MissingData("no run with clean data measured on the chosen splits")
+    title = f"{', '.join(chosen)} against {x}"
+    fig, axes = new_figure(len(chosen), len(groups), title)
+    for col, group in enumerate(groups):
+        epoch = study.layerwise_epoch(group.label) if x == "depth" else None
+        for row, metric in enumerate(chosen):
+            ax = axes[row, col]
+            for split in splits:
+                views = (
+                    _views(study, group.label, split)
+                    if x == "epoch" or epoch is None
+                    else _layer_views(study, group.label, split, epoch)
+                )
+                for view, name, colour in views:
+                    if x == "epoch":
+                        where = _metric_layer(study, group.label, metric, layer)
+                        curve = study.series(group.label, split, view, where, metric)
+                    elif epoch is None:
+                        continue
+                    else:
+                        curve = study.layer_curve(group.label, epoch, split, view, metric)
+                    plot_series(
+                        ax, curve, f"{name} · {split}", COLORS[colour], SPLIT_STYLES[split], x=x
+                    )
+            style_panel(ax, metric, x if row == len(chosen) - 1 else None, log=log)
+            if x == "depth" and ax.get_lines():
+                _depth_axis(ax, study.layer_order(group.label), row == len(chosen) - 1)
+        head = _title(group) + (f" · epoch {epoch}" if epoch is not None else "")
+        add_legend(axes[0, col], head, above=True)
     return fig
 
 
@@ -650,20 +729,27 @@ def figure_names(names: Iterable[str]) -> list[str]:
     return [n for n in FIGURES if n in chosen]
 
 
+# the figures with an NC3 panel (drawn in the form chosen by ``nc3``)
+NC3_FIGURES = ("fig2", "fig4", "fig15", "fig16")
+
+
 def render_figures(
     study: Study,
     out_dir: str | Path,
     names: Iterable[str] = tuple(FIGURES),
     formats: Sequence[str] = ("png",),
+    nc3: str = "frobenius",
 ) -> tuple[dict[str, list[Path]], dict[str, str]]:
     """Draw and save each named figure; returns ({name: files}, {name: reason skipped})."""
     chosen = figure_names(names)
     formats = check_formats(formats)
+    evolution_rows(nc3)  # an unknown form is refused before drawing
     written: dict[str, list[Path]] = {}
     skipped: dict[str, str] = {}
     for name in chosen:
         try:
-            fig = FIGURES[name](study)
+            draw = FIGURES[name]
+            fig = draw(study, nc3=nc3) if name in NC3_FIGURES else draw(study)  # type: ignore[call-arg]
         except MissingData as exc:
             skipped[name] = str(exc)
             continue

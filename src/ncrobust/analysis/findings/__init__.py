@@ -22,7 +22,17 @@ from ncrobust.analysis.findings.thresholds import Thresholds
 from ncrobust.analysis.findings.verdicts import Check, Finding, Verdict
 from ncrobust.analysis.study import Study
 
-FINDINGS = (finding1, finding2, finding3, finding4, finding5, finding6, finding7, finding8, finding9)
+FINDINGS = (
+    finding1,
+    finding2,
+    finding3,
+    finding4,
+    finding5,
+    finding6,
+    finding7,
+    finding8,
+    finding9,
+)
 ORDER = tuple(CLAIMS)
 
 

@@ -36,7 +36,8 @@ CLAIMS: dict[str, Claim] = {
     for c in (
         Claim(
             "1",
-            "ST: adversarial (pgd) perturbations destroy NC1 while Gaussian noise barely changes it",
+            "ST: adversarial (pgd) perturbations destroy NC1 while Gaussian noise barely "
+            "changes it",
             "Sec. 3.1, Fig. 2",
             "train NC1 of clean, pgd and gaussian data (penultimate), last epoch",
         ),

@@ -3,6 +3,7 @@ and Appendix H of the paper."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -105,7 +106,9 @@ def finding1(study: Study, t: Thresholds) -> list[Finding]:
                         "st_pgd_nc2_ratio",
                     ),
                 ),
-                context=tuple((f"{m.upper().replace('_', ' ')} {v}", x) for (v, m), x in nc2.items()),
+                context=tuple(
+                    (f"{m.upper().replace('_', ' ')} {v}", x) for (v, m), x in nc2.items()
+                ),
                 missing="" if math.isfinite(nc1["pgd"]) else f"pgd not measured at epoch {epoch}",
                 preconditions=pre,
             )
@@ -260,7 +263,13 @@ def finding3(study: Study, t: Thresholds) -> list[Finding]:
         ncc = study.value(g.label, "train", view, PENULTIMATE, "ncc_accuracy", epoch)
         acc = study.value(g.label, "train", view, OUTPUT_LAYER, "accuracy", epoch)
         checks.append(
-            Check(f"|NCC accuracy - accuracy| on {view}", abs(ncc - acc), "<=", t.at_ncc_gap, "at_ncc_gap")
+            Check(
+                f"|NCC accuracy - accuracy| on {view}",
+                abs(ncc - acc),
+                "<=",
+                t.at_ncc_gap,
+                "at_ncc_gap",
+            )
         )
         context += [
             (f"simplex similarity {view} (rad)", similarity),
@@ -397,7 +406,10 @@ def finding7(study: Study, t: Thresholds) -> list[Finding]:
                     ),
                 ),
                 context=(("mean angle(mu_c, mu'_c) (rad)", angle), (f"{name} (rad)", baseline)),
-                preconditions=(terminal(study, g, epoch, t), attack_moves_points(study, g, epoch, t)),
+                preconditions=(
+                    terminal(study, g, epoch, t),
+                    attack_moves_points(study, g, epoch, t),
+                ),
                 notes=(note,),
             )
         )
@@ -427,7 +439,7 @@ def finding9(study: Study, t: Thresholds) -> list[Finding]:
             )
             continue
         eps_values = sorted(finals)
-        steps = [ratio(finals[b], finals[a]) for a, b in zip(eps_values, eps_values[1:], strict=False)]
+        steps = [ratio(finals[b], finals[a]) for a, b in itertools.pairwise(eps_values)]
         epoch = min(epochs.values())
         out.append(
             Finding(
@@ -458,12 +470,12 @@ def finding9(study: Study, t: Thresholds) -> list[Finding]:
         last = None
         for g in family:
             view = study.perturbed_view(g.label, "train")
-            epoch = study.final_epoch(g.label, "train", "clean", PENULTIMATE, "nc1")
-            if view is None or epoch is None:
+            end = study.final_epoch(g.label, "train", "clean", PENULTIMATE, "nc1")
+            if view is None or end is None:
                 final, first, first_epoch = math.nan, math.nan, None
             else:
-                final, first, first_epoch = _drop(study, g.label, view, epoch)
-                last = epoch if last is None else max(last, epoch)
+                final, first, first_epoch = _drop(study, g.label, view, end)
+                last = end if last is None else max(last, end)
             checks.append(
                 Check(
                     f"eps={format_eps(g.config.eps)}: NC1 {view} final / after epoch {first_epoch}",
@@ -473,7 +485,7 @@ def finding9(study: Study, t: Thresholds) -> list[Finding]:
                     "at_nc1_drop",
                 )
             )
-            pre.append(terminal(study, g, epoch, t))
+            pre.append(terminal(study, g, end, t))
         out.append(
             Finding(
                 "9b",

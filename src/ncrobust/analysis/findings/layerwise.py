@@ -111,9 +111,7 @@ def finding5(study: Study, t: Thresholds) -> list[Finding]:
                     ),
                 ),
                 context=(("log10-NC1 slope ST", slope_s), ("log10-NC1 slope AT", slope_a)),
-                preconditions=(
-                    _layers(min(len(profiles[s.label]), len(profiles[a.label])), t),
-                ),
+                preconditions=(_layers(min(len(profiles[s.label]), len(profiles[a.label])), t),),
             )
         )
     return out
@@ -154,7 +152,7 @@ def _ncc_findings(
     early: pd.DataFrame,
     t: Thresholds,
 ) -> list[Finding]:
-    best = early.loc[early["mean"].idxmax()]
+    best = early.iloc[int(np.argmax(early["mean"].to_numpy(dtype=float)))]
     last = profile.iloc[-1]
     robust = study.value(g.label, split, "pgd", OUTPUT_LAYER, "accuracy", epoch)
     layers = (_layers(len(profile), t),)

@@ -81,8 +81,7 @@ class Thresholds:
     )
     at_simplex_fraction: float = _threshold(
         0.25,
-        "finding 3: AT simplex similarity of perturbed and clean means / arccos(-1/(C-1)), "
-        "at most",
+        "finding 3: AT simplex similarity of perturbed and clean means / arccos(-1/(C-1)), at most",
         "Sec. 3.2 l.98-100 and Fig. 3 right: 'the vanishing distance suggests these two "
         "simplices are exactly the same'",
     )
@@ -121,8 +120,7 @@ class Thresholds:
     )
     ncc_robust_margin: float = _threshold(
         0.2,
-        "finding 6: best early-layer NCC accuracy on pgd minus network accuracy on pgd, "
-        "at least",
+        "finding 6: best early-layer NCC accuracy on pgd minus network accuracy on pgd, at least",
         "App. G l.415-417: the early-layer NCC classifier is '~40 %' robust where the ST "
         "network is ~0 % (default: half that margin)",
     )

@@ -51,7 +51,9 @@ class Check:
 
     def shortfall(self) -> str:
         """``quantity = value, needs op threshold (name)``: why a precondition is not met."""
-        return f"{self.quantity} = {self.value:.4g}, needs {self.describe()[len(self.quantity) + 1 :]}"
+        return (
+            f"{self.quantity} = {self.value:.4g}, needs {self.describe()[len(self.quantity) + 1 :]}"
+        )
 
 
 @dataclass(frozen=True)
