@@ -162,7 +162,7 @@ def test_plot_command_metrics(fake: ModuleType, tmp_path: Path) -> None:
     assert (out / "metrics-cdnv-epoch.png").is_file()
 
 
-# -- Figures 11, 15 and 16 from what the runs measured ------------------------------------------------
+# -- Figures 11, 15 and 16 from what the runs measured ---------------------------------------------
 
 
 def test_figure16_over_epochs_from_in_training_eps_views(fake: ModuleType) -> None:
