@@ -387,3 +387,21 @@ def test_both_trades_variants_are_judged_against_the_same_at_run(fake: ModuleTyp
     ]
     assert [f.verdict for f in f4] == [Verdict.HOLDS, Verdict.FAILS]
     assert dict(f4[1].measured())["NC1 clean TRADES / AT"] == pytest.approx(2.0)
+
+
+def test_untargeted_leap_flips_with_the_angle_of_predicted_class_means(fake: ModuleType) -> None:
+    def finding(scale: float, t: Thresholds | None = None) -> Finding:
+        metrics, stats = fake.paper_rows("st", 2)
+        for row in stats:
+            if row["statistic"] == "angle" and row["view"] == "pgd":
+                row["value"] *= scale
+        study = Study.from_runs([fake.memory_run("st", 2, metrics, stats)])
+        return by_key(evaluate_findings(study, t), "7")[0]
+
+    near = finding(1.0)
+    assert near.verdict is Verdict.HOLDS
+    ratio = dict(near.measured())["mean angle(mu_c, mu'_c) / arccos(-1/(C-1))"]
+    assert ratio == pytest.approx(0.115 / math.acos(-1 / 3))
+    far = finding(5.0)  # 0.575 rad: a third of the angle between classes, no leap
+    assert far.verdict is Verdict.FAILS
+    assert finding(5.0, Thresholds(leap_angle_fraction=0.4)).verdict is Verdict.HOLDS

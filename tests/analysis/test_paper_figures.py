@@ -64,7 +64,7 @@ def test_paper_mode_draws_what_the_runs_allow_and_names_the_missing_runs(
     from ncrobust.analysis.paper_figures import paper_study
 
     spec = PAPER_FIGURES[0]
-    fig = spec.draw(paper_study(study, spec), spec.title, ("train",), "frobenius")
+    fig = spec.draw(paper_study(study, spec), spec.title, ("train",), "frobenius", "ratio")
     labels = {str(ln.get_label()) for ax in fig.axes for ln in ax.get_lines()}
     assert labels and not any("test" in label for label in labels)
     assert fig.get_suptitle().startswith("Figure 2")

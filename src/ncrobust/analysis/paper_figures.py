@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from ncrobust.analysis.drawing import MissingData, save_figure
 from ncrobust.analysis.plots import (
     evolution_figure,
+    evolution_rows,
     figure3,
     figure7,
     figure11,
@@ -33,7 +34,8 @@ class PaperFigure:
     dataset: str
     norm: str
     modes: tuple[str, ...]
-    draw: Callable[[Study, str, Sequence[str], str], Figure]  # (study, title, splits, nc3)
+    draw: Callable[[Study, str, Sequence[str], str, str], Figure]
+    # draw(study, title, splits, nc3 form, NC2 equinorm form)
     one_seed: bool = False
 
     @property
@@ -45,32 +47,38 @@ class PaperFigure:
         return f"{modes} runs with dataset={self.dataset}, norm={self.norm}"
 
 
-def _evolution(modes: tuple[str, ...]) -> Callable[[Study, str, Sequence[str], str], Figure]:
-    return lambda s, title, splits, nc3: evolution_figure(s, modes, title, splits=splits, nc3=nc3)
+Draw = Callable[[Study, str, Sequence[str], str, str], Figure]
 
 
-def _angles(s: Study, title: str, splits: Sequence[str], nc3: str) -> Figure:
+def _evolution(modes: tuple[str, ...]) -> Draw:
+    def draw(s: Study, title: str, splits: Sequence[str], nc3: str, equinorm: str) -> Figure:
+        return evolution_figure(s, modes, title, splits=splits, nc3=nc3, equinorm=equinorm)
+
+    return draw
+
+
+def _angles(s: Study, title: str, splits: Sequence[str], nc3: str, equinorm: str) -> Figure:
     return figure3(s, splits=splits, title=title)
 
 
-def _leap(s: Study, title: str, splits: Sequence[str], nc3: str) -> Figure:
+def _leap(s: Study, title: str, splits: Sequence[str], nc3: str, equinorm: str) -> Figure:
     return figure7(s, title=title)
 
 
-def _layer_nc(s: Study, title: str, splits: Sequence[str], nc3: str) -> Figure:
+def _layer_nc(s: Study, title: str, splits: Sequence[str], nc3: str, equinorm: str) -> Figure:
     return figure11(s, splits=splits, title=title)
 
 
-def _layer_ncc(s: Study, title: str, splits: Sequence[str], nc3: str) -> Figure:
+def _layer_ncc(s: Study, title: str, splits: Sequence[str], nc3: str, equinorm: str) -> Figure:
     return figure12(s, splits=splits, title=title)
 
 
-def _at_eps(s: Study, title: str, splits: Sequence[str], nc3: str) -> Figure:
-    return figure15(s, nc3=nc3, title=title)
+def _at_eps(s: Study, title: str, splits: Sequence[str], nc3: str, equinorm: str) -> Figure:
+    return figure15(s, nc3=nc3, equinorm=equinorm, title=title)
 
 
-def _st_eps(s: Study, title: str, splits: Sequence[str], nc3: str) -> Figure:
-    return figure16(s, nc3=nc3, title=title)
+def _st_eps(s: Study, title: str, splits: Sequence[str], nc3: str, equinorm: str) -> Figure:
+    return figure16(s, nc3=nc3, equinorm=equinorm, title=title)
 
 
 C10, C100, LINF, L2 = "cifar10", "cifar100", "linf", "l2"
@@ -165,13 +173,15 @@ def render_paper_figures(
     formats: Sequence[str] = ("png",),
     splits: Sequence[str] = ("train",),
     nc3: str = "frobenius",
+    equinorm: str = "ratio",
 ) -> tuple[dict[str, list[Path]], dict[str, str]]:
     """Draw every numbered figure; returns ({figNN: files}, {figNN: why skipped})."""
+    evolution_rows(nc3, equinorm)  # an unknown form is refused before drawing
     written: dict[str, list[Path]] = {}
     skipped: dict[str, str] = {}
     for spec in PAPER_FIGURES:
         try:
-            fig = spec.draw(paper_study(study, spec), spec.title, splits, nc3)
+            fig = spec.draw(paper_study(study, spec), spec.title, splits, nc3, equinorm)
         except MissingRuns:
             skipped[spec.name] = f"needs {spec.needs()}"
             continue

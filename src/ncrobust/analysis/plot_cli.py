@@ -8,6 +8,7 @@ import sys
 from ncrobust.analysis.drawing import check_formats, save_figure
 from ncrobust.analysis.paper_figures import render_paper_figures
 from ncrobust.analysis.plots import (
+    EQUINORM_FORMS,
     FIGURES,
     NC3_FORMS,
     SPLITS,
@@ -58,6 +59,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "or text (the formula of the paper's Appendix B.2)",
     )
     parser.add_argument(
+        "--nc2-equinorm",
+        choices=tuple(EQUINORM_FORMS),
+        default="ratio",
+        help="NC2 equinorm form: ratio (std/mean, the released code's; default) or std (the "
+        "paper text's; needs a recorded nc2_equinorm_std)",
+    )
+    parser.add_argument(
         "--metrics",
         default=None,
         help="draw these recorded metrics (comma-separated, e.g. cdnv,etf_error) against "
@@ -83,9 +91,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.paper:
         splits = SPLITS if args.test else ("train",)
-        written, skipped = render_paper_figures(study, args.out, formats, splits, args.nc3)
+        written, skipped = render_paper_figures(
+            study, args.out, formats, splits, args.nc3, args.nc2_equinorm
+        )
     else:
-        written, skipped = render_figures(study, args.out, names, formats, args.nc3)
+        written, skipped = render_figures(
+            study, args.out, names, formats, args.nc3, args.nc2_equinorm
+        )
     for paths in written.values():
         for path in paths:
             print(f"wrote {path}")

@@ -739,17 +739,22 @@ def render_figures(
     names: Iterable[str] = tuple(FIGURES),
     formats: Sequence[str] = ("png",),
     nc3: str = "frobenius",
+    equinorm: str = "ratio",
 ) -> tuple[dict[str, list[Path]], dict[str, str]]:
     """Draw and save each named figure; returns ({name: files}, {name: reason skipped})."""
     chosen = figure_names(names)
     formats = check_formats(formats)
-    evolution_rows(nc3)  # an unknown form is refused before drawing
+    evolution_rows(nc3, equinorm)  # an unknown form is refused before drawing
     written: dict[str, list[Path]] = {}
     skipped: dict[str, str] = {}
     for name in chosen:
         try:
             draw = FIGURES[name]
-            fig = draw(study, nc3=nc3) if name in NC3_FIGURES else draw(study)  # type: ignore[call-arg]
+            fig = (
+                draw(study, nc3=nc3, equinorm=equinorm)  # type: ignore[call-arg]
+                if name in NC3_FIGURES
+                else draw(study)
+            )
         except MissingData as exc:
             skipped[name] = str(exc)
             continue

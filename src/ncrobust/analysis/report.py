@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from ncrobust.analysis.aggregate import format_eps
-from ncrobust.analysis.findings import Finding, Thresholds, Verdict, evaluate_findings
+from ncrobust.analysis.findings import CLAIMS, Finding, Thresholds, Verdict, evaluate_findings
 from ncrobust.analysis.plots import CAPTIONS, FIGURES, figure_names, render_figures
 from ncrobust.analysis.study import WHERE_KEYS, Study, parse_where
 from ncrobust.runs import RunDirectory, atomic_write_text
@@ -93,11 +93,16 @@ RUN_HEADER = [
 FINDING_HEADER = ["#", "finding", "runs", "epoch", "measured", "criterion", "verdict"]
 
 
+def _claim(finding: Finding) -> str:
+    claim = CLAIMS.get(finding.key)
+    return f"{finding.claim} [{claim.source}]" if claim else finding.claim
+
+
 def _finding_rows(findings: Sequence[Finding]) -> list[list[str]]:
     return [
         [
             f.key,
-            f.claim,
+            _claim(f),
             f.runs,
             "—" if f.epoch is None else str(f.epoch),
             _measured(f),
