@@ -164,10 +164,11 @@ def _kl_panel(ax: Axes, study: Study, label: str, splits: Sequence[str]) -> None
     fit = study.series(label, "train", FIT_VIEW, OUTPUT_LAYER, "kl_loss")
     plot_series(ax, fit, "perturbed (train_adv) · training KL", COLORS["perturbed"])
     for split in splits:
+        targeted = study.targeted_view(label, split) or "targeted"
         for view, colour in (
             ("pgd", "perturbed"),
             ("gaussian", "gaussian"),
-            ("targeted", "targeted"),
+            (targeted, "targeted"),
         ):
             curve = study.series(label, split, view, OUTPUT_LAYER, "kl")
             plot_series(ax, curve, f"{view} · {split}", COLORS[colour], SPLIT_STYLES[split])

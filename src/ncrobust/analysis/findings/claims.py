@@ -87,7 +87,7 @@ CLAIMS: dict[str, Claim] = {
         Claim(
             "6b",
             "ST: the early-layer NCC robustness fades in the last layers",
-            "Fig. 12",
+            "App. G, Fig. 12",
             "NCC accuracy on pgd data at the last feature layer; network accuracy on pgd",
         ),
         Claim(

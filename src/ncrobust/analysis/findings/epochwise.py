@@ -107,7 +107,7 @@ def finding1(study: Study, t: Thresholds) -> list[Finding]:
                     ),
                 ),
                 context=tuple(
-                    (f"{m.upper().replace('_', ' ')} {v}", x) for (v, m), x in nc2.items()
+                    (f"NC2 {m.removeprefix('nc2_')} {v}", x) for (v, m), x in nc2.items()
                 ),
                 missing="" if math.isfinite(nc1["pgd"]) else f"pgd not measured at epoch {epoch}",
                 preconditions=pre,

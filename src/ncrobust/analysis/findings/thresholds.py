@@ -56,8 +56,9 @@ class Thresholds:
     )
     targeted_angle_fraction: float = _threshold(
         0.25,
-        "finding 2: angle of targeted class means to the target's clean means / the run's "
-        "angle between different clean classes, at most",
+        "finding 2: angle of targeted class means (by target) to the clean ones / the angle "
+        "between different classes (centred: arccos(-1/(C-1)); non-centred: the run's own "
+        "between_class_angle, when recorded), at most",
         "Fig. 7 caption: ~0.2 rad against 1.58 rad between classes (ratio 0.13); Fig. 3 left",
     )
     leap_angle_fraction: float = _threshold(
@@ -127,7 +128,7 @@ class Thresholds:
     ncc_fade_margin: float = _threshold(
         0.1,
         "finding 6b: last feature layer's NCC accuracy on pgd minus network accuracy, at most",
-        "Fig. 12: NCC robustness falls to the network's level in the last layers",
+        "App. G, Fig. 12: NCC robustness falls to the network's level in the last layers",
     )
     early_nc1_ratio: float = _threshold(
         3.0,
