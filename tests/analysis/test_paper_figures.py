@@ -7,8 +7,9 @@ from types import ModuleType
 
 import numpy as np
 import pytest
+from matplotlib.figure import Figure
 
-from ncrobust.analysis import Study
+from ncrobust.analysis import Study, paper_figures
 from ncrobust.analysis.paper_figures import PAPER_FIGURES, render_paper_figures
 from ncrobust.analysis.plots import figure11, figure15, figure16, figure_metrics
 from ncrobust.analysis.study import parse_where
@@ -34,8 +35,15 @@ def test_paper_figures_are_numbered_and_cover_2_to_16() -> None:
 
 
 def test_paper_mode_draws_what_the_runs_allow_and_names_the_missing_runs(
-    fake: ModuleType, tmp_path: Path
+    fake: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    drawn: dict[str, Figure] = {}
+
+    def keep(fig: Figure, out_dir: Path, name: str, formats: object) -> list[Path]:
+        drawn[name] = fig  # rendering to files is tested by the command test below
+        return [Path(out_dir) / f"{name}.png"]
+
+    monkeypatch.setattr(paper_figures, "save_figure", keep)
     runs = tmp_path / "runs"
     for mode in ("st", "at"):
         for seed in (1, 2):
@@ -55,7 +63,8 @@ def test_paper_mode_draws_what_the_runs_allow_and_names_the_missing_runs(
         "fig13",
         "fig14",
     ]
-    assert (tmp_path / "figs" / "fig02.png").is_file()
+    assert sorted(drawn) == sorted(written)
+    assert drawn["fig06"].get_suptitle() == "Figure 6 — ST and AT (CIFAR-100, l_inf)"
     assert skipped["fig04"] == "needs TRADES runs with dataset=cifar10, norm=linf"
     assert skipped["fig05"] == "needs AT/TRADES runs with dataset=cifar10, norm=l2"
     assert "no AT runs that differ only in their training eps" in skipped["fig15"]
@@ -77,31 +86,20 @@ def test_plot_command_paper_and_where(
     fake: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     runs = tmp_path / "runs"
-    fake.write_run(runs / "st", "st", 1, dataset="cifar10")
-    fake.write_run(runs / "at_l2", "at", 1, dataset="cifar10", norm="l2")
+    clean_only = {"train": ("clean",)}
+    for name, mode, norm in (("st", "st", "linf"), ("at_l2", "at", "l2")):
+        metrics, _ = fake.paper_rows(mode, 1, layerwise=False, views=clean_only)
+        fake.write_run(runs / name, mode, 1, metrics, [], dataset="cifar10", norm=norm)
     out = tmp_path / "figs"
     assert main(["plot", str(runs), "--paper", "--formats", "png", "--out", str(out)]) == 0
-    assert (out / "fig02.png").is_file() and (out / "fig05.png").is_file()  # Fig. 5: AT l_2
-    assert (
-        "skipped fig04: needs TRADES runs with dataset=cifar10, norm=linf"
-        in capsys.readouterr().err
-    )
+    assert sorted(p.name for p in out.iterdir()) == ["fig02.png", "fig05.png"]  # 5: AT l_2
+    err = capsys.readouterr().err
+    assert "skipped fig04: needs TRADES runs with dataset=cifar10, norm=linf" in err
+    assert "skipped fig11: no layerwise measurement" in err
     out2 = tmp_path / "figs2"
-    code = main(
-        [
-            "plot",
-            str(runs),
-            "--where",
-            "norm=l2",
-            "--figures",
-            "fig2",
-            "--formats",
-            "png",
-            "--out",
-            str(out2),
-        ]
-    )
-    assert code == 0
+    args = ["plot", str(runs), "--where", "norm=l2", "--figures", "fig2,fig4", "--formats", "png"]
+    assert main([*args, "--out", str(out2)]) == 0
+    assert sorted(p.name for p in out2.iterdir()) == ["fig2.png"]
     assert parse_where("dataset=cifar100,mode=st,mode=at") == {
         "dataset": ["cifar100"],
         "mode": ["st", "at"],

@@ -179,9 +179,13 @@ def render_paper_figures(
     evolution_rows(nc3, equinorm)  # an unknown form is refused before drawing
     written: dict[str, list[Path]] = {}
     skipped: dict[str, str] = {}
+    studies: dict[tuple[object, ...], Study] = {}  # figures of the same runs share one study
     for spec in PAPER_FIGURES:
+        key = (spec.dataset, spec.norm, spec.modes, spec.one_seed)
         try:
-            fig = spec.draw(paper_study(study, spec), spec.title, splits, nc3, equinorm)
+            if key not in studies:
+                studies[key] = paper_study(study, spec)
+            fig = spec.draw(studies[key], spec.title, splits, nc3, equinorm)
         except MissingRuns:
             skipped[spec.name] = f"needs {spec.needs()}"
             continue
