@@ -64,11 +64,16 @@ class RunGroup:
         return sorted(run.config.seed for run in self.runs)
 
 
+# TRADES settings: they change nothing in an ST or AT run
+TRADES_ONLY = frozenset({"trades_beta", "trades_bn_eval"})
+
+
 def grouping_key(config: TrainConfig) -> tuple[tuple[str, Any], ...]:
-    """The hashable settings shared by all seeds of one group."""
+    """The hashable settings shared by all seeds of one group (TRADES settings only for
+    TRADES runs)."""
     items = []
     for name, value in config.to_dict().items():
-        if name in NOT_GROUPED:
+        if name in NOT_GROUPED or (config.mode != "trades" and name in TRADES_ONLY):
             continue
         items.append((name, tuple(value) if isinstance(value, list) else value))
     return tuple(items)
@@ -115,8 +120,11 @@ def group_runs(runs: Sequence[Run]) -> list[RunGroup]:
             )
     keys = list(buckets)
     configs = [dict(key) for key in keys]
-    varying = [
-        name for name in configs[0] if name != "mode" and len({repr(c[name]) for c in configs}) > 1
+    names = list(dict.fromkeys(name for c in configs for name in c))
+    varying = [  # among the groups that have the setting (TRADES settings: TRADES groups)
+        name
+        for name in names
+        if name != "mode" and len({repr(c[name]) for c in configs if name in c}) > 1
     ]
     named = [f for f in LABEL_FIELDS if f in varying]
     others = [f for f in varying if f not in LABEL_FIELDS]
@@ -126,7 +134,7 @@ def group_runs(runs: Sequence[Run]) -> list[RunGroup]:
             break
         named.append(extra)
         labels = [_label(c, named) for c in configs]
-    if len(set(labels)) != len(labels):  # e.g. AT runs differing only in trades_bn_eval
+    if len(set(labels)) != len(labels):  # pragma: no cover - keys differ, so labels do too
         labels = [f"{label} #{i + 1}" for i, label in enumerate(labels)]
     return [
         RunGroup(label, tuple(sorted(buckets[key], key=lambda r: r.config.seed)))
@@ -141,8 +149,10 @@ def _label(config: dict[str, Any], fields: Sequence[str]) -> str:
     mode = str(config["mode"])
     parts = [MODE_NAMES.get(mode, mode.upper())]
     for name in fields:
-        if name == "trades_bn_eval":  # a TRADES variant; meaningless for other modes
-            if mode == "trades" and config[name]:
+        if name not in config:  # a TRADES setting of an ST or AT group
+            continue
+        if name == "trades_bn_eval":  # the TRADES variant: named when BN is frozen
+            if config[name]:
                 parts.append(FROZEN_BN)
             continue
         parts.append(_format(name, config[name]))
