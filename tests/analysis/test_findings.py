@@ -405,3 +405,12 @@ def test_untargeted_leap_flips_with_the_angle_of_predicted_class_means(fake: Mod
     far = finding(5.0)  # 0.575 rad: a third of the angle between classes, no leap
     assert far.verdict is Verdict.FAILS
     assert finding(5.0, Thresholds(leap_angle_fraction=0.4)).verdict is Verdict.HOLDS
+
+
+def test_layer_divergence_verdict_follows_its_threshold(paper_study: Study) -> None:
+    (f8,) = by_key(evaluate_findings(paper_study), "8")
+    divergence = dict(f8.measured())["(NC1 pgd / clean) last layer / first layer"]
+    assert divergence == pytest.approx((5.0 / 0.05) / (5.0 / 8.0))  # 160
+    assert f8.verdict is Verdict.HOLDS
+    (strict,) = by_key(evaluate_findings(paper_study, Thresholds(layer_divergence=200)), "8")
+    assert strict.verdict is Verdict.FAILS

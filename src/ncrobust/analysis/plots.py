@@ -702,9 +702,11 @@ FIGURES: dict[str, Callable[[Study], Figure]] = {
 
 CAPTIONS = {
     "fig2": "Figure 2: accuracy, loss and NC vs epoch for ST and AT on clean, perturbed and "
-    "Gaussian data (train solid, test dashed; mean ± std over seeds).",
+    "Gaussian data (train solid, test dashed; mean ± std over seeds; NC3 in the Frobenius "
+    "form of the released code).",
     "fig3": "Figure 3: simplex similarity and non-centred angular distance to the clean train "
-    "class means: targeted attack (ST), perturbed training data (AT).",
+    "class means: targeted attack (ST), perturbed training data (AT). Dotted: arccos(-1/(C-1)) "
+    "on the centred panel; the run's own angle between clean classes on the non-centred one.",
     "fig4": "Figure 4: accuracy, KL loss and NC vs epoch for TRADES.",
     "fig7": "Figure 7: untargeted attack per class at the last epoch: predicted labels, clean "
     "and predicted class-mean norms, angle between them.",
@@ -712,8 +714,9 @@ CAPTIONS = {
     "layerwise epoch.",
     "fig12": "Figure 12: layerwise NCC accuracy, NCC robustness and NCC-network matching "
     "(dotted: the network's own accuracy).",
-    "fig15": "Figure 15: AT trained at several eps (colour: training eps).",
-    "fig16": "Figure 16: ST attacked at several eps (colour: evaluation eps).",
+    "fig15": "Figure 15: AT trained at several eps (colour: training eps); the perturbed "
+    "column's header states the eps plotted.",
+    "fig16": "Figure 16: ST attacked at several eps over epochs (colour: evaluation eps).",
 }
 
 
