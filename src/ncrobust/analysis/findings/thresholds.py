@@ -69,8 +69,8 @@ class Thresholds:
     )
     at_nc1_drop: float = _threshold(
         0.5,
-        "findings 3, 9b: AT NC1 at the last epoch / NC1 after the first epoch, at most "
-        "(clean and perturbed)",
+        "findings 3, 9b: AT NC1 at the last epoch / NC1 at the first measured epoch after "
+        "initialisation (epoch 1 when measured), at most (clean and perturbed)",
         "Sec. 3.2 l.93-95 and Fig. 2 (AT columns): NC1 of clean and perturbed data falls over "
         "training ('Neural Collapse qualitatively occurs')",
     )
