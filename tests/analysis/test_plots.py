@@ -314,3 +314,24 @@ def test_save_figure_formats_and_bad_input(paper_study: Study, tmp_path: Path) -
         save_figure(fig, tmp_path, "fig7", ("jpeg",))
     with pytest.raises(ValueError, match="plain file name"):
         save_figure(fig, tmp_path, "../fig7")
+
+
+def test_nc3_and_equinorm_forms_draw_their_own_metric(fake: ModuleType) -> None:
+    frob = ("train", "clean", "penultimate", "nc3_frobenius")
+    metrics, stats = fake.paper_rows("st", 2, overrides={frob: 0.02}, layerwise=False)
+    metrics += [
+        r | {"metric": "nc2_equinorm_std", "value": 3 * r["value"]}
+        for r in metrics
+        if r["metric"] == "nc2_equinorm"
+    ]
+    study = Study.from_runs([fake.memory_run("st", 2, metrics, stats)])
+    paper_curves = grid(figure2(study, splits=("train",)), 1)
+    assert paper_curves[5, 0].get_ylabel() == "NC3 (Frobenius)"
+    assert xy(paper_curves[5, 0], "clean · train")[1][-1] == pytest.approx(0.02)
+    text = grid(figure2(study, splits=("train",), nc3="text", equinorm="std"), 1)
+    assert text[5, 0].get_ylabel() == "NC3 (paper text)"
+    assert xy(text[5, 0], "clean · train")[1][-1] == pytest.approx(0.1)
+    assert text[3, 0].get_ylabel() == "NC2 equinorm (std)"
+    assert xy(text[3, 0], "clean · train")[1][-1] == pytest.approx(0.3)
+    with pytest.raises(ValueError, match="unknown NC3 form 'paper'"):
+        figure2(study, nc3="paper")
