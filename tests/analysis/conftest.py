@@ -20,6 +20,7 @@ import pytest
 
 from ncrobust.analysis.loading import Run, read_eps_study
 from ncrobust.analysis.study import Study
+from ncrobust.analysis.views import parse_view
 from ncrobust.config import TrainConfig, write_config
 from ncrobust.runs import RunDirectory, empty_metrics, empty_stats
 
@@ -109,7 +110,7 @@ BASE: dict[str, dict[str, dict[str, float]]] = {
         },
     },
     "trades": {
-        "clean": {"accuracy": 1.0, "loss": 0.1, "nc1": 2.0},
+        "clean": {"accuracy": 1.0, "loss": 0.1, "nc1": 2.0, "nc2_equiangular": 0.3},
         "train_adv": {
             "accuracy": 0.95,
             "loss": 0.3,
@@ -153,7 +154,17 @@ def seed_factor(seed: int) -> float:
 
 
 def base_value(mode: str, split: str, view: str, layer: str, metric: str) -> float:
-    """The last epoch's base value of a row (before the seed factor)."""
+    """The last epoch's base value of a row (before the seed factor).
+
+    A view with its own radius (``pgd@eps=E``) has its view's values, NC metrics scaled by
+    E / the run's eps (so NC1 rises with eps).
+    """
+    parsed = parse_view(view)
+    if parsed.eps is not None:
+        value = base_value(mode, split, parsed.base, layer, metric)
+        if metric.startswith("nc") and not metric.startswith("ncc"):
+            value *= parsed.eps / SETTINGS["eps"]
+        return value
     table = BASE[mode][view]
     if layer != "penultimate" and layer != "output":
         depth = LAYERS.index(layer)
@@ -232,9 +243,9 @@ def paper_rows(
         for split, split_views in views.items():
             for view in split_views:
                 outputs = ["accuracy", "loss"]
-                if view in PERTURBED and view != "train_adv":
+                if parse_view(view).base in PERTURBED and view != "train_adv":
                     outputs.append("kl")
-                if view == "targeted":
+                if parse_view(view).base == "targeted":
                     outputs.append("target_accuracy")
                 for metric in outputs:
                     add(epoch, split, view, "output", metric)

@@ -110,3 +110,20 @@ def test_findings_compare_at_the_last_epoch_all_seeds_reached(
     assert study.value("ST", "train", "clean", "penultimate", "nc1") == 2.0  # mean of 1 and 3
     assert study.value("ST", "train", "clean", "penultimate", "nc1", epoch=10) == 7.0
     assert study.series("ST", "train", "clean", "penultimate", "nc1")["n"].tolist() == [2, 1]
+
+
+def test_trades_settings_group_and_label_only_trades_runs(fake: ModuleType) -> None:
+    runs = [
+        fake.memory_run("at", 1, trades_bn_eval=True),
+        fake.memory_run("at", 2),  # the same AT setting: trades_bn_eval changes nothing in AT
+        fake.memory_run("trades", 1, trades_bn_eval=True),
+        fake.memory_run("trades", 1),
+        fake.memory_run("st", 1, trades_beta=3.0),
+    ]
+    groups = group_runs(runs)
+    assert [(g.label, g.seeds) for g in groups] == [
+        ("AT", [1, 2]),
+        ("TRADES · frozen BN, as released", [1]),
+        ("TRADES", [1]),
+        ("ST", [1]),
+    ]

@@ -80,9 +80,9 @@ def test_figure2_draws_seed_means_with_std_bands(paper_study: Study, fake: Modul
         "accuracy",
         "loss (CE)",
         "NC1",
-        "NC2 equinorm",
+        "NC2 equinorm (std/mean)",
         "NC2 equiangular",
-        "NC3",
+        "NC3 (Frobenius)",
         "NC4",
     ]
     st = column(axes, "ST (3 seeds)")
@@ -134,8 +134,11 @@ def test_figure3_compares_targeted_st_and_perturbed_at(paper_study: Study) -> No
     assert xy(axes[1, st], "targeted vs clean · train")[1] == pytest.approx([0.2] * 3)
     assert xy(axes[0, at], "train_adv vs clean · train")[1] == pytest.approx([0.1] * 3)
     assert xy(axes[0, at], "pgd vs clean · test")[1] == pytest.approx([0.3] * 3)
-    simplex = line(axes[1, st], "arccos(−1/(C−1)), C=4")
+    simplex = line(axes[0, st], "arccos(−1/(C−1)), C=4")
     assert simplex.get_ydata()[0] == pytest.approx(math.acos(-1 / 3))
+    # the centred simplex angle is no baseline for the non-centred panel
+    assert "arccos(−1/(C−1)), C=4" not in [ln.get_label() for ln in axes[1, st].get_lines()]
+    assert "between-class baseline not recorded" in [t.get_text() for t in axes[1, st].texts]
 
 
 # -- Figure 7 -------------------------------------------------------------------------------------
@@ -282,11 +285,11 @@ def test_unmeasured_panels_say_so_instead_of_staying_blank(
     fake: ModuleType, tmp_path: Path
 ) -> None:
     metrics, _ = fake.paper_rows("st", 1, layerwise=False, views={"train": ("clean",)})
-    metrics = [row for row in metrics if row["metric"] != "nc3"]
+    metrics = [row for row in metrics if row["metric"] != "nc3_frobenius"]
     run = fake.write_run(tmp_path / "st", "st", 1, metrics=metrics, stats=[])
     axes = grid(figure2(Study.from_paths([run])), 1)
     assert legend_labels(axes[0, 0]) == ["clean · train"]
-    assert axes[5, 0].get_ylabel() == "NC3"
+    assert axes[5, 0].get_ylabel() == "NC3 (Frobenius)"
     assert not axes[5, 0].get_lines()
     assert [t.get_text() for t in axes[5, 0].texts] == ["not measured"]
     assert not axes[2, 0].texts  # NC1 was measured
@@ -311,3 +314,24 @@ def test_save_figure_formats_and_bad_input(paper_study: Study, tmp_path: Path) -
         save_figure(fig, tmp_path, "fig7", ("jpeg",))
     with pytest.raises(ValueError, match="plain file name"):
         save_figure(fig, tmp_path, "../fig7")
+
+
+def test_nc3_and_equinorm_forms_draw_their_own_metric(fake: ModuleType) -> None:
+    frob = ("train", "clean", "penultimate", "nc3_frobenius")
+    metrics, stats = fake.paper_rows("st", 2, overrides={frob: 0.02}, layerwise=False)
+    metrics += [
+        r | {"metric": "nc2_equinorm_std", "value": 3 * r["value"]}
+        for r in metrics
+        if r["metric"] == "nc2_equinorm"
+    ]
+    study = Study.from_runs([fake.memory_run("st", 2, metrics, stats)])
+    paper_curves = grid(figure2(study, splits=("train",)), 1)
+    assert paper_curves[5, 0].get_ylabel() == "NC3 (Frobenius)"
+    assert xy(paper_curves[5, 0], "clean · train")[1][-1] == pytest.approx(0.02)
+    text = grid(figure2(study, splits=("train",), nc3="text", equinorm="std"), 1)
+    assert text[5, 0].get_ylabel() == "NC3 (paper text)"
+    assert xy(text[5, 0], "clean · train")[1][-1] == pytest.approx(0.1)
+    assert text[3, 0].get_ylabel() == "NC2 equinorm (std)"
+    assert xy(text[3, 0], "clean · train")[1][-1] == pytest.approx(0.3)
+    with pytest.raises(ValueError, match="unknown NC3 form 'paper'"):
+        figure2(study, nc3="paper")

@@ -27,7 +27,12 @@ def test_report_lists_findings_thresholds_and_figures(paper_runs: Path, tmp_path
     page = (tmp_path / "out" / "report.html").read_text()
     assert "data:image/png;base64," in page
     assert not re.search(r"src=['\"](?!data:)", page)  # nothing outside the file
-    assert page.count('class="holds"') == 9
+    assert page.count('class="holds"') == 14  # the appendix findings need runs at several eps
+    # each default's source in the paper is shown with it
+    assert (
+        "| st_pgd_nc1_ratio | 10 | finding 1: ST NC1 pgd / NC1 clean, at least | Sec. 3.1" in text
+    )
+    assert "| not measured (pgd measured at fewer than 2 eps" in text
 
 
 def test_report_threshold_changes_the_verdict(paper_study: Study, tmp_path: Path) -> None:
@@ -68,7 +73,7 @@ def test_report_command_flags_and_output(
     )
     assert code == 0
     printed = capsys.readouterr().out
-    assert "findings: 8 holds, 1 does not hold, 0 not measured" in printed
+    assert "findings: 13 holds, 1 does not hold, 0 inconclusive, 2 not measured" in printed
     (row,) = [r for r in (out / "report.md").read_text().splitlines() if r.startswith("| 4 |")]
     assert row.endswith("| does not hold |")
 
@@ -82,7 +87,11 @@ def test_report_command_flags_and_output(
         (["plot", "{runs}", "--formats", "png,bmp"], "unknown figure format(s) bmp"),
         (["report", "{empty}"], "not a run directory"),
         (["report", "{runs}", "--figures", "fig5"], "unknown figure(s) fig5"),
-        (["report", "{runs}", "--at-nc1", "nan"], "at_nc1 must be a finite number"),
+        (["report", "{runs}", "--at-nc1-drop", "nan"], "at_nc1_drop must be a finite number"),
+        (["plot", "{runs}", "--where", "colour=red"], "unknown key 'colour'"),
+        (["report", "{runs}", "--where", "dataset"], "'dataset' is not KEY=VALUE"),
+        (["report", "{runs}", "--where", "dataset=cifar100"], "no run matches dataset=cifar100"),
+        (["plot", "{runs}", "--metrics", "cdnv"], "metric(s) cdnv not recorded"),
     ],
 )
 def test_commands_refuse_bad_input_with_exit_2(
@@ -123,3 +132,36 @@ def test_plot_command_writes_the_requested_formats(
     # nothing requested has data: exit 1 with a message, not an empty figure
     assert main(["plot", str(paper_runs), "--out", str(out), "--figures", "fig15"]) == 1
     assert "no requested figure has data" in capsys.readouterr().err
+
+
+def test_report_answers_the_trades_frozen_bn_question(fake: ModuleType, tmp_path: Path) -> None:
+    fake.write_run(tmp_path / "runs" / "at", "at", 2)
+    for frozen, nc1 in ((True, 2.0), (False, 0.6)):
+        over = {("train", "clean", "penultimate", "nc1"): nc1}
+        metrics, stats = fake.paper_rows("trades", 2, overrides=over)
+        name = "trades_frozen" if frozen else "trades"
+        fake.write_run(tmp_path / "runs" / name, "trades", 2, metrics, stats, trades_bn_eval=frozen)
+    text = write_report([tmp_path / "runs"], tmp_path / "out", figures=()).read_text()
+    section = text.split("## TRADES: frozen BN vs original")[1].split("## Thresholds")[0]
+    rows = [r for r in section.splitlines() if r.startswith("| TRADES")]
+    assert len(rows) == 2
+    (frozen,) = [r for r in rows if r.startswith("| TRADES (frozen BN, as released) |")]
+    assert "NC1 clean TRADES / AT = 6.667" in frozen and frozen.endswith("| holds |")
+    (original,) = [r for r in rows if r.startswith("| TRADES | TRADES (1 seed) vs AT (1 seed) |")]
+    assert "NC1 clean TRADES / AT = 2;" in original and original.endswith("| does not hold |")
+    # one variant alone: no comparison section
+    alone = write_report(
+        [tmp_path / "runs" / "at", tmp_path / "runs" / "trades"], tmp_path / "o2", figures=()
+    )
+    assert "## TRADES: frozen BN vs original" not in alone.read_text()
+
+
+def test_report_where_selects_runs(fake: ModuleType, tmp_path: Path) -> None:
+    fake.write_run(tmp_path / "runs" / "st", "st", 1)
+    fake.write_run(tmp_path / "runs" / "at", "at", 1)
+    out = tmp_path / "rep"
+    args = ["report", str(tmp_path / "runs"), "--where", "mode=at", "--figures", "none"]
+    assert main([*args, "--out", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    assert "| AT | at |" in text and "| ST |" not in text
+    assert "| 1 |" in text and "not measured (no ST run)" in text

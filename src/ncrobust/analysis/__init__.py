@@ -11,6 +11,7 @@ from ncrobust.analysis.drawing import MissingData, save_figure
 from ncrobust.analysis.findings import Finding, Thresholds, Verdict, evaluate_findings
 from ncrobust.analysis.loading import Run, find_run_dirs, load_run, load_runs
 from ncrobust.analysis.measure import AttackSettings, HookedExtractor, measure, measure_tables
+from ncrobust.analysis.paper_figures import PAPER_FIGURES, render_paper_figures
 from ncrobust.analysis.plots import (
     FIGURES,
     figure2,
@@ -21,15 +22,18 @@ from ncrobust.analysis.plots import (
     figure12,
     figure15,
     figure16,
+    figure_metrics,
     render_figures,
     write_figures,
 )
 from ncrobust.analysis.report import write_report
-from ncrobust.analysis.study import Study
+from ncrobust.analysis.study import Study, parse_where
 from ncrobust.analysis.sweep import Grid, expand, run_sweep
+from ncrobust.analysis.views import ViewLabel, parse_view
 
 __all__ = [
     "FIGURES",
+    "PAPER_FIGURES",
     "AttackSettings",
     "Finding",
     "Grid",
@@ -40,6 +44,7 @@ __all__ = [
     "Study",
     "Thresholds",
     "Verdict",
+    "ViewLabel",
     "aggregate_eps_study",
     "aggregate_metrics",
     "aggregate_stats",
@@ -53,13 +58,17 @@ __all__ = [
     "figure12",
     "figure15",
     "figure16",
+    "figure_metrics",
     "find_run_dirs",
     "group_runs",
     "load_run",
     "load_runs",
     "measure",
     "measure_tables",
+    "parse_view",
+    "parse_where",
     "render_figures",
+    "render_paper_figures",
     "run_sweep",
     "save_figure",
     "write_figures",

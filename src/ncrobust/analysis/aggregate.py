@@ -64,20 +64,28 @@ class RunGroup:
         return sorted(run.config.seed for run in self.runs)
 
 
+# TRADES settings: they change nothing in an ST or AT run
+TRADES_ONLY = frozenset({"trades_beta", "trades_bn_eval"})
+
+
 def grouping_key(config: TrainConfig) -> tuple[tuple[str, Any], ...]:
-    """The hashable settings shared by all seeds of one group."""
+    """The hashable settings shared by all seeds of one group (TRADES settings only for
+    TRADES runs)."""
     items = []
     for name, value in config.to_dict().items():
-        if name in NOT_GROUPED:
+        if name in NOT_GROUPED or (config.mode != "trades" and name in TRADES_ONLY):
             continue
         items.append((name, tuple(value) if isinstance(value, list) else value))
     return tuple(items)
 
 
 def format_eps(value: float) -> str:
-    """``8/255`` for multiples of 1/255 (the paper's notation), else the plain number."""
+    """``8/255`` for multiples of 1/255 (the paper's notation), else the plain number.
+
+    Radii read back from a view label keep 6 significant digits, hence the relative tolerance.
+    """
     scaled = value * 255
-    if scaled > 0 and math.isclose(scaled, round(scaled), rel_tol=0, abs_tol=1e-6):
+    if scaled > 0 and math.isclose(scaled, round(scaled), rel_tol=2e-6, abs_tol=1e-6):
         return f"{round(scaled)}/255"
     return f"{value:g}"
 
@@ -112,8 +120,11 @@ def group_runs(runs: Sequence[Run]) -> list[RunGroup]:
             )
     keys = list(buckets)
     configs = [dict(key) for key in keys]
-    varying = [
-        name for name in configs[0] if name != "mode" and len({repr(c[name]) for c in configs}) > 1
+    names = list(dict.fromkeys(name for c in configs for name in c))
+    varying = [  # among the groups that have the setting (TRADES settings: TRADES groups)
+        name
+        for name in names
+        if name != "mode" and len({repr(c[name]) for c in configs if name in c}) > 1
     ]
     named = [f for f in LABEL_FIELDS if f in varying]
     others = [f for f in varying if f not in LABEL_FIELDS]
@@ -131,10 +142,20 @@ def group_runs(runs: Sequence[Run]) -> list[RunGroup]:
     ]
 
 
+FROZEN_BN = "frozen BN, as released"
+
+
 def _label(config: dict[str, Any], fields: Sequence[str]) -> str:
     mode = str(config["mode"])
     parts = [MODE_NAMES.get(mode, mode.upper())]
-    parts += [_format(name, config[name]) for name in fields]
+    for name in fields:
+        if name not in config:  # a TRADES setting of an ST or AT group
+            continue
+        if name == "trades_bn_eval":  # the TRADES variant: named when BN is frozen
+            if config[name]:
+                parts.append(FROZEN_BN)
+            continue
+        parts.append(_format(name, config[name]))
     return " · ".join(parts)
 
 

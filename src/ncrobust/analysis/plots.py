@@ -31,6 +31,7 @@ from ncrobust.analysis.drawing import (
     save_figure,
     style_panel,
 )
+from ncrobust.analysis.findings.claims import BETWEEN_CLASS_ANGLE
 from ncrobust.analysis.study import PENULTIMATE, Study, simplex_angle
 from ncrobust.errors import UsageError
 from ncrobust.runs import FIT_VIEW, OUTPUT_LAYER
@@ -47,6 +48,7 @@ __all__ = [
     "figure12",
     "figure15",
     "figure16",
+    "figure_metrics",
     "render_figures",
     "save_figure",
     "write_figures",
@@ -54,16 +56,40 @@ __all__ = [
 
 log = logging.getLogger("ncrobust.analysis")
 
-# (metric, layer: "output" or the feature layer, y label, log scale) of the epoch-wise figures
-EVOLUTION_ROWS = (
-    ("accuracy", OUTPUT_LAYER, "accuracy", False),
-    ("loss", OUTPUT_LAYER, "loss (CE)", False),
-    ("nc1", PENULTIMATE, "NC1", True),
-    ("nc2_equinorm", PENULTIMATE, "NC2 equinorm", True),
-    ("nc2_equiangular", PENULTIMATE, "NC2 equiangular", True),
-    ("nc3", PENULTIMATE, "NC3", True),
-    ("nc4", PENULTIMATE, "NC4", False),
-)
+# NC3 as the paper's curves were computed (the released code's Frobenius form) or as its text
+NC3_FORMS = {"frobenius": ("nc3_frobenius", "NC3 (Frobenius)"), "text": ("nc3", "NC3 (paper text)")}
+# NC2 equinorm as std/mean (released code, ncrobust's nc2_equinorm) or the text's plain std
+EQUINORM_FORMS = {
+    "ratio": ("nc2_equinorm", "NC2 equinorm (std/mean)"),
+    "std": ("nc2_equinorm_std", "NC2 equinorm (std)"),
+}
+
+
+def evolution_rows(
+    nc3: str = "frobenius", equinorm: str = "ratio"
+) -> tuple[tuple[str, str, str, bool], ...]:
+    """(metric, layer: "output" or the feature layer, y label, log scale) of the epoch-wise
+    figures, with the chosen NC3 and NC2-equinorm forms."""
+    if nc3 not in NC3_FORMS:
+        raise UsageError(f"unknown NC3 form {nc3!r} (choose from {', '.join(NC3_FORMS)})")
+    if equinorm not in EQUINORM_FORMS:
+        raise UsageError(
+            f"unknown NC2 equinorm form {equinorm!r} (choose from {', '.join(EQUINORM_FORMS)})"
+        )
+    nc3_metric, nc3_label = NC3_FORMS[nc3]
+    norm_metric, norm_label = EQUINORM_FORMS[equinorm]
+    return (
+        ("accuracy", OUTPUT_LAYER, "accuracy", False),
+        ("loss", OUTPUT_LAYER, "loss (CE)", False),
+        ("nc1", PENULTIMATE, "NC1", True),
+        (norm_metric, PENULTIMATE, norm_label, True),
+        ("nc2_equiangular", PENULTIMATE, "NC2 equiangular", True),
+        (nc3_metric, PENULTIMATE, nc3_label, True),
+        ("nc4", PENULTIMATE, "NC4", False),
+    )
+
+
+EVOLUTION_ROWS = evolution_rows()
 EPS_ROWS = tuple(row for row in EVOLUTION_ROWS if row[0] != "accuracy")
 SPLITS = ("train", "test")
 
@@ -93,23 +119,27 @@ def _layer(metric_layer: str, layer: str) -> str:
 # -- Figures 2 and 4: accuracy, loss and NC vs epoch ------------------------------------------
 
 
-def _evolution(
+def evolution_figure(
     study: Study,
     modes: Sequence[str],
     title: str,
-    layer: str,
-    splits: Sequence[str],
-    kl_loss: bool,
+    layer: str = PENULTIMATE,
+    splits: Sequence[str] = SPLITS,
+    nc3: str = "frobenius",
+    equinorm: str = "ratio",
 ) -> Figure:
+    """Accuracy, loss and NC vs epoch, one column per group of ``modes`` (the layout of
+    Figures 2, 4, 5, 6, 8 and 9); TRADES columns show the KL term in the loss panel."""
+    rows_spec = evolution_rows(nc3, equinorm)
     groups = [g for g in study.groups_of(modes) if study.has(g.label, "train", "clean", layer)]
     if not groups:
         names = "/".join(m.upper() for m in modes)
         raise MissingData(f"no {names} run with {layer!r} NC measured on clean training data")
-    fig, axes = new_figure(len(EVOLUTION_ROWS), len(groups), title)
+    fig, axes = new_figure(len(rows_spec), len(groups), title)
     for col, group in enumerate(groups):
-        for row, (metric, where, ylabel, log_scale) in enumerate(EVOLUTION_ROWS):
+        for row, (metric, where, ylabel, log_scale) in enumerate(rows_spec):
             ax = axes[row, col]
-            if kl_loss and metric == "loss":
+            if group.mode == "trades" and metric == "loss":
                 _kl_panel(ax, study, group.label, splits)
                 ylabel = "KL(clean ‖ perturbed)"
             else:
@@ -122,7 +152,7 @@ def _evolution(
             style_panel(
                 ax,
                 ylabel,
-                xlabel="epoch" if row == len(EVOLUTION_ROWS) - 1 else None,
+                xlabel="epoch" if row == len(rows_spec) - 1 else None,
                 log=log_scale,
             )
         add_legend(axes[0, col], _title(group), above=True)
@@ -134,31 +164,43 @@ def _kl_panel(ax: Axes, study: Study, label: str, splits: Sequence[str]) -> None
     fit = study.series(label, "train", FIT_VIEW, OUTPUT_LAYER, "kl_loss")
     plot_series(ax, fit, "perturbed (train_adv) · training KL", COLORS["perturbed"])
     for split in splits:
+        targeted = study.targeted_view(label, split) or "targeted"
         for view, colour in (
             ("pgd", "perturbed"),
             ("gaussian", "gaussian"),
-            ("targeted", "targeted"),
+            (targeted, "targeted"),
         ):
             curve = study.series(label, split, view, OUTPUT_LAYER, "kl")
             plot_series(ax, curve, f"{view} · {split}", COLORS[colour], SPLIT_STYLES[split])
 
 
-def figure2(study: Study, layer: str = PENULTIMATE, splits: Sequence[str] = SPLITS) -> Figure:
+def figure2(
+    study: Study,
+    layer: str = PENULTIMATE,
+    splits: Sequence[str] = SPLITS,
+    nc3: str = "frobenius",
+    equinorm: str = "ratio",
+    title: str = "Figure 2 — accuracy, loss and NC, ST and AT",
+) -> Figure:
     """Figure 2: accuracy, loss, NC1–NC4 vs epoch for ST and AT; clean / perturbed / Gaussian.
 
     Perturbed is ``train_adv`` for AT when measured (the paper's choice), else ``pgd``; train
-    data solid, test dashed; NC1, NC2 and NC3 on log scale.
+    data solid, test dashed; NC1, NC2 and NC3 on log scale; NC3 in the Frobenius form the
+    paper's curves were computed with (``nc3="text"``: the form of its Appendix B.2).
     """
-    return _evolution(
-        study, ("st", "at"), "Figure 2 — accuracy, loss and NC, ST and AT", layer, splits, False
-    )
+    return evolution_figure(study, ("st", "at"), title, layer, splits, nc3, equinorm)
 
 
-def figure4(study: Study, layer: str = PENULTIMATE, splits: Sequence[str] = SPLITS) -> Figure:
+def figure4(
+    study: Study,
+    layer: str = PENULTIMATE,
+    splits: Sequence[str] = SPLITS,
+    nc3: str = "frobenius",
+    equinorm: str = "ratio",
+    title: str = "Figure 4 — accuracy, KL loss and NC, TRADES",
+) -> Figure:
     """Figure 4: as Figure 2 for TRADES, with the KL term in the loss panel (as the paper)."""
-    return _evolution(
-        study, ("trades",), "Figure 4 — accuracy, KL loss and NC, TRADES", layer, splits, True
-    )
+    return evolution_figure(study, ("trades",), title, layer, splits, nc3, equinorm)
 
 
 # -- Figure 3: simplex similarity and angular distance to the clean simplex -------------------
@@ -172,7 +214,7 @@ ANGLE_ROWS = (
 def _compared_view(study: Study, group: RunGroup, split: str) -> str | None:
     """ST: the targeted attack (grouped by target); AT/TRADES: the perturbed view."""
     if group.mode == "st":
-        return "targeted" if study.has(group.label, split, "targeted") else None
+        return study.targeted_view(group.label, split)
     return study.perturbed_view(group.label, split)
 
 
@@ -189,12 +231,15 @@ def figure3(
     layer: str = PENULTIMATE,
     splits: Sequence[str] = SPLITS,
     modes: Sequence[str] = ("st", "at"),
+    title: str = "Figure 3 — distance to the clean simplex",
 ) -> Figure:
     """Figure 3: simplex similarity and non-centred angular distance to the clean train means.
 
     ST compares targeted-attack class means (grouped by target) with the clean ones, AT the
-    perturbed (``train_adv``) class means; the dotted line is the simplex angle
-    arccos(-1/(C-1)) between two different classes.
+    perturbed (``train_adv``) class means. The centred panel's dotted line is the simplex angle
+    arccos(-1/(C-1)) between two classes; the non-centred panel's is the run's own angle
+    between different clean class means (``between_class_angle``, when recorded), the baseline
+    of a non-centred angle.
     """
     groups = [g for g in study.groups_of(modes) if _has_comparison(study, g, splits, layer)]
     if not groups:
@@ -202,7 +247,7 @@ def figure3(
             "no targeted view (ST) or perturbed view (AT) with NC measured: "
             "train or measure with --views including targeted (ST) / train_adv (AT)"
         )
-    fig, axes = new_figure(len(ANGLE_ROWS), len(groups), "Figure 3 — distance to the clean simplex")
+    fig, axes = new_figure(len(ANGLE_ROWS), len(groups), title)
     for col, group in enumerate(groups):
         classes = study.num_classes(group.label)
         for row, (metric, ylabel) in enumerate(ANGLE_ROWS):
@@ -212,11 +257,11 @@ def figure3(
                 if view is None:
                     continue
                 curve = study.series(group.label, split, view, layer, metric)
-                colour = "targeted" if view == "targeted" else "perturbed"
+                colour = "targeted" if view.startswith("targeted") else "perturbed"
                 plot_series(
                     ax, curve, f"{view} vs clean · {split}", COLORS[colour], SPLIT_STYLES[split]
                 )
-            if ax.get_lines() and classes and classes > 1:
+            if ax.get_lines() and metric == "simplex_similarity" and classes and classes > 1:
                 ax.axhline(
                     simplex_angle(classes),
                     color="0.5",
@@ -224,13 +269,35 @@ def figure3(
                     linewidth=1,
                     label=f"arccos(−1/(C−1)), C={classes}",
                 )
+            if ax.get_lines() and metric == "angular_distance":
+                _between_class_baseline(ax, study, group.label, layer)
             style_panel(
                 ax,
                 ylabel,
                 xlabel="epoch" if row == len(ANGLE_ROWS) - 1 else None,
             )
         add_legend(axes[0, col], _title(group), above=True)
+        add_legend(axes[1, col])
     return fig
+
+
+def _between_class_baseline(ax: Axes, study: Study, label: str, layer: str) -> None:
+    """The run's non-centred angle between different clean class means over epochs, or a note
+    that it was not recorded."""
+    curve = study.series(label, "train", "clean", layer, BETWEEN_CLASS_ANGLE)
+    if curve.empty:
+        ax.text(
+            0.02,
+            0.02,
+            "between-class baseline not recorded",
+            transform=ax.transAxes,
+            color="0.5",
+            fontsize=6,
+        )
+        return
+    line = plot_series(ax, curve, "between clean classes (baseline)", "0.5")
+    if line is not None:
+        line.set_linestyle(":")
 
 
 # -- Figure 7: the attack illustration, per class, at the last epoch --------------------------
@@ -250,6 +317,7 @@ def figure7(
     split: str = "train",
     layer: str = PENULTIMATE,
     modes: Sequence[str] = ("st",),
+    title: str = "Figure 7 — untargeted attack, per class",
 ) -> Figure:
     """Figure 7: predicted-label histogram, clean and predicted class-mean norms, and the angle
     between clean and predicted class means of perturbed data, per class, at the last epoch.
@@ -260,7 +328,7 @@ def figure7(
     if not groups:
         kinds = "/".join(m.upper() for m in modes)
         raise MissingData(f"no attack statistics for view {view!r} on {split} data in {kinds} runs")
-    fig, axes = new_figure(len(groups), len(STAT_PANELS), "Figure 7 — untargeted attack, per class")
+    fig, axes = new_figure(len(groups), len(STAT_PANELS), title)
     for row, group in enumerate(groups):
         rows = chosen[chosen["group"] == group.label]
         epoch = int(rows["epoch"].max())
@@ -299,13 +367,15 @@ def figure7(
 # -- Figures 11 and 12: layerwise NC and NCC at the last layerwise epoch ----------------------
 
 
-def _layerwise_columns(study: Study, modes: Sequence[str]) -> list[tuple[RunGroup, str, int]]:
+def _layerwise_columns(
+    study: Study, modes: Sequence[str], splits: Sequence[str] = SPLITS
+) -> list[tuple[RunGroup, str, int]]:
     columns = []
     for group in study.groups_of(modes):
         epoch = study.layerwise_epoch(group.label)
         if epoch is None:
             continue
-        columns += [(group, s, epoch) for s in SPLITS if study.has(group.label, s, "clean")]
+        columns += [(group, s, epoch) for s in splits if study.has(group.label, s, "clean")]
     if not columns:
         raise MissingData(
             "no layerwise measurement (more than one layer at one epoch): "
@@ -331,17 +401,33 @@ LAYER_NC_ROWS = (
 )
 
 
-def figure11(study: Study, modes: Sequence[str] = ("st", "at")) -> Figure:
+def _layer_views(study: Study, label: str, split: str, epoch: int) -> list[tuple[str, str, str]]:
+    """(view, curve name, colour key) of the clean and perturbed layerwise curves: the
+    perturbed view measured at every layer (``pgd`` for an AT run measured after training,
+    whose ``train_adv`` has the penultimate layer only)."""
+    out = []
+    if study.has(label, split, "clean"):
+        out.append(("clean", "clean", "clean"))
+    view = study.layerwise_perturbed_view(label, split, epoch)
+    if view is not None:
+        out.append((view, f"perturbed ({view})", "perturbed"))
+    return out
+
+
+def figure11(
+    study: Study,
+    modes: Sequence[str] = ("st", "at"),
+    splits: Sequence[str] = SPLITS,
+    title: str = "Figure 11 — layerwise NC",
+) -> Figure:
     """Figure 11: NC1, NC2 and NC4 against layer depth, clean and perturbed, train and test."""
-    columns = _layerwise_columns(study, modes)
-    fig, axes = new_figure(len(LAYER_NC_ROWS), len(columns), "Figure 11 — layerwise NC")
+    columns = _layerwise_columns(study, modes, splits)
+    fig, axes = new_figure(len(LAYER_NC_ROWS), len(columns), title)
     for col, (group, split, epoch) in enumerate(columns):
         order = study.layer_order(group.label)
         for row, (metric, ylabel, log_scale) in enumerate(LAYER_NC_ROWS):
             ax = axes[row, col]
-            for view, name, colour in _views(study, group.label, split):
-                if colour == "gaussian":
-                    continue
+            for view, name, colour in _layer_views(study, group.label, split, epoch):
                 curve = study.layer_curve(group.label, epoch, split, view, metric)
                 plot_series(ax, curve, name, COLORS[colour], x="depth")
             last = row == len(LAYER_NC_ROWS) - 1
@@ -364,15 +450,20 @@ def _ncc_match(study: Study, label: str, epoch: int, split: str, view: str) -> p
     return curve
 
 
-def figure12(study: Study, modes: Sequence[str] = ("st", "at")) -> Figure:
+def figure12(
+    study: Study,
+    modes: Sequence[str] = ("st", "at"),
+    splits: Sequence[str] = SPLITS,
+    title: str = "Figure 12 — layerwise NCC classifier",
+) -> Figure:
     """Figure 12: NCC accuracy, NCC robustness (NCC accuracy on perturbed data) and NCC-network
     matching against layer depth; dotted lines are the network's own accuracies.
     """
-    columns = _layerwise_columns(study, modes)
-    fig, axes = new_figure(2, len(columns), "Figure 12 — layerwise NCC classifier")
+    columns = _layerwise_columns(study, modes, splits)
+    fig, axes = new_figure(2, len(columns), title)
     for col, (group, split, epoch) in enumerate(columns):
         order = study.layer_order(group.label)
-        views = [v for v in _views(study, group.label, split) if v[2] != "gaussian"]
+        views = _layer_views(study, group.label, split, epoch)
         acc_ax, match_ax = axes[0, col], axes[1, col]
         for view, _, colour in views:
             ncc_name = "NCC robustness" if colour == "perturbed" else "NCC accuracy"
@@ -414,41 +505,8 @@ def _hex(rgba: tuple[float, float, float, float]) -> str:
     return "#" + "".join(f"{round(255 * c):02x}" for c in rgba[:3])
 
 
-def _eps_series(
-    study: Study, label: str, eps: float, split: str, view: str, layer: str, metric: str
-) -> pd.DataFrame:
-    table = study.eps_study
-    rows = table[
-        (table["group"] == label)
-        & np.isclose(table["eps"].to_numpy(dtype=float), eps, rtol=0, atol=1e-9)
-        & (table["split"] == split)
-        & (table["view"] == view)
-        & (table["layer"] == layer)
-        & (table["metric"] == metric)
-    ]
-    rows = rows[np.isfinite(rows["mean"].to_numpy(dtype=float))]
-    return rows.sort_values("epoch").loc[:, ["epoch", "mean", "std", "n"]]
-
-
-def _at_eps_families(study: Study) -> list[list[RunGroup]]:
-    """AT groups that differ only in eps (and its step), each family with two or more eps."""
-    families: dict[tuple[object, ...], list[RunGroup]] = {}
-    for group in study.groups_of(("at",)):
-        settings = group.config.to_dict()
-        key = tuple(
-            (k, repr(v))
-            for k, v in settings.items()
-            if k not in ("eps", "alpha", "seed", "out", "device", "data_dir")
-        )
-        families.setdefault(key, []).append(group)
-    chosen = [
-        sorted(f, key=lambda g: g.config.eps)
-        for f in families.values()
-        if len({g.config.eps for g in f}) > 1
-    ]
-    if not chosen:
-        raise MissingData("no AT runs that differ only in their training eps")
-    return chosen
+def _close(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-9)
 
 
 def figure15(
@@ -457,18 +515,26 @@ def figure15(
     split: str = "train",
     layer: str = PENULTIMATE,
     view: str = "pgd",
+    nc3: str = "frobenius",
+    equinorm: str = "ratio",
+    title: str = "Figure 15 — AT trained at several eps",
 ) -> Figure:
     """Figure 15: loss and NC vs epoch of AT runs trained at several eps (one colour each).
 
-    The perturbed column uses PGD at ``eval_eps`` from each run's ``eps_study.parquet`` when
-    present, else the run's own perturbed view at its training eps (said in the legend).
+    The perturbed column uses PGD at ``eval_eps`` (an in-training ``pgd@eps=...`` view, the
+    run's ``eps_study.parquet``, or its own ``pgd`` when trained at that eps); a run without
+    it shows its own perturbed view at its training eps, said in the legend. The column's
+    header states the eps actually plotted.
     """
-    families = _at_eps_families(study)
-    title = "Figure 15 — AT trained at several eps"
-    fig, axes = new_figure(len(EPS_ROWS), 2 * len(families), title)
+    families = study.eps_families(("at",))
+    if not families:
+        raise MissingData("no AT runs that differ only in their training eps")
+    rows_spec = tuple(r for r in evolution_rows(nc3, equinorm) if r[0] != "accuracy")
+    fig, axes = new_figure(len(rows_spec), 2 * len(families), title)
     for f, family in enumerate(families):
         colours = _eps_colours(g.config.eps for g in family)
-        for row, (metric, where, ylabel, log_scale) in enumerate(EPS_ROWS):
+        plotted: set[str] = set()
+        for row, (metric, where, ylabel, log_scale) in enumerate(rows_spec):
             clean_ax, pert_ax = axes[row, 2 * f], axes[row, 2 * f + 1]
             for group in family:
                 name = f"train eps={format_eps(group.config.eps)}"
@@ -476,60 +542,148 @@ def figure15(
                 where_layer = _layer(where, layer)
                 curve = study.series(group.label, split, "clean", where_layer, metric)
                 plot_series(clean_ax, curve, name, colour)
-                curve = _eps_series(study, group.label, eval_eps, split, view, where_layer, metric)
-                if curve.empty:
+                curves = study.eps_series(group.label, split, view, where_layer, metric)
+                found = [c for e, c in curves.items() if _close(e, eval_eps)]
+                if found:
+                    curve = found[0]
+                    plotted.add(f"{view} eps={format_eps(eval_eps)}")
+                else:
                     own = study.perturbed_view(group.label, split)
                     if own is None:
                         continue
                     curve = study.series(group.label, split, own, where_layer, metric)
                     name = f"{name} ({own} at training eps)"
+                    if len(curve):
+                        plotted.add(f"{own} at training eps")
                 plot_series(pert_ax, curve, name, colour)
-            xlabel = "epoch" if row == len(EPS_ROWS) - 1 else None
+            xlabel = "epoch" if row == len(rows_spec) - 1 else None
             style_panel(clean_ax, ylabel, xlabel, log_scale)
             style_panel(pert_ax, ylabel, xlabel, log_scale)
         base = family[0].label.split(" · eps=")[0]
         add_legend(axes[0, 2 * f], f"{base} · clean · {split}", above=True)
-        perturbed = f"{base} · perturbed (eps={format_eps(eval_eps)}) · {split}"
-        add_legend(axes[0, 2 * f + 1], perturbed, above=True)
+        shown = "; ".join(sorted(plotted)) or "not measured"
+        add_legend(axes[0, 2 * f + 1], f"{base} · perturbed ({shown}) · {split}", above=True)
     return fig
 
 
 def figure16(
-    study: Study, split: str = "train", layer: str = PENULTIMATE, view: str = "pgd"
+    study: Study,
+    split: str = "train",
+    layer: str = PENULTIMATE,
+    view: str = "pgd",
+    nc3: str = "frobenius",
+    equinorm: str = "ratio",
+    title: str = "Figure 16 — ST attacked at several eps",
 ) -> Figure:
-    """Figure 16: loss and NC vs epoch of ST runs attacked at several eps (``eps_study.parquet``,
-    one colour per evaluation eps) next to clean data.
+    """Figure 16: loss and NC vs epoch of ST runs attacked at several eps (one colour per
+    evaluation eps) next to clean data: from the in-training ``pgd@eps=...`` views (a point
+    at every measured epoch), else ``eps_study.parquet``, plus ``pgd`` at the run's own eps.
     """
-    table = study.eps_study
-    groups = [
-        g
-        for g in study.groups_of(("st",))
-        if ((table["group"] == g.label) & (table["view"] == view)).any()
-    ]
+    groups = [g for g in study.groups_of(("st",)) if study.has_eps_study(g.label, split, view)]
     if not groups:
         raise MissingData(
-            "no small-eps study of an ST run: run `ncrobust measure --eps 2/255,4/255,8/255 RUN`"
+            "no small-eps study of an ST run: train with views pgd@eps=2/255,... or run "
+            "`ncrobust measure --eps 2/255,4/255,8/255 RUN`"
         )
-    fig, axes = new_figure(len(EPS_ROWS), len(groups), "Figure 16 — ST attacked at several eps")
+    rows_spec = tuple(r for r in evolution_rows(nc3, equinorm) if r[0] != "accuracy")
+    fig, axes = new_figure(len(rows_spec), len(groups), title)
     for col, group in enumerate(groups):
-        rows = table[(table["group"] == group.label) & (table["view"] == view)]
-        eps_values = sorted(set(rows["eps"].astype(float)))
+        eps_values: set[float] = set()
+        for metric, where, _, _ in rows_spec:
+            eps_values |= set(
+                study.eps_series(group.label, split, view, _layer(where, layer), metric)
+            )
         colours = _eps_colours(eps_values)
-        for row, (metric, where, ylabel, log_scale) in enumerate(EPS_ROWS):
+        for row, (metric, where, ylabel, log_scale) in enumerate(rows_spec):
             ax = axes[row, col]
             where_layer = _layer(where, layer)
             curve = study.series(group.label, split, "clean", where_layer, metric)
             plot_series(ax, curve, "clean", COLORS["clean"])
-            for eps in eps_values:
-                curve = _eps_series(study, group.label, eps, split, view, where_layer, metric)
+            for eps, curve in study.eps_series(
+                group.label, split, view, where_layer, metric
+            ).items():
                 plot_series(ax, curve, f"{view} eps={format_eps(eps)}", colours[eps])
             style_panel(
                 ax,
                 ylabel,
-                "epoch" if row == len(EPS_ROWS) - 1 else None,
+                "epoch" if row == len(rows_spec) - 1 else None,
                 log_scale,
             )
         add_legend(axes[0, col], f"{_title(group)} · {split}", above=True)
+    return fig
+
+
+# -- any recorded metric against epoch or depth -------------------------------------------------
+
+
+def check_metrics(study: Study, metrics: Sequence[str]) -> list[str]:
+    """The requested metric names, refused unless some run recorded each."""
+    chosen = list(dict.fromkeys(m.strip() for m in metrics if m.strip()))
+    if not chosen:
+        raise UsageError("--metrics: give at least one metric name")
+    recorded = study.metric_names()
+    unknown = [m for m in chosen if m not in recorded]
+    if unknown:
+        raise UsageError(
+            f"metric(s) {', '.join(unknown)} not recorded in these runs "
+            f"(recorded: {', '.join(recorded) or 'none'})"
+        )
+    return chosen
+
+
+def _metric_layer(study: Study, label: str, metric: str, layer: str) -> str:
+    rows = study.rows(label)
+    layers = set(rows.loc[rows["metric"] == metric, "layer"].astype(str))
+    return layer if layer in layers or OUTPUT_LAYER not in layers else OUTPUT_LAYER
+
+
+def figure_metrics(
+    study: Study,
+    metrics: Sequence[str],
+    x: str = "epoch",
+    splits: Sequence[str] = SPLITS,
+    layer: str = PENULTIMATE,
+    log: bool = True,
+) -> Figure:
+    """Any recorded metrics (one row each) against epoch (at ``layer``) or layer depth (at the
+    last layerwise epoch), one column per group; clean / perturbed / Gaussian as in Figure 2.
+
+    E.g. Figure 2 with CDNV in place of NC1: ``figure_metrics(study, ["cdnv"])``.
+    """
+    if x not in ("epoch", "depth"):
+        raise UsageError(f"x must be 'epoch' or 'depth', got {x!r}")
+    chosen = check_metrics(study, metrics)
+    groups = [g for g in study.groups if any(study.has(g.label, sp, "clean") for sp in splits)]
+    if not groups:
+        raise MissingData("no run with clean data measured on the chosen splits")
+    title = f"{', '.join(chosen)} against {x}"
+    fig, axes = new_figure(len(chosen), len(groups), title)
+    for col, group in enumerate(groups):
+        epoch = study.layerwise_epoch(group.label) if x == "depth" else None
+        for row, metric in enumerate(chosen):
+            ax = axes[row, col]
+            for split in splits:
+                views = (
+                    _views(study, group.label, split)
+                    if x == "epoch" or epoch is None
+                    else _layer_views(study, group.label, split, epoch)
+                )
+                for view, name, colour in views:
+                    if x == "epoch":
+                        where = _metric_layer(study, group.label, metric, layer)
+                        curve = study.series(group.label, split, view, where, metric)
+                    elif epoch is None:
+                        continue
+                    else:
+                        curve = study.layer_curve(group.label, epoch, split, view, metric)
+                    plot_series(
+                        ax, curve, f"{name} · {split}", COLORS[colour], SPLIT_STYLES[split], x=x
+                    )
+            style_panel(ax, metric, x if row == len(chosen) - 1 else None, log=log)
+            if x == "depth" and ax.get_lines():
+                _depth_axis(ax, study.layer_order(group.label), row == len(chosen) - 1)
+        head = _title(group) + (f" · epoch {epoch}" if epoch is not None else "")
+        add_legend(axes[0, col], head, above=True)
     return fig
 
 
@@ -548,9 +702,11 @@ FIGURES: dict[str, Callable[[Study], Figure]] = {
 
 CAPTIONS = {
     "fig2": "Figure 2: accuracy, loss and NC vs epoch for ST and AT on clean, perturbed and "
-    "Gaussian data (train solid, test dashed; mean ± std over seeds).",
+    "Gaussian data (train solid, test dashed; mean ± std over seeds; NC3 in the Frobenius "
+    "form of the released code).",
     "fig3": "Figure 3: simplex similarity and non-centred angular distance to the clean train "
-    "class means: targeted attack (ST), perturbed training data (AT).",
+    "class means: targeted attack (ST), perturbed training data (AT). Dotted: arccos(-1/(C-1)) "
+    "on the centred panel; the run's own angle between clean classes on the non-centred one.",
     "fig4": "Figure 4: accuracy, KL loss and NC vs epoch for TRADES.",
     "fig7": "Figure 7: untargeted attack per class at the last epoch: predicted labels, clean "
     "and predicted class-mean norms, angle between them.",
@@ -558,8 +714,9 @@ CAPTIONS = {
     "layerwise epoch.",
     "fig12": "Figure 12: layerwise NCC accuracy, NCC robustness and NCC-network matching "
     "(dotted: the network's own accuracy).",
-    "fig15": "Figure 15: AT trained at several eps (colour: training eps).",
-    "fig16": "Figure 16: ST attacked at several eps (colour: evaluation eps).",
+    "fig15": "Figure 15: AT trained at several eps (colour: training eps); the perturbed "
+    "column's header states the eps plotted.",
+    "fig16": "Figure 16: ST attacked at several eps over epochs (colour: evaluation eps).",
 }
 
 
@@ -576,20 +733,32 @@ def figure_names(names: Iterable[str]) -> list[str]:
     return [n for n in FIGURES if n in chosen]
 
 
+# the figures with an NC3 panel (drawn in the form chosen by ``nc3``)
+NC3_FIGURES = ("fig2", "fig4", "fig15", "fig16")
+
+
 def render_figures(
     study: Study,
     out_dir: str | Path,
     names: Iterable[str] = tuple(FIGURES),
     formats: Sequence[str] = ("png",),
+    nc3: str = "frobenius",
+    equinorm: str = "ratio",
 ) -> tuple[dict[str, list[Path]], dict[str, str]]:
     """Draw and save each named figure; returns ({name: files}, {name: reason skipped})."""
     chosen = figure_names(names)
     formats = check_formats(formats)
+    evolution_rows(nc3, equinorm)  # an unknown form is refused before drawing
     written: dict[str, list[Path]] = {}
     skipped: dict[str, str] = {}
     for name in chosen:
         try:
-            fig = FIGURES[name](study)
+            draw = FIGURES[name]
+            fig = (
+                draw(study, nc3=nc3, equinorm=equinorm)  # type: ignore[call-arg]
+                if name in NC3_FIGURES
+                else draw(study)
+            )
         except MissingData as exc:
             skipped[name] = str(exc)
             continue

@@ -16,9 +16,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from ncrobust.analysis.aggregate import format_eps
-from ncrobust.analysis.findings import Finding, Thresholds, Verdict, evaluate_findings
+from ncrobust.analysis.findings import CLAIMS, Finding, Thresholds, Verdict, evaluate_findings
 from ncrobust.analysis.plots import CAPTIONS, FIGURES, figure_names, render_figures
-from ncrobust.analysis.study import Study
+from ncrobust.analysis.study import WHERE_KEYS, Study, parse_where
 from ncrobust.runs import RunDirectory, atomic_write_text
 
 FIGURE_DIR = "figures"
@@ -40,7 +40,8 @@ def _number(value: float) -> str:
 
 
 def _measured(finding: Finding) -> str:
-    return "; ".join(f"{name} = {_number(value)}" for name, value in finding.measured())
+    numbers = [f"{name} = {_number(value)}" for name, value in finding.measured()]
+    return "; ".join([*numbers, *finding.notes])
 
 
 def _criteria(finding: Finding) -> str:
@@ -92,11 +93,16 @@ RUN_HEADER = [
 FINDING_HEADER = ["#", "finding", "runs", "epoch", "measured", "criterion", "verdict"]
 
 
+def _claim(finding: Finding) -> str:
+    claim = CLAIMS.get(finding.key)
+    return f"{finding.claim} [{claim.source}]" if claim else finding.claim
+
+
 def _finding_rows(findings: Sequence[Finding]) -> list[list[str]]:
     return [
         [
             f.key,
-            f.claim,
+            _claim(f),
             f.runs,
             "—" if f.epoch is None else str(f.epoch),
             _measured(f),
@@ -108,11 +114,43 @@ def _finding_rows(findings: Sequence[Finding]) -> list[list[str]]:
 
 
 def _threshold_rows(thresholds: Thresholds) -> list[list[str]]:
-    meaning = Thresholds.describe()
+    meaning, source = Thresholds.describe(), Thresholds.sources()
     return [
-        [name, f"{getattr(thresholds, name):g}", meaning[name], f"--{name.replace('_', '-')}"]
+        [
+            name,
+            f"{getattr(thresholds, name):g}",
+            meaning[name],
+            source[name],
+            f"--{name.replace('_', '-')}",
+        ]
         for name in meaning
     ]
+
+
+THRESHOLD_HEADER = ["threshold", "value", "meaning", "source of the default", "flag"]
+
+
+def _trades_rows(study: Study, findings: Sequence[Finding]) -> list[list[str]]:
+    """TRADES with frozen BN (as released) beside the original on the same settings: the
+    paper's TRADES finding for each, with its numbers (empty unless both variants ran)."""
+    trades = [f for f in findings if f.key == "4" and f.checks]
+    frozen = {g.label for g in study.groups_of(("trades",)) if g.config.trades_bn_eval}
+    labels = {f.runs.split(" (")[0] for f in trades}
+    if not (labels & frozen) or not (labels - frozen):
+        return []
+    rows = []
+    for f in trades:
+        label = f.runs.split(" (")[0]
+        variant = "TRADES (frozen BN, as released)" if label in frozen else "TRADES"
+        rows.append([variant, f.runs, _measured(f), _verdict(f)])
+    return rows
+
+
+TRADES_HEADER = ["variant", "runs", "measured", "verdict of finding 4"]
+TRADES_NOTE = (
+    "Does 'TRADES does not collapse' survive fixing the frozen BN of the released code? "
+    "Finding 4 on each variant against the same AT run:"
+)
 
 
 def _summary(findings: Sequence[Finding]) -> str:
@@ -124,7 +162,11 @@ NOTES = (
     "Numbers are means over the seeds of each group at the last measured epoch (the last "
     "epoch with more than one layer for the layerwise findings). Figures show mean ± std over "
     "seeds (std with ddof=1; a single-seed group has no band). Every verdict is computed from "
-    "the numbers shown against the threshold shown; change a threshold with its flag."
+    "the numbers shown against the threshold shown; change a threshold with its flag. "
+    "'Holds' / 'does not hold' say whether the paper's claim reproduced on these runs; "
+    "'inconclusive' means a precondition of the claim was not met (the attack missed its "
+    "targets, the run did not reach the terminal phase, too few layers), so the claim was not "
+    "tested. Each threshold's default and where in the paper it comes from are listed below."
 )
 
 
@@ -153,8 +195,13 @@ def render_markdown(report: Report) -> str:
         _md_table(RUN_HEADER, _run_rows(report.study)),
         "## Findings",
         _md_table(FINDING_HEADER, _finding_rows(report.findings)),
+    ]
+    trades = _trades_rows(report.study, report.findings)
+    if trades:
+        parts += ["## TRADES: frozen BN vs original", TRADES_NOTE, _md_table(TRADES_HEADER, trades)]
+    parts += [
         "## Thresholds",
-        _md_table(["threshold", "value", "meaning", "flag"], _threshold_rows(report.thresholds)),
+        _md_table(THRESHOLD_HEADER, _threshold_rows(report.thresholds)),
         "## Figures",
     ]
     for name in FIGURES:
@@ -177,10 +224,16 @@ th { background: #f3f3f3; }
 .holds { color: #176317; font-weight: 600; }
 .fails { color: #a31515; font-weight: 600; }
 .missing { color: #777; }
+.inconclusive { color: #9a6700; font-weight: 600; }
 figure { margin: 1.5em 0; } figure img { max-width: 100%; }
 figcaption { font-size: 0.9em; color: #444; }
 """
-VERDICT_CLASS = {Verdict.HOLDS: "holds", Verdict.FAILS: "fails", Verdict.NOT_MEASURED: "missing"}
+VERDICT_CLASS = {
+    Verdict.HOLDS: "holds",
+    Verdict.FAILS: "fails",
+    Verdict.INCONCLUSIVE: "inconclusive",
+    Verdict.NOT_MEASURED: "missing",
+}
 
 
 def _html_table(
@@ -213,8 +266,17 @@ def render_html(report: Report) -> str:
         _html_table(
             FINDING_HEADER, _finding_rows(findings), [VERDICT_CLASS[f.verdict] for f in findings]
         ),
+    ]
+    trades = _trades_rows(report.study, findings)
+    if trades:
+        parts += [
+            "<h2>TRADES: frozen BN vs original</h2>",
+            f"<p>{html.escape(TRADES_NOTE)}</p>",
+            _html_table(TRADES_HEADER, trades),
+        ]
+    parts += [
         "<h2>Thresholds</h2>",
-        _html_table(["threshold", "value", "meaning", "flag"], _threshold_rows(report.thresholds)),
+        _html_table(THRESHOLD_HEADER, _threshold_rows(report.thresholds)),
         "<h2>Figures</h2>",
     ]
     for name in FIGURES:
@@ -291,6 +353,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"comma-separated figures to include ({', '.join(FIGURES)}), "
         "'all' (default) or 'none'",
     )
+    parser.add_argument(
+        "--where",
+        default=None,
+        help=f"only runs matching KEY=VALUE,... (keys: {', '.join(WHERE_KEYS)}), "
+        "e.g. dataset=cifar100,norm=l2",
+    )
     group = parser.add_argument_group("thresholds of the verdicts")
     defaults = Thresholds()
     for name, meaning in Thresholds.describe().items():
@@ -308,7 +376,8 @@ def run(args: argparse.Namespace) -> int:
     thresholds = Thresholds(**{name: getattr(args, name) for name in Thresholds.describe()})
     chosen = [] if args.figures.strip().lower() == "none" else args.figures.split(",")
     names = figure_names(chosen) if chosen else []  # unknown names refused before reading
-    study = Study.from_paths(args.runs)
+    where = parse_where(args.where)
+    study = Study.from_paths(args.runs, where)
     report = build_report(study, args.out, thresholds, names)
     path = save_report(report, args.out)
     print(f"wrote {path} and {path.with_suffix('.html')}")

@@ -8,7 +8,7 @@ order of a group, never touching raw tables themselves.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,10 +23,13 @@ from ncrobust.analysis.aggregate import (
     group_runs,
 )
 from ncrobust.analysis.loading import Run, load_runs
+from ncrobust.analysis.views import views_of
 from ncrobust.errors import UsageError
 from ncrobust.runs import FIT_VIEW, OUTPUT_LAYER
 
 PENULTIMATE = "penultimate"
+# settings a user may select runs by (``--where dataset=cifar100,norm=l2``)
+WHERE_KEYS = ("dataset", "model", "mode", "norm")
 # classes of the bundled datasets, for when no attack statistics tell
 DATASET_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100, "imagenette": 10}
 
@@ -58,9 +61,21 @@ class Study:
         return study
 
     @classmethod
-    def from_paths(cls, paths: Iterable[str | Path]) -> Study:
-        """Load the runs under ``paths`` (run directories or folders of runs)."""
-        return cls.from_runs(load_runs(paths))
+    def from_paths(
+        cls, paths: Iterable[str | Path], where: Mapping[str, Sequence[str]] | None = None
+    ) -> Study:
+        """Load the runs under ``paths`` (run directories or folders of runs), those matching
+        ``where`` only (see :func:`parse_where`)."""
+        runs = load_runs(paths)
+        if where:
+            runs = select_runs(runs, where)
+        return cls.from_runs(runs)
+
+    def select(self, where: Mapping[str, Sequence[str]]) -> Study:
+        """A new study of the runs matching ``where`` (labels name what varies among them);
+        raises :class:`MissingRuns` when none does."""
+        runs = [run for group in self.groups for run in group.runs]
+        return Study.from_runs(select_runs(runs, where))
 
     # -- groups ---------------------------------------------------------------------------
 
@@ -198,6 +213,99 @@ class Study:
         complete = many[many["seeds"] >= len(self.group(label).runs)]
         return int((complete if len(complete) else many).index.max())
 
+    def view_names(self, label: str, split: str) -> list[str]:
+        """The views measured on ``split`` by a group, in first-seen order."""
+        rows = self.rows(label)
+        return list(dict.fromkeys(rows.loc[rows["split"] == split, "view"].astype(str)))
+
+    def eps_views(self, label: str, split: str, base: str = "pgd") -> dict[float, str]:
+        """Views of ``base`` measured with their own radius (``pgd@eps=...``), by radius."""
+        return views_of(self.view_names(label, split), base)
+
+    def targeted_view(self, label: str, split: str) -> str | None:
+        """The targeted view: one with its own radius (the largest when several), else the
+        plain ``targeted`` view; None if neither was measured."""
+        own = self.eps_views(label, split, "targeted")
+        if own:
+            return own[max(own)]
+        return "targeted" if self.has(label, split, "targeted") else None
+
+    def first_epoch(
+        self, label: str, split: str, view: str, layer: str, metric: str, after: int = 0
+    ) -> int | None:
+        """The first epoch later than ``after`` with a value (e.g. the end of epoch 1)."""
+        curve = self.series(label, split, view, layer, metric)
+        curve = curve[curve["epoch"] > after]
+        return int(curve["epoch"].iloc[0]) if len(curve) else None
+
+    def eps_series(
+        self, label: str, split: str, base: str, layer: str, metric: str
+    ) -> dict[float, pd.DataFrame]:
+        """One curve per attack radius of ``base`` (e.g. ``pgd``), by radius.
+
+        From ``eps_study.parquet`` (``ncrobust measure --eps``), then the in-training views with
+        their own radius (``pgd@eps=...``, a point at every measured epoch; they replace a
+        study curve of the same radius), then the plain view at the run's own eps when no
+        other curve has that radius. Radii are compared to 6 significant digits.
+        """
+        out: dict[float, pd.DataFrame] = {}
+        table = self.eps_study
+        if len(table):
+            rows = table[
+                (table["group"] == label)
+                & (table["split"] == split)
+                & (table["view"] == base)
+                & (table["layer"] == layer)
+                & (table["metric"] == metric)
+            ]
+            rows = rows[np.isfinite(rows["mean"].to_numpy(dtype=float))]
+            for eps, block in rows.groupby("eps", sort=True):
+                curve = block.sort_values("epoch").loc[:, ["epoch", "mean", "std", "n"]]
+                out[_eps_key(float(eps))] = curve.reset_index(drop=True)
+        for eps, view in self.eps_views(label, split, base).items():
+            curve = self.series(label, split, view, layer, metric)
+            if len(curve):
+                out[_eps_key(eps)] = curve
+        own = _eps_key(float(self.group(label).config.eps))
+        if own not in out:
+            curve = self.series(label, split, base, layer, metric)
+            if len(curve):
+                out[own] = curve
+        return dict(sorted(out.items()))
+
+    def has_eps_study(self, label: str, split: str, base: str = "pgd") -> bool:
+        """Whether ``base`` was measured at a radius of its own (views or eps study)."""
+        table = self.eps_study
+        studied = bool(
+            len(table)
+            and ((table["group"] == label) & (table["split"] == split) & (table["view"] == base))
+            .to_numpy()
+            .any()
+        )
+        return studied or bool(self.eps_views(label, split, base))
+
+    def eps_families(self, modes: Sequence[str] = ("at",)) -> list[list[RunGroup]]:
+        """Groups of ``modes`` that differ only in training eps (and its step), each family
+        with two or more eps, sorted by eps."""
+        families: dict[tuple[object, ...], list[RunGroup]] = {}
+        for group in self.groups_of(modes):
+            settings = group.config.to_dict()
+            key = tuple(
+                (k, repr(v))
+                for k, v in settings.items()
+                if k not in ("eps", "alpha", "seed", "out", "device", "data_dir")
+            )
+            families.setdefault(key, []).append(group)
+        return [
+            sorted(f, key=lambda g: g.config.eps)
+            for f in families.values()
+            if len({g.config.eps for g in f}) > 1
+        ]
+
+    def metric_names(self) -> list[str]:
+        """Every metric recorded by any group, in first-seen order."""
+        return list(dict.fromkeys(self.metrics["metric"].astype(str))) if len(self.metrics) else []
+
     def perturbed_view(self, label: str, split: str) -> str | None:
         """The paper's "perturbed" view: ``train_adv`` for AT/TRADES when measured, else ``pgd``."""
         mode = self.group(label).mode
@@ -207,12 +315,78 @@ class Study:
                 return view
         return None
 
+    def layerwise_perturbed_view(self, label: str, split: str, epoch: int) -> str | None:
+        """The perturbed view of the layerwise figures at ``epoch``.
+
+        :meth:`perturbed_view` when it was measured at more than one layer; else ``pgd`` or
+        ``train_adv`` if one of them was (an AT run measured after training has ``train_adv``
+        at the penultimate layer only, and a layerwise ``pgd``); else :meth:`perturbed_view`.
+        """
+        preferred = self.perturbed_view(label, split)
+        rows = self.rows(label)
+        rows = rows[(rows["epoch"] == epoch) & (rows["split"] == split)]
+        rows = rows[rows["layer"] != OUTPUT_LAYER]
+
+        def layers(view: str | None) -> int:
+            return int(rows.loc[rows["view"] == view, "layer"].nunique()) if view else 0
+
+        if layers(preferred) > 1:
+            return preferred
+        for view in ("pgd", "train_adv"):
+            if layers(view) > 1:
+                return view
+        return preferred
+
     def num_classes(self, label: str) -> int | None:
         """C from the attack statistics' classes, else from the dataset name; None if unknown."""
         stats = self.stats[self.stats["group"] == label]
         if len(stats):
             return int(stats["class"].max()) + 1
         return DATASET_CLASSES.get(self.group(label).config.dataset)
+
+
+def _eps_key(eps: float) -> float:
+    return float(f"{eps:.6g}")
+
+
+class MissingRuns(UsageError):
+    """No run matches a selection (``--where``)."""
+
+
+def parse_where(text: str | None) -> dict[str, list[str]]:
+    """``"dataset=cifar100,norm=l2"`` -> ``{"dataset": ["cifar100"], "norm": ["l2"]}``.
+
+    A key given twice accepts either value (``mode=st,mode=at``); keys are those of
+    :data:`WHERE_KEYS`; anything else is refused with a UsageError before any run is read.
+    """
+    out: dict[str, list[str]] = {}
+    if text is None or not text.strip():
+        return out
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        key, value = key.strip().lower(), value.strip()
+        if not sep or not key or not value:
+            raise UsageError(f"--where: {item.strip()!r} is not KEY=VALUE (e.g. dataset=cifar10)")
+        if key not in WHERE_KEYS:
+            raise UsageError(f"--where: unknown key {key!r} (choose from {', '.join(WHERE_KEYS)})")
+        out.setdefault(key, []).append(value.lower())
+    return out
+
+
+def select_runs(runs: Sequence[Run], where: Mapping[str, Sequence[str]]) -> list[Run]:
+    """The runs whose config matches every key of ``where`` (any of its values)."""
+    unknown = [k for k in where if k not in WHERE_KEYS]
+    if unknown:
+        raise UsageError(f"unknown selection key(s) {', '.join(unknown)}")
+    chosen = [
+        run
+        for run in runs
+        if all(str(getattr(run.config, k)).lower() in {v.lower() for v in where[k]} for k in where)
+    ]
+    if not chosen:
+        wanted = ",".join(f"{k}={v}" for k, values in where.items() for v in values)
+        raise MissingRuns(f"no run matches {wanted}")
+    return chosen
 
 
 def simplex_angle(num_classes: int) -> float:
