@@ -12,6 +12,10 @@ import torch
 from ncrobust.collapse import class_means, collapse_metrics
 from ncrobust.collapse.geometry import between_class_basis
 
+ALWAYS = (
+    "nc1", "nc1_trace_ratio", "cdnv", "nc2_equinorm", "nc2_equiangular", "etf_error", "gnc2",
+)  # fmt: skip
+
 
 def reference_metrics(
     h: torch.Tensor,
@@ -37,6 +41,16 @@ def reference_metrics(
     M = (mu - mu_g).T  # p×C
     sigma_b = M @ M.T / C
     out = {"nc1": float(np.trace(scipy.linalg.pinv(sigma_b) @ sigma_w))}
+    out["nc1_trace_ratio"] = float(np.trace(sigma_w) / np.trace(sigma_b))
+    variance = [
+        np.mean([np.sum((H[i] - mu[c]) ** 2) for i in range(n) if Y[i] == c]) for c in range(C)
+    ]
+    pairs = [(c, d) for c in range(C) for d in range(c + 1, C)]
+    out["cdnv"] = float(
+        np.mean(
+            [(variance[c] + variance[d]) / (2 * np.sum((mu[c] - mu[d]) ** 2)) for c, d in pairs]
+        )
+    )
 
     def equinorm(vectors: np.ndarray) -> float:
         norms = [np.linalg.norm(v) for v in vectors]
@@ -54,6 +68,14 @@ def reference_metrics(
 
     out["nc2_equinorm"] = equinorm(M.T)
     out["nc2_equiangular"] = equiangular(M.T)
+    gram = M.T @ M
+    ideal = np.eye(C) - np.ones((C, C)) / C
+    out["etf_error"] = float(
+        np.linalg.norm(gram / np.linalg.norm(gram) - ideal / np.linalg.norm(ideal))
+    )
+    unit = [M[:, c] / np.linalg.norm(M[:, c]) for c in range(C)]
+    kernel = [math.log(1.0 / np.linalg.norm(unit[c] - unit[d])) for c, d in pairs]
+    out["gnc2"] = float(np.var(kernel))
     prediction = None
     if weight is not None:
         Wn = weight.double().numpy()
@@ -69,6 +91,8 @@ def reference_metrics(
         out["nc3_frobenius"] = float(
             np.linalg.norm(Wn.T / np.linalg.norm(Wn) - M / np.linalg.norm(M)) ** 2
         )
+        cos = [Wn[c] @ M[:, c] / np.linalg.norm(Wn[c]) / np.linalg.norm(M[:, c]) for c in range(C)]
+        out["unc3"] = float(np.var(cos, ddof=1))
         prediction = [int(np.argmax(Wn @ H[i] + bn)) for i in range(n)]
     if logits is not None:
         prediction = [int(torch.argmax(logits[i])) for i in range(n)]
@@ -137,17 +161,17 @@ def test_logits_take_precedence_and_shapes_are_flattened() -> None:
     want = reference_metrics(features, labels, 6, weight, None, centres, logits=logits)
     assert_matches(got, want)
     only_logits = collapse_metrics(features, labels, 6, logits=logits)
-    assert set(only_logits) == {"nc1", "nc2_equinorm", "nc2_equiangular", "nc4"}
+    assert set(only_logits) == {*ALWAYS, "nc4"}
     assert only_logits["nc4"] == got["nc4"]
 
 
 def test_keys_depend_on_inputs() -> None:
     features, labels, centres = make_data(60, 8, 3, seed=4)
-    assert list(collapse_metrics(features, labels, 3)) == ["nc1", "nc2_equinorm", "nc2_equiangular"]
+    assert list(collapse_metrics(features, labels, 3)) == list(ALWAYS)
     with_ref = collapse_metrics(features, labels, 3, reference_means=centres)
     assert "ncc_match" not in with_ref and "ncc_accuracy" in with_ref
     with_w = collapse_metrics(features, labels, 3, weight=torch.randn(3, 8))
-    assert {"nc3", "nc3_frobenius", "nc4", "nc2_equinorm_w"} <= set(with_w)
+    assert {"nc3", "nc3_frobenius", "unc3", "nc4", "nc2_equinorm_w"} <= set(with_w)
     assert all(isinstance(v, float) for v in with_w.values())
 
 
@@ -174,6 +198,8 @@ def test_simplex_etf_with_zero_spread_is_fully_collapsed() -> None:
         assert abs(got[key]) <= 1e-9, key
     for key in ("nc3", "nc3_frobenius", "nc4", "simplex_similarity", "angular_distance"):
         assert abs(got[key]) <= 1e-9, key
+    for key in ("nc1_trace_ratio", "cdnv", "etf_error", "gnc2", "unc3"):
+        assert abs(got[key]) <= 1e-12, key
     assert got["ncc_accuracy"] == 1.0 and got["ncc_match"] == 1.0
 
 
@@ -245,7 +271,7 @@ def test_nc1_and_nc2_invariant_to_rotation_and_scaling(scale: float) -> None:
     moved = scale * features.double() @ q
     before = collapse_metrics(features, labels, 7)
     after = collapse_metrics(moved, labels, 7)
-    for key in ("nc1", "nc2_equinorm", "nc2_equiangular"):
+    for key in ALWAYS:
         assert after[key] == pytest.approx(before[key], rel=1e-9), key
 
 
