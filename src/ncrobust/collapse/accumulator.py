@@ -401,7 +401,9 @@ class CollapseAccumulator:
             return
         assert self._final is not None and other._final is not None
         assert self._second is not None and other._second is not None
-        if not torch.equal(self._final.means, other._final.means.to(self._final.means.device)):
+        theirs = other._final.means.to(self._final.means.device)
+        # rows of classes without a sample are NaN in both: compare them as equal
+        if not torch.allclose(self._final.means, theirs, rtol=0.0, atol=0.0, equal_nan=True):
             raise ValueError(
                 "cannot merge pass-2 accumulators whose class means differ: pass 2 needs the "
                 "means of all the data (merge in pass 1, or fork() after next_pass())"
