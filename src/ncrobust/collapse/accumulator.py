@@ -4,16 +4,17 @@ O(C·p) memory, float64 sums, all-reduced under torch.distributed.
 Pass 1 (``update`` for every batch) collects per-class counts and sums. ``next_pass`` turns them
 into the class means μ_c, the count-weighted global mean μ_G and the eigendecomposition
 Σ_B = M Mᵀ / C = U Λ Uᵀ (U: p×k, k = min(p, C), spanning every μ_c − μ_G). Pass 2 (``update``
-again) needs one matmul per chunk of rows, z = h [U, R, W] (R: the centred reference means; W
-only when no logits are given), and then works in k dimensions:
+again) turns each chunk of rows into h − μ_y as it converts it to float64, then needs one
+matmul, z = (h − μ_y) [U, R, W] (R: the centred reference means; W only when no logits are
+given), and works in k dimensions, adding the C×k′ table μ_c [U, R, W] back where h itself is
+needed:
 
-* NC1 = Tr(Σ_B^† Σ_W) = (1/N) Σ_i ‖Λ^{-1/2} Uᵀ (h_i − μ_{y_i})‖² over the kept eigenvalues,
-  computed as ‖Λ^{-1/2} (Uᵀh_i − Uᵀμ_{y_i})‖²;
+* NC1 = Tr(Σ_B^† Σ_W) = (1/N) Σ_i ‖Λ^{-1/2} Uᵀ (h_i − μ_{y_i})‖² over the kept eigenvalues;
 * the nearest class centre argmin_c ‖h − μ_c‖² = argmin_c β_c − 2⟨Uᵀh, Uᵀ(μ_c − g)⟩ with
   β_c = ‖μ_c − g‖² + 2⟨g, μ_c − g⟩ for g = μ_G: ‖h‖² is the same for every c and drops out,
   and μ_c − g lies in the span of U. Reference means use their own columns and centre;
-* σ_c² = mean over class c of ‖h_i − μ_c‖², from the explicit p-wide difference (no
-  ‖h‖² − ‖μ_c‖² cancellation): CDNV and Tr(Σ_W).
+* σ_c² = mean over class c of ‖h_i − μ_c‖², the row norms of the same explicit difference
+  (no ‖h‖² − ‖μ_c‖² cancellation): CDNV and Tr(Σ_W).
 
 Pass-2 sums are kept per true class (C × 8), so the per-class table and the totals come from
 the same all-reduced numbers. A class with no sample leaves its row empty: every metric is then
@@ -67,13 +68,14 @@ class _Finalised:
     centred: Tensor  # C′×p, μ_c − μ_G of the C′ classes present
     basis: Tensor  # p×k, U
     inverse_sqrt: Tensor  # k, λ^{-1/2} for the eigenvalues Σ_B^† keeps, 0 for the others
-    basis_means: Tensor  # C×k, Uᵀμ_c (0 for absent classes)
     basis_centred: Tensor  # k×C, Uᵀ(μ_c − μ_G) as columns (0 for absent classes)
     beta: Tensor  # C, NCC offsets of the data's own means (+inf for absent classes)
     ref_centred: Tensor | None  # C×p, reference means minus the reference global mean
     ref_global_mean: Tensor | None
     ref_beta: Tensor | None
+    filled_means: Tensor  # C×p, μ_c with 0 for absent classes (pass 2 subtracts μ_y)
     stacks: dict[bool, tuple[Tensor, dict[str, slice]]] = field(default_factory=dict)
+    stack_at_means: dict[bool, Tensor] = field(default_factory=dict)  # C×k′, μ_c @ stack
 
 
 class CollapseAccumulator:
@@ -472,10 +474,9 @@ class CollapseAccumulator:
         centred = means[present] - global_mean
         basis, eigenvalues, keep = geometry.between_class_basis(centred)
         # absent classes: zero coordinates and an infinite NCC offset, so never the nearest
-        basis_means = torch.zeros(self.num_classes, basis.shape[1], dtype=torch.float64)
-        basis_means = basis_means.to(basis.device)
-        basis_means[present] = means[present] @ basis
-        basis_centred = torch.zeros_like(basis_means)
+        basis_centred = torch.zeros(
+            self.num_classes, basis.shape[1], dtype=torch.float64, device=basis.device
+        )
         basis_centred[present] = centred @ basis
         beta = torch.full_like(counts, math.inf, dtype=torch.float64)
         beta[present] = _ncc_offsets(centred, global_mean)
@@ -494,12 +495,12 @@ class CollapseAccumulator:
             centred=centred,
             basis=basis,
             inverse_sqrt=torch.where(keep, eigenvalues.rsqrt(), 0.0),
-            basis_means=basis_means,
             basis_centred=basis_centred.T.contiguous(),
             beta=beta,
             ref_centred=ref_centred,
             ref_global_mean=ref_global_mean,
             ref_beta=ref_beta,
+            filled_means=torch.where(present[:, None], means, 0.0),
         )
 
     def _stack(self, final: _Finalised, use_weight: bool) -> tuple[Tensor, dict[str, slice]]:
@@ -515,7 +516,9 @@ class CollapseAccumulator:
             for name, block in blocks.items():
                 columns[name] = slice(start, start + block.shape[1])
                 start += block.shape[1]
-            final.stacks[use_weight] = (torch.cat(list(blocks.values()), dim=1), columns)
+            stack = torch.cat(list(blocks.values()), dim=1)
+            final.stacks[use_weight] = (stack, columns)
+            final.stack_at_means[use_weight] = final.filled_means @ stack
         return final.stacks[use_weight]
 
     def _second_pass(self, h: Tensor, y: Tensor, logits: Tensor | None) -> None:
@@ -523,49 +526,47 @@ class CollapseAccumulator:
         assert final is not None and second is not None
         use_weight = logits is None and self._weight is not None
         matrix, cols = self._stack(final, use_weight)
-        partial = torch.zeros_like(second)
-        gathered: Tensor | None = None
-        for rows, chunk in float64_chunks(h):
-            out = chunk @ matrix  # the one p-wide matmul of the chunk
-            labels = y[rows]
-            per_row = torch.zeros(
-                labels.shape[0], PASS2_COLUMNS, dtype=torch.float64, device=second.device
-            )
-            per_row[:, COUNT] = 1.0
-            coords = out[:, cols["basis"]]  # Uᵀh
-            residual = (coords - final.basis_means[labels]) * final.inverse_sqrt
-            per_row[:, NC1_SUM] = residual.square().sum(dim=1)
-            # ‖h − μ_y‖² from the explicit difference, in the chunk's buffer (no longer needed)
-            if gathered is None:
-                gathered = torch.empty_like(chunk)
-            means = gathered[: chunk.shape[0]]
-            torch.index_select(final.means, 0, labels, out=means)
-            difference = chunk.sub_(means)
-            per_row[:, WITHIN] = torch.linalg.vecdot(difference, difference)
-            nearest = (final.beta - 2.0 * (coords @ final.basis_centred)).argmin(dim=1)
-            per_row[:, SELF_CORRECT] = nearest == labels
-            prediction = None
-            if logits is not None:
-                prediction = logits[rows].argmax(dim=1)
-            elif use_weight:
-                assert self._bias is not None
-                prediction = (out[:, cols["weight"]] + self._bias).argmax(dim=1)
+        at_means = final.stack_at_means[use_weight]  # C×k′: each column block at every μ_c
+        n = h.shape[0]
+        spread = torch.empty(n, matrix.shape[1], dtype=torch.float64, device=second.device)
+        within = torch.empty(n, dtype=torch.float64, device=second.device)
+        # every chunk arrives as h − μ_y: the spread ‖h − μ_y‖² is its row norm and the matmul
+        # gives Uᵀ(h − μ_y) directly; only these two p-wide operations run per chunk
+        for rows, chunk in float64_chunks(h, final.filled_means, y):
+            torch.matmul(chunk, matrix, out=spread[rows])
+            torch.linalg.vector_norm(chunk, dim=1, out=within[rows])
+        # the rest is k′-wide, once per batch; adding the block at μ_y recovers Uᵀh, R̃ᵀh, Wh
+        out = spread + at_means[y]
+        per_row = torch.zeros(n, PASS2_COLUMNS, dtype=torch.float64, device=second.device)
+        per_row[:, COUNT] = 1.0
+        per_row[:, WITHIN] = within.square()
+        per_row[:, NC1_SUM] = (spread[:, cols["basis"]] * final.inverse_sqrt).square().sum(1)
+        coords = out[:, cols["basis"]]  # Uᵀh
+        nearest = (final.beta - 2.0 * (coords @ final.basis_centred)).argmin(dim=1)
+        per_row[:, SELF_CORRECT] = nearest == y
+        prediction = None
+        if logits is not None:
+            prediction = logits.argmax(dim=1)
+        elif use_weight:
+            assert self._bias is not None
+            prediction = (out[:, cols["weight"]] + self._bias).argmax(dim=1)
+        if prediction is not None:
+            per_row[:, MISMATCH] = prediction != nearest
+            per_row[:, PREDICTED] = 1.0
+        if final.ref_beta is not None:
+            nearest_ref = (final.ref_beta - 2.0 * out[:, cols["ref"]]).argmin(dim=1)
+            per_row[:, REF_CORRECT] = nearest_ref == y
             if prediction is not None:
-                per_row[:, MISMATCH] = prediction != nearest
-                per_row[:, PREDICTED] = 1.0
-            if final.ref_beta is not None:
-                nearest_ref = (final.ref_beta - 2.0 * out[:, cols["ref"]]).argmin(dim=1)
-                per_row[:, REF_CORRECT] = nearest_ref == labels
-                if prediction is not None:
-                    per_row[:, REF_MATCH] = prediction == nearest_ref
-            partial.index_add_(0, labels, per_row)
-        # NaN or inf features reach every column of the matmul, hence the NC1 sum; a sample
-        # of a class pass 1 never saw has NaN means, hence a NaN spread: one check, one sync
+                per_row[:, REF_MATCH] = prediction == nearest_ref
+        partial = torch.zeros_like(second).index_add_(0, y, per_row)
+        # NaN or inf features reach every column of the matmul, hence the NC1 sum; labels of
+        # a class pass 1 never saw are counted: one check, one device sync
+        unseen = (~final.present[y]).sum()
         check = partial[:, NC1_SUM].sum() + partial[:, WITHIN].sum()
         if logits is not None:
             check = check + logits.sum()
-        if not bool(torch.isfinite(check)):
-            if h.shape[0] and not bool(final.present[y].all()):
+        if not bool(torch.isfinite(check) & (unseen == 0)):
+            if int(unseen):
                 absent = sorted(set(y[~final.present[y]].tolist()))
                 raise ValueError(
                     f"pass 2 has samples of class(es) {absent} that pass 1 did not see: both "
