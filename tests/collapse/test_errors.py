@@ -35,8 +35,7 @@ Y = torch.arange(12) % 3
         ({"reference_means": torch.randn(3, 4), "weight": torch.randn(3, 5)}, r"reference_means"),
         ({"logits": torch.randn(12, 4)}, r"logits must have shape \(12, 3\)"),
         ({"logits": torch.full((12, 3), math.nan)}, "logits contain NaN"),
-        ({"labels": torch.where(Y == 1, 0, Y)}, "class 1 has no sample"),
-        ({"num_classes": 5, "labels": Y}, "classes 3, 4 have no sample"),
+        ({"labels": Y * 0 + 2}, "only class 2 has samples: .* at least two classes"),
     ],
 )
 def test_collapse_metrics_rejects(kwargs: dict, message: str) -> None:
@@ -45,9 +44,28 @@ def test_collapse_metrics_rejects(kwargs: dict, message: str) -> None:
         collapse_metrics(**args)
 
 
-def test_empty_class_message_says_which_metrics_need_it() -> None:
-    with pytest.raises(ValueError, match="class 2 has no sample: class means, nc1, nc2 and nc3"):
+def test_class_means_name_the_classes_without_a_sample() -> None:
+    with pytest.raises(ValueError, match=r"class 2 has no sample: means\(\) needs every class"):
         class_means(H, Y % 2, 3)
+    with pytest.raises(ValueError, match="classes 3, 4 have no sample"):
+        class_means(H, Y, 5)
+
+
+def test_pass_two_refuses_a_class_pass_one_never_saw() -> None:
+    acc = CollapseAccumulator(4)
+    acc.update(H, Y)
+    acc.next_pass()
+    with pytest.raises(ValueError, match=r"class\(es\) \[3\] that pass 1 did not see"):
+        acc.update(H, torch.where(Y == 2, 3, Y))
+    acc.update(H, Y)  # the refused batch left nothing behind
+    assert acc.compute() == pytest.approx(collapse_metrics(H, Y, 4), rel=1e-12)
+
+
+def test_no_sample_at_all_is_refused() -> None:
+    acc = CollapseAccumulator(3)
+    acc.update(H[:0], Y[:0])
+    with pytest.raises(ValueError, match="no class has samples"):
+        acc.next_pass()
 
 
 def test_pass_order_is_enforced() -> None:

@@ -12,6 +12,10 @@ import torch
 from ncrobust.collapse import class_means, collapse_metrics
 from ncrobust.collapse.geometry import between_class_basis
 
+ALWAYS = (
+    "nc1", "nc1_trace_ratio", "cdnv", "nc2_equinorm", "nc2_equiangular", "etf_error", "gnc2",
+)  # fmt: skip
+
 
 def reference_metrics(
     h: torch.Tensor,
@@ -37,6 +41,12 @@ def reference_metrics(
     M = (mu - mu_g).T  # p×C
     sigma_b = M @ M.T / C
     out = {"nc1": float(np.trace(scipy.linalg.pinv(sigma_b) @ sigma_w))}
+    out["nc1_trace_ratio"] = float(np.trace(sigma_w) / np.trace(sigma_b))
+    variance = [np.mean(np.sum((H[c == Y] - mu[c]) ** 2, axis=1)) for c in range(C)]
+    upper = np.triu_indices(C, k=1)  # the pairs c < d
+    pair_variance = (np.add.outer(variance, variance))[upper]
+    squared_distance = np.sum((mu[:, None, :] - mu[None, :, :]) ** 2, axis=2)[upper]
+    out["cdnv"] = float(np.mean(pair_variance / (2 * squared_distance)))
 
     def equinorm(vectors: np.ndarray) -> float:
         norms = [np.linalg.norm(v) for v in vectors]
@@ -54,6 +64,15 @@ def reference_metrics(
 
     out["nc2_equinorm"] = equinorm(M.T)
     out["nc2_equiangular"] = equiangular(M.T)
+    gram = M.T @ M
+    ideal = np.eye(C) - np.ones((C, C)) / C
+    out["etf_error"] = float(
+        np.linalg.norm(gram / np.linalg.norm(gram) - ideal / np.linalg.norm(ideal))
+    )
+    unit = M.T / np.linalg.norm(M.T, axis=1, keepdims=True)
+    distance = np.linalg.norm(unit[:, None, :] - unit[None, :, :], axis=2)[upper]
+    kernel = np.log(1.0 / distance)
+    out["gnc2"] = float(np.var(kernel))
     prediction = None
     if weight is not None:
         Wn = weight.double().numpy()
@@ -69,6 +88,8 @@ def reference_metrics(
         out["nc3_frobenius"] = float(
             np.linalg.norm(Wn.T / np.linalg.norm(Wn) - M / np.linalg.norm(M)) ** 2
         )
+        cos = [Wn[c] @ M[:, c] / np.linalg.norm(Wn[c]) / np.linalg.norm(M[:, c]) for c in range(C)]
+        out["unc3"] = float(np.var(cos, ddof=1))
         prediction = [int(np.argmax(Wn @ H[i] + bn)) for i in range(n)]
     if logits is not None:
         prediction = [int(torch.argmax(logits[i])) for i in range(n)]
@@ -137,17 +158,17 @@ def test_logits_take_precedence_and_shapes_are_flattened() -> None:
     want = reference_metrics(features, labels, 6, weight, None, centres, logits=logits)
     assert_matches(got, want)
     only_logits = collapse_metrics(features, labels, 6, logits=logits)
-    assert set(only_logits) == {"nc1", "nc2_equinorm", "nc2_equiangular", "nc4"}
+    assert set(only_logits) == {*ALWAYS, "nc4"}
     assert only_logits["nc4"] == got["nc4"]
 
 
 def test_keys_depend_on_inputs() -> None:
     features, labels, centres = make_data(60, 8, 3, seed=4)
-    assert list(collapse_metrics(features, labels, 3)) == ["nc1", "nc2_equinorm", "nc2_equiangular"]
+    assert list(collapse_metrics(features, labels, 3)) == list(ALWAYS)
     with_ref = collapse_metrics(features, labels, 3, reference_means=centres)
     assert "ncc_match" not in with_ref and "ncc_accuracy" in with_ref
     with_w = collapse_metrics(features, labels, 3, weight=torch.randn(3, 8))
-    assert {"nc3", "nc3_frobenius", "nc4", "nc2_equinorm_w"} <= set(with_w)
+    assert {"nc3", "nc3_frobenius", "unc3", "nc4", "nc2_equinorm_w"} <= set(with_w)
     assert all(isinstance(v, float) for v in with_w.values())
 
 
@@ -174,6 +195,8 @@ def test_simplex_etf_with_zero_spread_is_fully_collapsed() -> None:
         assert abs(got[key]) <= 1e-9, key
     for key in ("nc3", "nc3_frobenius", "nc4", "simplex_similarity", "angular_distance"):
         assert abs(got[key]) <= 1e-9, key
+    for key in ("nc1_trace_ratio", "cdnv", "etf_error", "gnc2", "unc3"):
+        assert abs(got[key]) <= 1e-12, key
     assert got["ncc_accuracy"] == 1.0 and got["ncc_match"] == 1.0
 
 
@@ -245,7 +268,7 @@ def test_nc1_and_nc2_invariant_to_rotation_and_scaling(scale: float) -> None:
     moved = scale * features.double() @ q
     before = collapse_metrics(features, labels, 7)
     after = collapse_metrics(moved, labels, 7)
-    for key in ("nc1", "nc2_equinorm", "nc2_equiangular"):
+    for key in ALWAYS:
         assert after[key] == pytest.approx(before[key], rel=1e-9), key
 
 
@@ -255,3 +278,91 @@ def test_class_means_are_float64_means() -> None:
     assert means.dtype == torch.float64 and means.shape == (4, 6)
     for c in range(4):
         torch.testing.assert_close(means[c], features[labels == c].double().mean(0))
+
+
+def test_hand_computed_cdnv_and_trace_ratio_three_classes_in_the_plane() -> None:
+    # the fixture above: σ_c² = ‖d_c‖² = 1, 1, 2; ‖μ_0 − μ_1‖² = 8, ‖μ_0 − μ_2‖² =
+    # ‖μ_1 − μ_2‖² = 20; Tr Σ_W = (1/6)·2·(1 + 1 + 2) = 4/3, Tr Σ_B = (4 + 4 + 8)/3 = 16/3
+    features = torch.tensor(
+        [[3.0, 0.0], [1.0, 0.0], [0.0, 3.0], [0.0, 1.0], [-1.0, -1.0], [-3.0, -3.0]]
+    )
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    got = collapse_metrics(features, labels, 3)
+    assert got["cdnv"] == pytest.approx((2 / 16 + 3 / 40 + 3 / 40) / 3, rel=1e-12)
+    assert got["nc1_trace_ratio"] == pytest.approx(0.25, rel=1e-12)
+    # unit centred means (1, 0), (0, 1), −(1, 1)/√2: distances √2, √(2 + √2), √(2 + √2)
+    logs = np.log(1 / np.sqrt([2.0, 2 + math.sqrt(2), 2 + math.sqrt(2)]))
+    assert got["gnc2"] == pytest.approx(float(np.var(logs)), rel=1e-12)
+
+
+def test_two_classes_are_always_hyperspherically_uniform() -> None:
+    features, labels, _ = make_data(50, 6, 2, seed=12)
+    got = collapse_metrics(features, labels, 2)
+    assert got["gnc2"] == pytest.approx(0.0, abs=1e-20)  # centred means are antipodal
+
+
+def ill_conditioned(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Balanced float64 data whose centred class means have singular values 1, 1e-1, 1e-4 and
+    1e-5 (Σ_B eigenvalues from 0.2 down to 2e-11) on a large common offset, within-class noise
+    exactly centred per class; returns features, labels, U (p×4) and the singular values."""
+    g = torch.Generator().manual_seed(seed)
+    p, num_classes, per_class = 8, 5, 6
+    u, _ = torch.linalg.qr(torch.randn(p, 4, dtype=torch.float64, generator=g))
+    # V: 4 orthonormal columns orthogonal to the all-ones vector of the 5 classes
+    v, _ = torch.linalg.qr(
+        torch.cat(
+            [torch.ones(num_classes, 1), torch.randn(num_classes, 4, generator=g)], dim=1
+        ).double()
+    )
+    v = v[:, 1:]
+    singular = torch.tensor([1.0, 1e-1, 1e-4, 1e-5], dtype=torch.float64)
+    centred = (u * singular) @ v.T * math.sqrt(num_classes)  # p×C, M Mᵀ/C = U diag(s²) Uᵀ
+    means = 3.0 + centred.T  # C×p
+    labels = torch.arange(num_classes).repeat_interleave(per_class)
+    noise = 1e-3 * torch.randn(len(labels), p, dtype=torch.float64, generator=g)
+    noise -= torch.stack([noise[labels == c].mean(0) for c in range(num_classes)])[labels]
+    return means[labels] + noise, labels, u, singular
+
+
+def test_ill_conditioned_between_class_covariance_stays_exact() -> None:
+    features, labels, u, singular = ill_conditioned(seed=13)
+    got = collapse_metrics(features, labels, 5)
+    # NC1 from the construction: Σ_B^† = U diag(1/s²) Uᵀ, no p×p pseudo-inverse
+    residual = features - torch.stack([features[labels == c].mean(0) for c in range(5)])[labels]
+    exact = float(((residual @ u) / singular).square().sum(1).mean())
+    assert got["nc1"] == pytest.approx(exact, rel=1e-7)
+    # a float32 p×p pinv with its default cutoff (p·eps·λ_max) drops the two weak directions
+    sigma_w = (residual.T @ residual / len(labels)).float()
+    centred = torch.stack([features[labels == c].mean(0) for c in range(5)]) - features.mean(0)
+    sigma_b = (centred.T @ centred / 5).float()
+    float32 = float(torch.trace(torch.linalg.pinv(sigma_b) @ sigma_w))
+    assert abs(float32 - exact) > 0.5 * exact
+    # the new measures need no pseudo-inverse and match the direct float64 definitions
+    want = reference_metrics(features, labels, 5)
+    for key in ("nc1_trace_ratio", "cdnv", "nc2_equinorm", "nc2_equiangular", "etf_error", "gnc2"):
+        assert got[key] == pytest.approx(want[key], rel=1e-9), key
+
+
+@pytest.mark.parametrize("scale", [0.01, 250.0])
+def test_weight_measures_invariant_to_a_common_rotation_and_scaling(scale: float) -> None:
+    features, labels, centres = make_data(300, 20, 7, seed=14)
+    weight = centres - centres.mean(0) + torch.randn(7, 20, generator=torch.Generator())
+    q, _ = torch.linalg.qr(torch.randn(20, 20, dtype=torch.float64))
+    before = collapse_metrics(features, labels, 7, weight)
+    after = collapse_metrics(scale * features.double() @ q, labels, 7, 3.0 * weight.double() @ q)
+    for key in ("unc3", "nc3", "nc3_frobenius", "nc4"):
+        assert after[key] == pytest.approx(before[key], rel=1e-9, abs=1e-15), key
+    assert before["unc3"] > 1e-4  # the fixture is not trivially uniform
+
+
+def test_etf_error_and_gnc2_see_a_distorted_simplex() -> None:
+    etf = simplex_etf(6, 10, seed=15)
+    labels = torch.arange(6).repeat(3)
+    squeezed = etf.clone()
+    squeezed[0] *= 0.5  # one shorter mean, re-centred: the angles change too
+    squeezed -= squeezed.mean(0)
+    got = collapse_metrics(squeezed[labels], labels, 6)
+    assert got["etf_error"] > 1e-2 and got["gnc2"] > 1e-4
+    exact = collapse_metrics(7.0 * etf[labels] + 1.0, labels, 6)
+    assert exact["etf_error"] == pytest.approx(0.0, abs=1e-12)
+    assert exact["gnc2"] == pytest.approx(0.0, abs=1e-12)

@@ -8,6 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -55,7 +56,7 @@ def feed(
     assert start == len(index)
 
 
-def in_memory(data: dict) -> dict[str, float]:
+def in_memory_with_table(data: dict) -> tuple[dict[str, float], pd.DataFrame]:
     return collapse_metrics(
         data["features"],
         data["labels"],
@@ -64,7 +65,16 @@ def in_memory(data: dict) -> dict[str, float]:
         data["bias"],
         reference_means=data["reference"],
         logits=data["logits"],
+        per_class=True,
     )
+
+
+def in_memory(data: dict) -> dict[str, float]:
+    return in_memory_with_table(data)[0]
+
+
+def assert_same_table(got: pd.DataFrame, want: pd.DataFrame) -> None:
+    pd.testing.assert_frame_equal(got, want, rtol=1e-12, atol=1e-14)
 
 
 def assert_same(got: dict[str, float], want: dict[str, float]) -> None:
@@ -85,7 +95,9 @@ def test_any_batching_equals_the_in_memory_call(sizes: list[int]) -> None:
     acc.next_pass()
     # pass 2 in another order and batching than pass 1
     feed(acc, data, list(reversed(sizes)), order=torch.randperm(257))
-    assert_same(acc.compute(), in_memory(data))
+    values, table = in_memory_with_table(data)
+    assert_same(acc.compute(), values)
+    assert_same_table(acc.per_class(), table)
 
 
 def test_merge_of_a_split_equals_one_accumulator() -> None:
@@ -99,7 +111,9 @@ def test_merge_of_a_split_equals_one_accumulator() -> None:
     feed(first, data, [57], order=torch.arange(200, 257))
     feed(twin, data, [200], order=torch.arange(200))
     first.merge(twin)
-    assert_same(first.compute(), in_memory(data))
+    values, table = in_memory_with_table(data)
+    assert_same(first.compute(), values)
+    assert_same_table(first.per_class(), table)
     torch.testing.assert_close(
         first.means(),
         torch.stack([data["features"][data["labels"] == c].double().mean(0) for c in range(5)]),
@@ -178,7 +192,8 @@ def run(acc, stats, features, labels, logits):
         stats.update(features, logits.argmax(1))
     acc.next_pass()
     acc.update(features, labels, logits)
-    return acc.compute(), None if stats is None else stats.compute()
+    table = acc.per_class().to_dict("list")
+    return acc.compute(), None if stats is None else stats.compute(), table
 
 
 def worker(rank, world, path, out):
@@ -191,7 +206,8 @@ def worker(rank, world, path, out):
     result = run(acc, stats, features[shard], labels[shard], logits[shard])
     if rank == 0:
         with open(out, "w") as f:
-            json.dump({"means": acc.means().tolist(), "metrics": result[0], "stats": result[1]}, f)
+            json.dump({"means": acc.means().tolist(), "metrics": result[0], "stats": result[1],
+                       "per_class": result[2]}, f)
     dist.destroy_process_group()
 
 
@@ -201,9 +217,10 @@ if __name__ == "__main__":
     features, labels, logits, weight, centres = data()
     acc = CollapseAccumulator(4, weight=weight, reference_means=centres)
     stats = AttackStatistics(4, centres)
-    metrics, statistics = run(acc, stats, features, labels, logits)
+    metrics, statistics, table = run(acc, stats, features, labels, logits)
     with open(single, "w") as f:
-        json.dump({"means": acc.means().tolist(), "metrics": metrics, "stats": statistics}, f)
+        json.dump({"means": acc.means().tolist(), "metrics": metrics, "stats": statistics,
+                   "per_class": table}, f)
 """
 
 
@@ -218,6 +235,8 @@ def test_two_gloo_processes_equal_one(tmp_path: Path) -> None:
         torch.tensor(two["means"]), torch.tensor(one["means"]), rtol=1e-13, atol=0
     )
     assert_same(two["metrics"], one["metrics"])
+    assert {"cdnv", "nc1_trace_ratio", "etf_error", "gnc2", "unc3"} <= set(one["metrics"])
+    assert_same_table(pd.DataFrame(two["per_class"]), pd.DataFrame(one["per_class"]))
     assert two["stats"]["counts"] == one["stats"]["counts"]
     assert sum(one["stats"]["counts"]) == 150
     torch.testing.assert_close(

@@ -1,4 +1,5 @@
-"""Exact, streaming, mergeable Neural Collapse metrics (NC1–NC4, NCC, simplex comparisons).
+"""Exact, streaming, mergeable Neural Collapse metrics (NC1–NC4, NCC, simplex comparisons, and
+the literature's CDNV, Tr(Σ_W)/Tr(Σ_B), ETF error, GNC2 and UNC3, with per-class detail).
 
 Nothing here knows about models, attacks or training: everything takes feature tensors.
 ``collapse_metrics`` is the one-call in-memory form; ``CollapseAccumulator`` streams a data set

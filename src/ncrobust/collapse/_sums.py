@@ -15,10 +15,17 @@ from torch import Tensor
 # (on a 2-core CPU, p = 65,536: 8 rows per chunk was fastest, 256 took twice as long).
 CHUNK_ELEMENTS = {"cpu": 1 << 19, "cuda": 1 << 24}
 MIN_CHUNK_ROWS = 8
+# Up to this many classes, subtracting the class means as a one-hot matmul beats gathering them
+# row by row (2-core CPU: 1.7× faster at C = 10, 2× slower at C = 100).
+ONE_HOT_MAX_CLASSES = 32
 
 
-def float64_chunks(h: Tensor) -> Iterator[tuple[slice, Tensor]]:
-    """(rows, float64 copy of h[rows]) over ``h`` (n × p), sized for its device.
+def float64_chunks(
+    h: Tensor, minus: Tensor | None = None, labels: Tensor | None = None
+) -> Iterator[tuple[slice, Tensor]]:
+    """(rows, float64 copy of h[rows]) over ``h`` (n × p), sized for its device; with
+    ``minus`` (C × p, float64) and ``labels`` (n), the copy is h[rows] − minus[labels[rows]],
+    (a float32 h is exact in float64, so only the difference rounds).
 
     The copies share one buffer allocated per call (a fresh large allocation per chunk costs
     page faults on the CPU): each view is valid only until the next one is yielded.
@@ -29,10 +36,25 @@ def float64_chunks(h: Tensor) -> Iterator[tuple[slice, Tensor]]:
     budget = CHUNK_ELEMENTS.get(h.device.type, CHUNK_ELEMENTS["cuda"])
     step = min(n, max(MIN_CHUNK_ROWS, budget // max(p, 1)))
     buffer = torch.empty(step, p, dtype=torch.float64, device=h.device)
+    gathered = None
+    if minus is not None and minus.shape[0] > ONE_HOT_MAX_CLASSES:
+        gathered = torch.empty_like(buffer)
     for start in range(0, n, step):
         rows = slice(start, min(start + step, n))
         chunk = buffer[: rows.stop - start]
-        chunk.copy_(h[rows])
+        if minus is None:
+            chunk.copy_(h[rows])
+        else:
+            assert labels is not None
+            chunk.copy_(h[rows])  # then a float64 subtraction: faster than a mixed-dtype one
+            if gathered is None:
+                # chunk − onehot(labels) @ minus: one exact rounding per entry, no gathered copy
+                onehot = labels[rows, None] == torch.arange(minus.shape[0], device=h.device)
+                chunk.addmm_(onehot.to(chunk.dtype), minus, alpha=-1.0)
+            else:
+                centres = gathered[: rows.stop - start]
+                torch.index_select(minus, 0, labels[rows], out=centres)
+                chunk.sub_(centres)
         yield rows, chunk
 
 

@@ -4,14 +4,23 @@ O(C·p) memory, float64 sums, all-reduced under torch.distributed.
 Pass 1 (``update`` for every batch) collects per-class counts and sums. ``next_pass`` turns them
 into the class means μ_c, the count-weighted global mean μ_G and the eigendecomposition
 Σ_B = M Mᵀ / C = U Λ Uᵀ (U: p×k, k = min(p, C), spanning every μ_c − μ_G). Pass 2 (``update``
-again) needs one matmul per chunk of rows, z = h [U, R, W] (R: the centred reference means; W
-only when no logits are given), and then works in k dimensions:
+again) turns each chunk of rows into h − μ_y as it converts it to float64, then needs one
+matmul, z = (h − μ_y) [U, R, W] (R: the centred reference means; W only when no logits are
+given), and works in k dimensions, adding the C×k′ table μ_c [U, R, W] back where h itself is
+needed:
 
-* NC1 = Tr(Σ_B^† Σ_W) = (1/N) Σ_i ‖Λ^{-1/2} Uᵀ (h_i − μ_{y_i})‖² over the kept eigenvalues,
-  computed as ‖Λ^{-1/2} (Uᵀh_i − Uᵀμ_{y_i})‖²;
+* NC1 = Tr(Σ_B^† Σ_W) = (1/N) Σ_i ‖Λ^{-1/2} Uᵀ (h_i − μ_{y_i})‖² over the kept eigenvalues;
 * the nearest class centre argmin_c ‖h − μ_c‖² = argmin_c β_c − 2⟨Uᵀh, Uᵀ(μ_c − g)⟩ with
   β_c = ‖μ_c − g‖² + 2⟨g, μ_c − g⟩ for g = μ_G: ‖h‖² is the same for every c and drops out,
-  and μ_c − g lies in the span of U. Reference means use their own columns and centre.
+  and μ_c − g lies in the span of U. Reference means use their own columns and centre;
+* σ_c² = mean over class c of ‖h_i − μ_c‖², the row norms of the same explicit difference
+  (no ‖h‖² − ‖μ_c‖² cancellation): CDNV and Tr(Σ_W).
+
+Pass-2 sums are kept per true class (C × 8), so the per-class table and the totals come from
+the same all-reduced numbers. A class with no sample leaves its row empty: every metric is then
+taken over the classes present (Σ_B, the simplex, CDNV pairs, the NCC's candidate means),
+``missing_classes`` names the others and ``compute()`` adds their number as
+``missing_classes``; at least two classes must have samples.
 
 Precision: features are converted to float64 a chunk at a time and every product and sum is
 float64. Centring the means inside the inner products keeps the rounding error of the NCC scores
@@ -22,8 +31,10 @@ component), so the argmin agrees with a direct float64 ‖h − μ_c‖ except a
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 
+import pandas as pd
 import torch
 from torch import Tensor
 
@@ -40,9 +51,10 @@ from ncrobust.collapse._checks import (
 from ncrobust.collapse._sums import ClassSums, all_reduce_sum, float64_chunks, sync_requested
 from ncrobust.runtime import resolve_device
 
-NEEDS_EVERY_CLASS = "class means, nc1, nc2 and nc3 need every class"
-# layout of the pass-2 sums after the C per-class counts
-NC1_SUM, MISMATCH, REF_MATCH, REF_CORRECT, PREDICTED, SELF_CORRECT = range(6)
+NEEDS_EVERY_CLASS = "means() needs every class (compute() and per_class() use the classes present)"
+# columns of the per-class pass-2 sums (C × PASS2_COLUMNS), indexed by the sample's true class
+COUNT, NC1_SUM, WITHIN, MISMATCH, REF_MATCH, REF_CORRECT, PREDICTED, SELF_CORRECT = range(8)
+PASS2_COLUMNS = 8
 
 
 @dataclass
@@ -50,18 +62,20 @@ class _Finalised:
     """Everything pass 2 and ``compute`` need, fixed by ``next_pass`` and never mutated."""
 
     counts: Tensor  # C, int64
-    means: Tensor  # C×p
+    present: Tensor  # C, bool: the classes with at least one sample
+    means: Tensor  # C×p (rows of absent classes are NaN)
     global_mean: Tensor  # p
-    centred: Tensor  # C×p, μ_c − μ_G
+    centred: Tensor  # C′×p, μ_c − μ_G of the C′ classes present
     basis: Tensor  # p×k, U
     inverse_sqrt: Tensor  # k, λ^{-1/2} for the eigenvalues Σ_B^† keeps, 0 for the others
-    basis_means: Tensor  # C×k, Uᵀμ_c
-    basis_centred: Tensor  # k×C, Uᵀ(μ_c − μ_G) as columns
-    beta: Tensor  # C, NCC offsets of the data's own means
+    basis_centred: Tensor  # k×C, Uᵀ(μ_c − μ_G) as columns (0 for absent classes)
+    beta: Tensor  # C, NCC offsets of the data's own means (+inf for absent classes)
     ref_centred: Tensor | None  # C×p, reference means minus the reference global mean
     ref_global_mean: Tensor | None
     ref_beta: Tensor | None
+    filled_means: Tensor  # C×p, μ_c with 0 for absent classes (pass 2 subtracts μ_y)
     stacks: dict[bool, tuple[Tensor, dict[str, slice]]] = field(default_factory=dict)
+    stack_at_means: dict[bool, Tensor] = field(default_factory=dict)  # C×k′, μ_c @ stack
 
 
 class CollapseAccumulator:
@@ -82,6 +96,8 @@ class CollapseAccumulator:
     State lives on ``device`` (default: the first batch's device). ``sync`` all-reduces the sums
     in ``next_pass`` and ``compute``; by default it does so when a torch.distributed process
     group of more than one process is initialised, so each process feeds its own shard.
+    ``per_class()`` gives the per-class detail as a tidy table (call it on every process, as
+    ``compute()``).
     """
 
     def __init__(
@@ -136,7 +152,9 @@ class CollapseAccumulator:
         self._sums: ClassSums | None = None
         self._final: _Finalised | None = None
         self._second: Tensor | None = None
+        self._reduced: Tensor | None = None
         self._result: dict[str, float] | None = None
+        self._per_class: pd.DataFrame | None = None
         if device is not None:
             self._bind(resolve_device(str(device)))
 
@@ -188,12 +206,15 @@ class CollapseAccumulator:
             raise ValueError("next_pass() before any update(): pass 1 saw no sample")
         if sync_requested(self._sync):
             self._sums.all_reduce()
-        message = empty_class_message(self._sums.counts, NEEDS_EVERY_CLASS)
-        if message is not None:
-            raise ValueError(message)
+        present = (self._sums.counts > 0).nonzero().flatten().tolist()
+        if len(present) < 2:
+            seen = f"only class {present[0]} has" if present else "no class has"
+            raise ValueError(
+                f"{seen} samples: Neural Collapse metrics need samples of at least two classes"
+            )
         self._final = self._finalise(self._sums)
         self._second = torch.zeros(
-            self.num_classes + 6, dtype=torch.float64, device=self._sums.sums.device
+            self.num_classes, PASS2_COLUMNS, dtype=torch.float64, device=self._sums.sums.device
         )
         self._stage = 2
 
@@ -201,32 +222,29 @@ class CollapseAccumulator:
         """The metrics as plain floats (see ``collapse_metrics`` for the keys); idempotent."""
         if self._result is not None:
             return dict(self._result)
-        if self._stage != 2:
-            raise ValueError("compute() before next_pass(): run pass 1, next_pass(), then pass 2")
-        final, second = self._final, self._second
-        assert final is not None and second is not None
-        if sync_requested(self._sync):
-            second = second.clone()
-            all_reduce_sum(second)
-        c = self.num_classes
-        counts2 = second[:c].round().to(torch.int64)
-        if not torch.equal(counts2, final.counts):
-            raise ValueError(
-                f"pass 2 saw {int(counts2.sum())} samples with per-class counts that differ from "
-                f"pass 1's ({int(final.counts.sum())} samples): both passes must see the same data"
-            )
-        totals = second[c:]
-        n = final.counts.sum().to(torch.float64)
+        final, second = self._final, self._reduced_sums()
+        assert final is not None
+        present = final.present
+        totals = second.sum(dim=0)
+        n = totals[COUNT]
+        centred = final.centred  # the classes present
+        variances = second[present, WITHIN] / second[present, COUNT]
         values: dict[str, Tensor] = {
             "nc1": totals[NC1_SUM] / n,
-            "nc2_equinorm": geometry.equinorm(final.centred),
-            "nc2_equiangular": geometry.equiangular(final.centred),
+            "nc1_trace_ratio": geometry.trace_ratio(totals[WITHIN] / n, centred),
+            "cdnv": geometry.cdnv(centred, variances),
+            "nc2_equinorm": geometry.equinorm(centred),
+            "nc2_equiangular": geometry.equiangular(centred),
+            "etf_error": geometry.etf_error(centred),
+            "gnc2": geometry.gnc2(centred),
         }
         if self._weight is not None:
+            weight = self._weight[present]
             values["nc2_equinorm_w"] = geometry.equinorm(self._weight)
             values["nc2_equiangular_w"] = geometry.equiangular(self._weight)
-            values["nc3"] = geometry.nc3(self._weight, final.centred)
-            values["nc3_frobenius"] = geometry.nc3_frobenius(self._weight, final.centred)
+            values["nc3"] = geometry.nc3(weight, centred)
+            values["nc3_frobenius"] = geometry.nc3_frobenius(weight, centred)
+            values["unc3"] = geometry.unc3(weight, centred)
         predicted = int(totals[PREDICTED].round())
         if 0 < predicted < int(n):
             raise ValueError(
@@ -245,15 +263,105 @@ class CollapseAccumulator:
                 values["ncc_match"] = totals[REF_MATCH] / n
             values["ncc_accuracy"] = totals[REF_CORRECT] / n
             values["simplex_similarity"] = geometry.simplex_similarity(
-                final.means, final.global_mean, self._reference_means, final.ref_global_mean
+                final.means[present],
+                final.global_mean,
+                self._reference_means[present],
+                final.ref_global_mean,
             )
             values["angular_distance"] = geometry.angular_distance(
-                final.means, self._reference_means
+                final.means[present], self._reference_means[present]
             )
+        missing = self.num_classes - int(present.sum())
+        if missing:
+            values["missing_classes"] = torch.tensor(float(missing), dtype=n.dtype, device=n.device)
         floats = torch.stack(list(values.values())).tolist()  # one device sync for all
         self._result = dict(zip(values, floats, strict=True))
         self._stage = 3
         return dict(self._result)
+
+    def per_class(self) -> pd.DataFrame:
+        """Per-class detail as a tidy table with columns ``class``, ``metric``, ``value``.
+
+        Metrics per class c: ``count`` (samples), ``sigma2`` (σ_c² = mean ‖h_i − μ_c‖²),
+        ``centred_mean_norm`` (‖μ_c − μ_G‖), ``cdnv`` (the mean over c′ ≠ c of the pair's
+        CDNV term), and with a weight ``cos_weight_mean`` (cos(w_c, μ_c − μ_G)); with
+        predictions (logits or a weight) ``nc4`` (share of class-c samples whose network
+        prediction differs from the nearest own class mean); ``ncc_accuracy`` (share of class-c
+        samples the NCC classifier assigns to c: the reference means' NCC when reference means
+        are given, the data's own means' otherwise) and, with predictions, ``ncc_match`` (share
+        where the network agrees with that NCC). A class with no sample has only its
+        ``count`` row (0). Runs ``compute()`` first if it has not run (and, like it, all-reduces
+        under torch.distributed: call it on every process).
+        """
+        if self._per_class is not None:
+            return self._per_class.copy()
+        values = self.compute()
+        final, second = self._final, self._reduced
+        assert final is not None and second is not None
+        present = final.present
+        counts = second[:, COUNT]
+        columns: dict[str, Tensor] = {"count": counts}
+        full = torch.full_like(counts, float("nan"))
+
+        def spread(per_present: Tensor) -> Tensor:
+            out = full.clone()
+            out[present] = per_present
+            return out
+
+        columns["sigma2"] = second[:, WITHIN] / counts
+        columns["centred_mean_norm"] = spread(final.centred.norm(dim=1))
+        columns["cdnv"] = spread(geometry.cdnv_per_class(final.centred, columns["sigma2"][present]))
+        if self._weight is not None:
+            columns["cos_weight_mean"] = spread(
+                geometry.cosines(self._weight[present], final.centred)
+            )
+        predicted = "nc4" in values
+        if predicted:
+            columns["nc4"] = second[:, MISMATCH] / counts
+        reference = final.ref_centred is not None
+        columns["ncc_accuracy"] = second[:, REF_CORRECT if reference else SELF_CORRECT] / counts
+        if predicted:
+            columns["ncc_match"] = (
+                second[:, REF_MATCH] / counts if reference else 1.0 - second[:, MISMATCH] / counts
+            )
+        table = torch.stack(list(columns.values()), dim=1).cpu()  # one transfer for all
+        keep = present.cpu()
+        rows = []
+        for c in range(self.num_classes):
+            if not bool(keep[c]):
+                rows.append((c, "count", 0.0))
+                continue
+            rows += [(c, name, float(table[c, j])) for j, name in enumerate(columns)]
+        frame = pd.DataFrame(rows, columns=["class", "metric", "value"])
+        self._per_class = frame
+        return frame.copy()
+
+    @property
+    def missing_classes(self) -> tuple[int, ...]:
+        """The classes with no sample (after ``next_pass()``): every metric is taken over the
+        others (``compute()`` reports their number as ``missing_classes``)."""
+        final = self._finalised("missing_classes")
+        return tuple((~final.present).nonzero().flatten().tolist())
+
+    def _reduced_sums(self) -> Tensor:
+        """Pass 2's per-class sums over all processes, checked against pass 1's counts."""
+        if self._reduced is not None:
+            return self._reduced
+        if self._stage != 2:
+            raise ValueError("compute() before next_pass(): run pass 1, next_pass(), then pass 2")
+        final, second = self._final, self._second
+        assert final is not None and second is not None
+        if sync_requested(self._sync):
+            second = second.clone()
+            all_reduce_sum(second)
+        counts2 = second[:, COUNT].round().to(torch.int64)
+        if not torch.equal(counts2, final.counts):
+            raise ValueError(
+                f"pass 2 saw {int(counts2.sum())} samples with per-class counts that differ from "
+                f"pass 1's ({int(final.counts.sum())} samples): both passes must see the same data"
+            )
+        self._reduced = second
+        return second
 
     def merge(self, other: CollapseAccumulator) -> None:
         """Add ``other``'s sums to this accumulator; both must be in the same pass.
@@ -295,7 +403,9 @@ class CollapseAccumulator:
             return
         assert self._final is not None and other._final is not None
         assert self._second is not None and other._second is not None
-        if not torch.equal(self._final.means, other._final.means.to(self._final.means.device)):
+        theirs = other._final.means.to(self._final.means.device)
+        # rows of classes without a sample are NaN in both: compare them as equal
+        if not torch.allclose(self._final.means, theirs, rtol=0.0, atol=0.0, equal_nan=True):
             raise ValueError(
                 "cannot merge pass-2 accumulators whose class means differ: pass 2 needs the "
                 "means of all the data (merge in pass 1, or fork() after next_pass())"
@@ -315,8 +425,13 @@ class CollapseAccumulator:
         return twin
 
     def means(self) -> Tensor:
-        """Class means μ_c (C×p, float64), available after ``next_pass()``."""
-        return self._finalised("means").means.clone()
+        """Class means μ_c (C×p, float64), available after ``next_pass()``; every class must
+        have a sample."""
+        final = self._finalised("means")
+        message = empty_class_message(final.counts, NEEDS_EVERY_CLASS)
+        if message is not None:
+            raise ValueError(message)
+        return final.means.clone()
 
     def global_mean(self) -> Tensor:
         """The count-weighted global mean μ_G (p, float64), available after ``next_pass()``."""
@@ -353,10 +468,18 @@ class CollapseAccumulator:
 
     def _finalise(self, sums: ClassSums) -> _Finalised:
         counts = sums.counts
+        present = counts > 0
         means = sums.means()
         global_mean = sums.sums.sum(dim=0) / counts.sum().to(torch.float64)
-        centred = means - global_mean
+        centred = means[present] - global_mean
         basis, eigenvalues, keep = geometry.between_class_basis(centred)
+        # absent classes: zero coordinates and an infinite NCC offset, so never the nearest
+        basis_centred = torch.zeros(
+            self.num_classes, basis.shape[1], dtype=torch.float64, device=basis.device
+        )
+        basis_centred[present] = centred @ basis
+        beta = torch.full_like(counts, math.inf, dtype=torch.float64)
+        beta[present] = _ncc_offsets(centred, global_mean)
         ref_centred = ref_global_mean = ref_beta = None
         if self._reference_means is not None:
             ref_global_mean = self._reference_global_mean
@@ -366,17 +489,18 @@ class CollapseAccumulator:
             ref_beta = _ncc_offsets(ref_centred, ref_global_mean)
         return _Finalised(
             counts=counts,
+            present=present,
             means=means,
             global_mean=global_mean,
             centred=centred,
             basis=basis,
             inverse_sqrt=torch.where(keep, eigenvalues.rsqrt(), 0.0),
-            basis_means=means @ basis,
-            basis_centred=(centred @ basis).T.contiguous(),
-            beta=_ncc_offsets(centred, global_mean),
+            basis_centred=basis_centred.T.contiguous(),
+            beta=beta,
             ref_centred=ref_centred,
             ref_global_mean=ref_global_mean,
             ref_beta=ref_beta,
+            filled_means=torch.where(present[:, None], means, 0.0),
         )
 
     def _stack(self, final: _Finalised, use_weight: bool) -> tuple[Tensor, dict[str, slice]]:
@@ -392,7 +516,9 @@ class CollapseAccumulator:
             for name, block in blocks.items():
                 columns[name] = slice(start, start + block.shape[1])
                 start += block.shape[1]
-            final.stacks[use_weight] = (torch.cat(list(blocks.values()), dim=1), columns)
+            stack = torch.cat(list(blocks.values()), dim=1)
+            final.stacks[use_weight] = (stack, columns)
+            final.stack_at_means[use_weight] = final.filled_means @ stack
         return final.stacks[use_weight]
 
     def _second_pass(self, h: Tensor, y: Tensor, logits: Tensor | None) -> None:
@@ -400,43 +526,58 @@ class CollapseAccumulator:
         assert final is not None and second is not None
         use_weight = logits is None and self._weight is not None
         matrix, cols = self._stack(final, use_weight)
-        partial = torch.zeros(6, dtype=torch.float64, device=second.device)
-        for rows, chunk in float64_chunks(h):
-            out = chunk @ matrix  # the one p-wide matmul of the chunk
-            labels = y[rows]
-            coords = out[:, cols["basis"]]  # Uᵀh
-            residual = (coords - final.basis_means[labels]) * final.inverse_sqrt
-            partial[NC1_SUM] += residual.square().sum()
-            nearest = (final.beta - 2.0 * (coords @ final.basis_centred)).argmin(dim=1)
-            partial[SELF_CORRECT] += (nearest == labels).sum()
-            prediction = None
-            if logits is not None:
-                prediction = logits[rows].argmax(dim=1)
-            elif use_weight:
-                assert self._bias is not None
-                prediction = (out[:, cols["weight"]] + self._bias).argmax(dim=1)
-            if prediction is not None:
-                partial[MISMATCH] += (prediction != nearest).sum()
-            if final.ref_beta is not None:
-                nearest_ref = (final.ref_beta - 2.0 * out[:, cols["ref"]]).argmin(dim=1)
-                partial[REF_CORRECT] += (nearest_ref == labels).sum()
-                if prediction is not None:
-                    partial[REF_MATCH] += (prediction == nearest_ref).sum()
-        # NaN or inf features reach every column of the matmul, hence the NC1 sum
-        finite = torch.isfinite(partial[NC1_SUM])
+        at_means = final.stack_at_means[use_weight]  # C×k′: each column block at every μ_c
+        n = h.shape[0]
+        spread = torch.empty(n, matrix.shape[1], dtype=torch.float64, device=second.device)
+        within = torch.empty(n, dtype=torch.float64, device=second.device)
+        # every chunk arrives as h − μ_y: the spread ‖h − μ_y‖² is its row norm and the matmul
+        # gives Uᵀ(h − μ_y) directly; only these two p-wide operations run per chunk
+        for rows, chunk in float64_chunks(h, final.filled_means, y):
+            torch.matmul(chunk, matrix, out=spread[rows])
+            torch.linalg.vector_norm(chunk, dim=1, out=within[rows])
+        # the rest is k′-wide, once per batch; adding the block at μ_y recovers Uᵀh, R̃ᵀh, Wh
+        out = spread + at_means[y]
+        per_row = torch.zeros(n, PASS2_COLUMNS, dtype=torch.float64, device=second.device)
+        per_row[:, COUNT] = 1.0
+        per_row[:, WITHIN] = within.square()
+        per_row[:, NC1_SUM] = (spread[:, cols["basis"]] * final.inverse_sqrt).square().sum(1)
+        coords = out[:, cols["basis"]]  # Uᵀh
+        nearest = (final.beta - 2.0 * (coords @ final.basis_centred)).argmin(dim=1)
+        per_row[:, SELF_CORRECT] = nearest == y
+        prediction = None
         if logits is not None:
-            finite = finite & torch.isfinite(logits).all()
-        if not bool(finite):
+            prediction = logits.argmax(dim=1)
+        elif use_weight:
+            assert self._bias is not None
+            prediction = (out[:, cols["weight"]] + self._bias).argmax(dim=1)
+        if prediction is not None:
+            per_row[:, MISMATCH] = prediction != nearest
+            per_row[:, PREDICTED] = 1.0
+        if final.ref_beta is not None:
+            nearest_ref = (final.ref_beta - 2.0 * out[:, cols["ref"]]).argmin(dim=1)
+            per_row[:, REF_CORRECT] = nearest_ref == y
+            if prediction is not None:
+                per_row[:, REF_MATCH] = prediction == nearest_ref
+        partial = torch.zeros_like(second).index_add_(0, y, per_row)
+        # NaN or inf features reach every column of the matmul, hence the NC1 sum; labels of
+        # a class pass 1 never saw are counted: one check, one device sync
+        unseen = (~final.present[y]).sum()
+        check = partial[:, NC1_SUM].sum() + partial[:, WITHIN].sum()
+        if logits is not None:
+            check = check + logits.sum()
+        if not bool(torch.isfinite(check) & (unseen == 0)):
+            if int(unseen):
+                absent = sorted(set(y[~final.present[y]].tolist()))
+                raise ValueError(
+                    f"pass 2 has samples of class(es) {absent} that pass 1 did not see: both "
+                    "passes must see the same data"
+                )
             raise ValueError(
-                "features contain NaN or inf values"
-                if not bool(torch.isfinite(partial[NC1_SUM]))
-                else "logits contain NaN or inf values"
+                "logits contain NaN or inf values"
+                if logits is not None and not bool(torch.isfinite(logits).all())
+                else "features contain NaN or inf values"
             )
-        if logits is not None or use_weight:
-            partial[PREDICTED] = h.shape[0]
-        c = self.num_classes
-        second[:c] += torch.bincount(y, minlength=c)
-        second[c:] += partial
+        second += partial
 
 
 def _ncc_offsets(centred: Tensor, centre: Tensor) -> Tensor:

@@ -83,3 +83,71 @@ def simplex_similarity(
 def angular_distance(means: Tensor, other_means: Tensor) -> Tensor:
     """avg_c arccos⟨μ_c/‖μ_c‖, μ′_c/‖μ′_c‖⟩ of the non-centred class means."""
     return mean_angle(means, other_means)
+
+
+def cosines(a: Tensor, b: Tensor) -> Tensor:
+    """Row-wise cos(a_c, b_c) = ⟨a_c, b_c⟩ / (‖a_c‖ ‖b_c‖); a zero row gives NaN."""
+    return (a * b).sum(dim=1) / (a.norm(dim=1) * b.norm(dim=1))
+
+
+def _distances(vectors: Tensor) -> Tensor:
+    """C×C matrix of ‖v_c − v_c′‖ over the rows, each difference formed explicitly (no
+    Gram-matrix cancellation) and never as a C×C×p tensor."""
+    return torch.cdist(vectors, vectors, compute_mode="donot_use_mm_for_euclid_dist")
+
+
+def _upper(matrix: Tensor) -> Tensor:
+    """The entries above the diagonal: one per unordered pair c < c′."""
+    size = matrix.shape[0]
+    rows, cols = torch.triu_indices(size, size, offset=1, device=matrix.device)
+    return matrix[rows, cols]
+
+
+def _cdnv_terms(centred_means: Tensor, variances: Tensor) -> Tensor:
+    """C×C matrix of (σ_c² + σ_c′²) / (2‖μ_c − μ_c′‖²), 0 on the diagonal."""
+    terms = (variances[:, None] + variances[None, :]) / (2.0 * _distances(centred_means).square())
+    return terms.fill_diagonal_(0.0)
+
+
+def cdnv(centred_means: Tensor, variances: Tensor) -> Tensor:
+    """Class-distance normalised variance (Galanti et al., 2022): the average over class pairs
+    c ≠ c′ of (σ_c² + σ_c′²) / (2‖μ_c − μ_c′‖²), σ_c² the mean of ‖h_i − μ_c‖² over class c."""
+    return _upper(_cdnv_terms(centred_means, variances)).mean()
+
+
+def cdnv_per_class(centred_means: Tensor, variances: Tensor) -> Tensor:
+    """For each class c, the average over c′ ≠ c of its CDNV term (their mean is ``cdnv``)."""
+    return _cdnv_terms(centred_means, variances).sum(dim=1) / (centred_means.shape[0] - 1)
+
+
+def trace_ratio(within_trace: Tensor, centred_means: Tensor) -> Tensor:
+    """Tr(Σ_W) / Tr(Σ_B) with Tr(Σ_B) = (1/C) Σ_c ‖μ_c − μ_G‖² (Σ_B = M Mᵀ / C)."""
+    return within_trace / centred_means.square().sum(dim=1).mean()
+
+
+def etf_error(centred_means: Tensor) -> Tensor:
+    """‖M̃M̃ᵀ/‖M̃M̃ᵀ‖_F − (I − 11ᵀ/C)/‖I − 11ᵀ/C‖_F‖_F: the distance of the normalised Gram
+    matrix of the centred class means from a simplex ETF's (‖I − 11ᵀ/C‖_F = √(C−1))."""
+    num_classes = centred_means.shape[0]
+    gram = centred_means @ centred_means.T
+    ideal = torch.eye(num_classes, dtype=gram.dtype, device=gram.device) - 1.0 / num_classes
+    return torch.linalg.matrix_norm(
+        gram / torch.linalg.matrix_norm(gram) - ideal / math.sqrt(num_classes - 1)
+    )
+
+
+def gnc2(centred_means: Tensor) -> Tensor:
+    """Hyperspherical uniformity (GNC2, Wu & Papyan 2024, after Liu et al. 2023): the variance
+    over the class pairs c < c′ (population variance: the mean squared deviation) of the
+    logarithmic inverse-distance kernel log(1/‖μ̂_c − μ̂_c′‖) of the normalised centred means
+    μ̂_c = μ̃_c/‖μ̃_c‖. Zero when every pair is equidistant on the sphere (a simplex ETF, and
+    always for two classes, whose centred means are antipodal)."""
+    unit = centred_means / centred_means.norm(dim=1, keepdim=True)
+    return (-_upper(_distances(unit)).log()).var(correction=0)
+
+
+def unc3(weight: Tensor, centred_means: Tensor) -> Tensor:
+    """Uniform duality (UNC3, Wu & Papyan 2024): the variance (unbiased, as ``torch.var``)
+    across classes of cos(w_c, μ_c − μ_G). Zero when every classifier makes the same angle with
+    its centred class mean, whether or not that angle is zero (NC3's self-duality)."""
+    return cosines(weight, centred_means).var()
