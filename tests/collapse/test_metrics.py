@@ -13,7 +13,8 @@ from ncrobust.collapse import class_means, collapse_metrics
 from ncrobust.collapse.geometry import between_class_basis
 
 ALWAYS = (
-    "nc1", "nc1_trace_ratio", "cdnv", "nc2_equinorm", "nc2_equiangular", "etf_error", "gnc2",
+    "nc1", "nc1_trace_ratio", "cdnv", "nc2_equinorm", "nc2_equinorm_std", "nc2_equiangular",
+    "etf_error", "gnc2", "between_class_angle",
 )  # fmt: skip
 
 
@@ -63,6 +64,7 @@ def reference_metrics(
         return total / (C * (C - 1))
 
     out["nc2_equinorm"] = equinorm(M.T)
+    out["nc2_equinorm_std"] = float(np.std([np.linalg.norm(v) for v in M.T], ddof=1))
     out["nc2_equiangular"] = equiangular(M.T)
     gram = M.T @ M
     ideal = np.eye(C) - np.ones((C, C)) / C
@@ -73,6 +75,13 @@ def reference_metrics(
     distance = np.linalg.norm(unit[:, None, :] - unit[None, :, :], axis=2)[upper]
     kernel = np.log(1.0 / distance)
     out["gnc2"] = float(np.var(kernel))
+    pair_angles = [
+        math.acos(np.clip(mu[c] @ mu[d] / np.linalg.norm(mu[c]) / np.linalg.norm(mu[d]), -1, 1))
+        for c in range(C)
+        for d in range(C)
+        if c != d
+    ]
+    out["between_class_angle"] = float(np.mean(pair_angles))
     prediction = None
     if weight is not None:
         Wn = weight.double().numpy()
@@ -269,7 +278,10 @@ def test_nc1_and_nc2_invariant_to_rotation_and_scaling(scale: float) -> None:
     before = collapse_metrics(features, labels, 7)
     after = collapse_metrics(moved, labels, 7)
     for key in ALWAYS:
-        assert after[key] == pytest.approx(before[key], rel=1e-9), key
+        if key == "nc2_equinorm_std":  # a length: scales with the features
+            assert after[key] == pytest.approx(scale * before[key], rel=1e-9), key
+        else:
+            assert after[key] == pytest.approx(before[key], rel=1e-9), key
 
 
 def test_class_means_are_float64_means() -> None:

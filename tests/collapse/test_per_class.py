@@ -107,8 +107,8 @@ def test_classes_without_a_sample_are_named_and_left_out() -> None:
     relabel[present] = torch.arange(4)
     compact = collapse_metrics(features, relabel[labels], 4, weight[present])
     for key in (
-        "nc1", "nc1_trace_ratio", "cdnv", "nc2_equinorm", "nc2_equiangular", "etf_error", "gnc2",
-        "nc3", "nc3_frobenius", "unc3",
+        "nc1", "nc1_trace_ratio", "cdnv", "nc2_equinorm", "nc2_equinorm_std", "nc2_equiangular",
+        "etf_error", "gnc2", "between_class_angle", "nc3", "nc3_frobenius", "unc3",
     ):  # fmt: skip
         assert values[key] == pytest.approx(compact[key], rel=1e-10), key
     # W's own geometry is about every class; NCC picks among the present means only

@@ -234,9 +234,11 @@ class CollapseAccumulator:
             "nc1_trace_ratio": geometry.trace_ratio(totals[WITHIN] / n, centred),
             "cdnv": geometry.cdnv(centred, variances),
             "nc2_equinorm": geometry.equinorm(centred),
+            "nc2_equinorm_std": geometry.norm_spread(centred),
             "nc2_equiangular": geometry.equiangular(centred),
             "etf_error": geometry.etf_error(centred),
             "gnc2": geometry.gnc2(centred),
+            "between_class_angle": geometry.pairwise_angle(final.means[present]),
         }
         if self._weight is not None:
             weight = self._weight[present]

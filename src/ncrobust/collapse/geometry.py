@@ -36,6 +36,18 @@ def equinorm(vectors: Tensor) -> Tensor:
     return norms.std() / norms.mean()
 
 
+def norm_spread(vectors: Tensor) -> Tensor:
+    """std_c ‖v_c‖ over the rows (unbiased): the paper text's equinorm, not divided by the mean."""
+    return vectors.norm(dim=1).std()
+
+
+def pairwise_angle(vectors: Tensor) -> Tensor:
+    """avg_{c≠c'} of the angle (radians) between the rows v_c and v_c': for non-centred class
+    means, the baseline against which a non-centred leap angle is small or large."""
+    unit = vectors / vectors.norm(dim=1, keepdim=True)
+    return _upper((unit @ unit.T).clamp(-1.0, 1.0).arccos()).mean()
+
+
 def equiangular(vectors: Tensor) -> Tensor:
     """avg_{c≠c'} |cos(v_c, v_c') + 1/(C−1)| over the rows: zero for a simplex ETF."""
     num_classes = vectors.shape[0]
