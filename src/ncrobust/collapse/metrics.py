@@ -64,7 +64,8 @@ def collapse_metrics(
     """Neural Collapse metrics of one data set held in memory (this process's data only).
 
     Keys: ``nc1``, ``nc1_trace_ratio``, ``cdnv``, ``nc2_equinorm``, ``nc2_equinorm_std``,
-    ``nc2_equiangular``, ``etf_error``, ``gnc2``, ``between_class_angle`` always; ``nc2_equinorm_w``, ``nc2_equiangular_w``, ``nc3``,
+    ``nc2_equiangular``, ``etf_error``, ``gnc2``, ``between_class_angle`` always;
+    ``nc2_equinorm_w``, ``nc2_equiangular_w``, ``nc3``,
     ``nc3_frobenius``, ``unc3`` with ``weight``; ``nc4`` with ``weight`` or ``logits`` (the
     network's prediction is argmax(logits) when given, else argmax(W h + b)); ``ncc_accuracy``,
     ``simplex_similarity``, ``angular_distance`` with ``reference_means``, and ``ncc_match``
