@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from ncrobust.analysis.sweep import GRIDS, Grid, expand, run_sweep, status
 from ncrobust.cli import main
+from ncrobust.runlock import RunLock
+from ncrobust.runs import RunDirectory
 from ncrobust.training import train
 
 
@@ -54,3 +57,57 @@ def test_sweep_cli_lists_and_refuses_bad_grids(
     assert main(["sweep", "--grid", "digits", "--modes", "st,free", "--list"]) == 2
     assert "unknown mode 'free'" in capsys.readouterr().err
     assert main(["sweep", "--datasets", "digits"]) == 2
+
+
+def _tiny(root: Path) -> list[str]:
+    return [
+        "sweep", "--grid", "digits", "--modes", "st", "--seeds", "1", "--root", str(root),
+        "--set", "steps=1", "--set", "views=clean", "--set", "device=cpu", "--quiet",
+    ]  # fmt: skip
+
+
+def test_sweep_refuses_a_changed_config_and_extends_only_on_request(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([*_tiny(tmp_path), "--set", "epochs=1"]) == 0
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    run = RunDirectory(run_dir)
+    before = run.read_metrics()
+    stamp = run.metrics_path.stat().st_mtime_ns
+    capsys.readouterr()
+    assert main([*_tiny(tmp_path), "--set", "epochs=2"]) == 2  # not silently "skipped"
+    err = capsys.readouterr().err
+    assert run_dir.name in err and "epochs 1 -> 2" in err and "--extend" in err
+    assert main([*_tiny(tmp_path), "--set", "epochs=1", "--set", "lr=0.01"]) == 2
+    assert "lr 0.05 -> 0.01" in capsys.readouterr().err
+    assert main([*_tiny(tmp_path), "--set", "epochs=2", "--set", "lr=0.01", "--extend"]) == 2
+    assert run.metrics_path.stat().st_mtime_ns == stamp and run.is_complete()  # untouched
+
+    assert main([*_tiny(tmp_path), "--set", "epochs=2", "--extend"]) == 0
+    assert "1 extended" in capsys.readouterr().out
+    after = run.read_metrics()
+    assert sorted(set(after.epoch)) == [0, 1, 2]
+    assert not after.duplicated(["epoch", "split", "view", "layer", "metric"]).any()
+    pd.testing.assert_frame_equal(after[after.epoch <= 1].reset_index(drop=True), before)
+    assert run.done_path.read_text().strip() == "2"
+    assert "extended from 1 to 2 epochs" in run.log_path.read_text()
+    assert main([*_tiny(tmp_path), "--set", "epochs=1", "--extend"]) == 2  # never shrinks
+    assert "only adds epochs" in capsys.readouterr().err
+    assert main([*_tiny(tmp_path), "--set", "epochs=2"]) == 0  # now the same config: skipped
+    assert "1 skipped" in capsys.readouterr().out
+
+
+def test_sweep_leaves_runs_locked_by_a_live_process_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    grid = Grid(
+        ["digits"], ["small_cnn"], ["st"], ["linf"], [1], root=str(tmp_path),
+        overrides={"epochs": 1, "steps": 1, "device": "cpu", "views": "clean"},
+    )  # fmt: skip
+    (config,) = expand(grid)
+    with RunLock(config.out):  # e.g. an `ncrobust train` of the same directory
+        assert status(config) == "running"
+        assert run_sweep([config], progress=False) == {config.out: "busy"}
+        assert "running" in capsys.readouterr().out
+        assert not RunDirectory(Path(config.out)).exists()  # nothing trained, nothing written
+    assert status(config) == "new"

@@ -167,7 +167,7 @@ def test_slurm_jobs_survive_preemption_and_failures(
 ) -> None:
     root = tmp_path / "sweep"
     flags = ["--executor", "slurm", "--gpus-per-run", "0", "--time", "10"]
-    assert main([*_grid(root, epochs=3), *flags]) == 0
+    assert main([*_grid(root), *flags]) == 0
     array = _state(slurm)["submissions"][0]["job"]
     # task 0 is preempted after epoch 1 and requeues itself; task 1's node fails
     _run_cluster(slurm, "--preempt", f"{array}_0:1", "--fail", f"{array}_1")
@@ -178,15 +178,15 @@ def test_slurm_jobs_survive_preemption_and_failures(
     assert "resumed at epoch 1" in (preempted / "log.txt").read_text()
     status = _status(root, capsys)
     assert (
-        status[preempted.name] | {"state": "done", "epoch": 3, "epochs": 3}
+        status[preempted.name] | {"state": "done", "epoch": 2, "epochs": 2}
         == status[preempted.name]
     )
     assert status[failed.name]["state"] == "failed"
     assert "NODE FAILURE" in status[failed.name]["error"]
 
-    assert main([*_grid(root, epochs=3), *flags]) == 0  # done and failed: nothing to submit
+    assert main([*_grid(root), *flags]) == 0  # done and failed: nothing to submit
     assert len(_state(slurm)["submissions"]) == 1
-    assert main([*_grid(root, epochs=3), *flags, "--retry-failed"]) == 0
+    assert main([*_grid(root), *flags, "--retry-failed"]) == 0
     assert len(_state(slurm)["submissions"]) == 2
     _run_cluster(slurm)
     assert {row["state"] for row in _status(root, capsys).values()} == {"done"}
@@ -194,7 +194,7 @@ def test_slurm_jobs_survive_preemption_and_failures(
     reference = build_config(
         "digits",
         overrides={
-            "mode": "st", "seed": 1, "epochs": 3, "steps": 1, "views": "clean", "device": "cpu",
+            "mode": "st", "seed": 1, "epochs": 2, "steps": 1, "views": "clean", "device": "cpu",
             "checkpoint_every": 0, "measure_every": 1, "out": str(tmp_path / "reference"),
         },
     )  # fmt: skip
@@ -207,8 +207,9 @@ def test_local_executor_runs_in_parallel_with_the_sequential_tables(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    assert main(_grid(tmp_path / "sequential")) == 0
-    assert main([*_grid(tmp_path / "local"), "--executor", "local", "--max-parallel", "2"]) == 0
+    assert main(_grid(tmp_path / "sequential", epochs=1)) == 0
+    local = [*_grid(tmp_path / "local", epochs=1), "--executor", "local", "--max-parallel", "2"]
+    assert main(local) == 0
     out = capsys.readouterr().out
     assert out.count("started (local job") == 2 and "2 trained" in out
     names = sorted(p.name for p in (tmp_path / "sequential").iterdir() if p.is_dir())
@@ -220,5 +221,5 @@ def test_local_executor_runs_in_parallel_with_the_sequential_tables(
         pd.testing.assert_frame_equal(_table(tmp_path / "sequential" / name), _table(run))
     assert {r["state"] for r in _status(tmp_path / "local", capsys).values()} == {"done"}
     # a second run of the same command finds everything done and starts nothing
-    assert main([*_grid(tmp_path / "local"), "--executor", "local", "--max-parallel", "2"]) == 0
+    assert main(local) == 0
     assert "2 skipped" in capsys.readouterr().out
