@@ -223,3 +223,60 @@ def test_local_executor_runs_in_parallel_with_the_sequential_tables(
     # a second run of the same command finds everything done and starts nothing
     assert main(local) == 0
     assert "2 skipped" in capsys.readouterr().out
+
+
+def test_cluster_config_file_and_flags(tmp_path: Path, slurm: Path) -> None:
+    config = tmp_path / "cluster.yaml"
+    config.write_text(
+        "executor: slurm\npartition: cpu\ntime: '2:00:00'\ngpus-per-run: 0\n"
+        "slurm_args: {exclusive: 'user'}\n"
+    )
+    root = tmp_path / "sweep"
+    assert main([*_grid(root), "--cluster-config", str(config), "--partition", "long"]) == 0
+    (submission,) = _state(slurm)["submissions"]
+    options = submission["options"]
+    assert options["partition"] == "long" and options["time"] == "120"  # the flag wins
+    assert options["exclusive"] == "user" and "gpus-per-node" not in options
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--partition", "gpu"], "--partition applies to --executor slurm"),
+        (["--executor", "local", "--qos", "high"], "--qos applies to --executor slurm"),
+        (["--max-parallel", "2"], "--max-parallel applies to --executor local or slurm"),
+        (["--executor", "slurm", "--time", "soon"], "--time: expected minutes"),
+        (["--executor", "slurm", "--gpus-per-run", "-1"], "gpus-per-run must be >= 0"),
+        (["--executor", "slurm", "--mem-per-gpu", "lots"], "mem-per-gpu: expected e.g. 32G"),
+        (["--executor", "slurm", "--slurm-arg", "exclusive"], "--slurm-arg expects KEY=VALUE"),
+        (["--cluster-config", "{config}"], "unknown key(s) gpus"),
+        (["--executor", "slurm"], "SLURM's srun/sbatch are not on PATH"),
+    ],
+)
+def test_bad_executor_settings_are_refused_before_anything_runs(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    flags: list[str],
+    message: str,
+) -> None:
+    config = tmp_path / "cluster.yaml"
+    config.write_text("executor: slurm\ngpus: 2\n")
+    monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))
+    root = tmp_path / "sweep"
+    flags = [f.replace("{config}", str(config)) for f in flags]
+    assert main([*_grid(root), *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not any(p.is_dir() for p in root.glob("*/"))  # no run directory was made
+
+
+def test_sweep_actions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sweep", "frobnicate", str(tmp_path)]) == 2
+    assert "unknown sweep action 'frobnicate'" in capsys.readouterr().err
+    assert main(["sweep", "status", str(tmp_path / "absent")]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+    # with grid flags, status knows the runs that were never started
+    assert main(["sweep", "status", str(tmp_path), "--grid", "digits", "--modes", "st"]) == 0
+    out = capsys.readouterr().out
+    assert out.count(" not started ") == 3 and out.endswith("\n3 not started\n")

@@ -289,7 +289,21 @@ def cluster_options(args: argparse.Namespace) -> ClusterOptions:
             values[name] = getattr(args, name)
     if args.slurm_arg:
         values["slurm_args"] = {**values.get("slurm_args", {}), **parse_slurm_args(args.slurm_arg)}
-    return validate_options(ClusterOptions(**values))
+    options = validate_options(ClusterOptions(**values))
+    # a flag of another executor is most likely a forgotten --executor: say so
+    only = {"slurm": set(), "local": SLURM_ONLY, "sequential": SLURM_ONLY | PARALLEL_ONLY}
+    for name in sorted(only[options.executor]):
+        if getattr(args, name) not in (None, []):
+            needs = "slurm" if name in SLURM_ONLY else "local or slurm"
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(f"{flag} applies to --executor {needs} (now: {options.executor})")
+    return options
+
+
+SLURM_ONLY = {
+    "partition", "account", "qos", "cpus_per_gpu", "mem_per_gpu", "constraint", "slurm_arg",
+}  # fmt: skip
+PARALLEL_ONLY = {"max_parallel", "gpus_per_run", "time"}
 
 
 def _grid_given(args: argparse.Namespace) -> bool:
