@@ -553,7 +553,8 @@ def root_configs(root: Path) -> list[TrainConfig]:
         raise UsageError(f"sweep root {root} is not a directory")
     configs: dict[str, TrainConfig] = {}
     for data in read_plan_dicts(root):
-        configs[str(data["out"])] = apply_overrides(TrainConfig(), data)
+        out = str(root / Path(str(data["out"])).name)  # a sweep's runs are children of its root
+        configs[out] = apply_overrides(TrainConfig(), {**data, "out": out})
     known = {Path(out).resolve() for out in configs}
     for child in sorted(root.iterdir()):
         if child.resolve() in known or not child.is_dir():

@@ -1,10 +1,11 @@
-"""``ncrobust sweep``: a grid of training runs, one directory each, run one after another.
+"""``ncrobust sweep``: a grid of training runs, one directory each, here or on a cluster.
 
 A grid is datasets × models × modes × norms × eps values × seeds on top of a base config
 (a preset per dataset and norm where one exists). :func:`expand` turns it into a plain list
-of :class:`~ncrobust.config.TrainConfig` (serialisable with ``to_dict``, so the run list can
-later be handed to a cluster scheduler); :func:`run_sweep` skips completed runs, resumes
-interrupted ones and starts the rest.
+of :class:`~ncrobust.config.TrainConfig` (serialisable with ``to_dict``); :func:`run_sweep`
+runs it one after another (skipping completed runs, resuming interrupted ones, starting the
+rest), ``--executor local|slurm`` hands it to submitit (:mod:`ncrobust.analysis.cluster`) and
+``sweep status ROOT`` reports every run's state.
 """
 
 from __future__ import annotations
