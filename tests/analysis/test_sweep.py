@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -30,7 +31,9 @@ def test_eps_axis_scales_the_step() -> None:
     assert [round(c.alpha * 255, 6) for c in configs] == [0.5, 1.0]  # 2/255 step at 8/255
 
 
-def test_sweep_skips_done_resumes_interrupted_and_starts_new(tmp_path: Path) -> None:
+def test_sweep_skips_done_resumes_interrupted_and_starts_new(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     grid = Grid(
         ["digits"],
         ["small_cnn"],
@@ -44,6 +47,13 @@ def test_sweep_skips_done_resumes_interrupted_and_starts_new(tmp_path: Path) -> 
     train(done, progress=False)
     train(interrupted, progress=False, stop_after=1)
     assert [status(c) for c in (done, interrupted, new)] == ["done", "interrupted", "new"]
+    assert main(["sweep", "status", str(tmp_path), "--json"]) == 0
+    rows = {row["out"]: row for row in json.loads(capsys.readouterr().out)}
+    assert set(rows) == {done.out, interrupted.out}  # found on disk: nothing planned yet
+    assert (rows[done.out]["state"], rows[done.out]["epoch"], rows[done.out]["epochs"]) == (
+        "done", 2, 2,
+    )  # fmt: skip
+    assert (rows[interrupted.out]["state"], rows[interrupted.out]["epoch"]) == ("interrupted", 1)
     outcome = run_sweep([done, interrupted, new], progress=False)
     assert list(outcome.values()) == ["skipped", "resumed", "trained"]
     assert all(status(c) == "done" for c in (done, interrupted, new))
