@@ -280,3 +280,34 @@ def test_sweep_actions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert main(["sweep", "status", str(tmp_path), "--grid", "digits", "--modes", "st"]) == 0
     out = capsys.readouterr().out
     assert out.count(" not started ") == 3 and out.endswith("\n3 not started\n")
+
+
+def test_a_job_of_several_tasks_sets_the_torch_distributed_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ncrobust.analysis import sweep_runs
+
+    DIST_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    seen: dict[str, str] = {}
+
+    def record(config: object, **kwargs: object) -> str:
+        seen.update({k: os.environ.get(k, "") for k in DIST_ENV})
+        return "trained"
+
+    for name in (*DIST_ENV, "LOCAL_WORLD_SIZE", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):
+        monkeypatch.delenv(name, raising=False)
+    slurm_task = {  # task 1 of a 2-task job, as srun starts it
+        "SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "77", "SLURM_NTASKS": "2",
+        "SLURM_JOB_NUM_NODES": "1", "SLURM_NODEID": "0", "SLURM_PROCID": "1",
+        "SLURM_LOCALID": "1", "SLURM_JOB_NODELIST": "gpu-node-3", "CUDA_VISIBLE_DEVICES": "0,1",
+    }  # fmt: skip
+    for key, value in slurm_task.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(sweep_runs, "execute_run", record)
+    config = build_config("digits", overrides={"out": "unused"}).to_dict()
+    assert sweep_runs.RunJob(config)() == "trained"
+    assert {k: seen[k] for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")} == {
+        "RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "gpu-node-3",
+    }  # fmt: skip
+    assert seen["MASTER_PORT"].isdigit()
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "0,1"  # each rank picks its LOCAL_RANK's GPU
