@@ -47,6 +47,7 @@ def test_sweep_skips_done_resumes_interrupted_and_starts_new(
     train(done, progress=False)
     train(interrupted, progress=False, stop_after=1)
     assert [status(c) for c in (done, interrupted, new)] == ["done", "interrupted", "new"]
+    capsys.readouterr()
     assert main(["sweep", "status", str(tmp_path), "--json"]) == 0
     rows = {row["out"]: row for row in json.loads(capsys.readouterr().out)}
     assert set(rows) == {done.out, interrupted.out}  # found on disk: nothing planned yet

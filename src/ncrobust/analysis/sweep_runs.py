@@ -11,6 +11,7 @@ more epochs.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -92,12 +93,15 @@ def execute_run(config: TrainConfig, *, extend: bool = False, progress: bool | N
     run = RunDirectory(Path(config.out))
     outcome = "resumed"
     if run.exists() and stored_differences(config):  # only a longer run gets here
-        extend_run(config)
+        if os.environ.get("RANK", "0") == "0":  # in a data-parallel job only rank 0 writes
+            extend_run(config)
         outcome = "extended"
-    if run.is_complete():
+    elif run.is_complete():
         return "skipped"
     if run.exists():
-        train(resume_config(config.out, config.device), resume=True, progress=progress)
+        # every rank resumes to the grid's length, whether or not rank 0 rewrote config.yaml yet
+        resumed = resume_config(config.out, config.device)
+        train(dataclasses.replace(resumed, epochs=config.epochs), resume=True, progress=progress)
         return outcome
     train(config, progress=progress)
     return "trained"
@@ -109,7 +113,9 @@ class RunJob:
     submitit calls :meth:`checkpoint` on SLURM's preemption or time-limit signal; the finished
     epochs are already on disk, so the requeued job just calls :func:`execute_run` again and
     resumes. A job of several tasks (``--gpus-per-run`` > 1) exports the torch.distributed
-    environment first, so every task joins the same data-parallel run.
+    environment first, so every task joins the same data-parallel run; each task decides
+    start/resume/skip from the files, which agree because rank 0 writes nothing before the
+    process group has formed (every task is then inside ``train``).
     """
 
     def __init__(
@@ -120,8 +126,6 @@ class RunJob:
         self.threads = threads  # CPU threads of torch in this job (None: torch's default)
 
     def __call__(self) -> str:
-        import os
-
         import submitit
 
         env = submitit.JobEnvironment()
