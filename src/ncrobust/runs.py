@@ -25,6 +25,8 @@ METRIC_COLUMNS = ("epoch", "split", "view", "layer", "metric", "value")
 STATS_COLUMNS = ("epoch", "split", "view", "layer", "class", "statistic", "value")
 OUTPUT_LAYER = "output"  # the layer name of accuracy / loss rows
 FIT_VIEW = "fit"  # rows about the optimisation itself (training loss, lr, seconds) per epoch
+# what a scheduler's claim puts in a run directory before training starts (``sweep --executor``)
+JOB_ENTRIES = frozenset({"job.json", "jobs"})
 
 
 def _umask() -> int:

@@ -25,7 +25,7 @@ from ncrobust.config import TrainConfig, read_config, validate, validate_layers,
 from ncrobust.data import ImageDataset, batches, load_dataset, num_batches
 from ncrobust.errors import TrainingDiverged, UsageError
 from ncrobust.models import TappedClassifier, create_model
-from ncrobust.runs import FIT_VIEW, OUTPUT_LAYER, RunDirectory, metric_rows
+from ncrobust.runs import FIT_VIEW, JOB_ENTRIES, OUTPUT_LAYER, RunDirectory, metric_rows
 from ncrobust.runtime import autocast, eval_mode, make_generator, resolve_device, seed_everything
 from ncrobust.training.checkpoint import LAST, epoch_name, load_checkpoint, restore, save_checkpoint
 from ncrobust.training.objectives import objective_step
@@ -70,7 +70,9 @@ def prepare(
             raise UsageError(f"cannot resume: {out} holds no run (no config.yaml)")
         if overwrite:
             raise UsageError("--resume and --overwrite exclude each other")
-    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+    elif out.exists() and (
+        not out.is_dir() or any(p.name not in JOB_ENTRIES for p in out.iterdir())
+    ):
         if not out.is_dir():
             raise UsageError(f"output path {out} exists and is not a directory")
         if not overwrite:
@@ -106,7 +108,7 @@ def prepare(
         checkpoint = load_checkpoint(run.checkpoint_dir / LAST)
         restore(checkpoint, model, optimizer)
         start_epoch = checkpoint.epoch
-    elif out.exists():
+    elif out.exists() and overwrite:
         shutil.rmtree(out)
     dataset = dataset.to(device)
     if progress is None:
