@@ -9,7 +9,7 @@ from torch import nn
 
 from ncrobust.attacks import gaussian, pgd, trades_perturb
 
-from .conftest import tiny_net  # noqa: TID252
+from .conftest import tiny_net
 
 
 class Counting(nn.Module):

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, fields, is_dataclass
 from typing import Any, Literal, overload
 
@@ -123,6 +124,7 @@ class MeasuredModel(nn.Module):
         self.model = model
         self.transform = transform
         self.output = output
+        self.training = model.training
 
     def forward(self, x: Tensor) -> Tensor:
         if self.transform is not None:
@@ -133,6 +135,7 @@ class MeasuredModel(nn.Module):
 def pick_logits(out: Any, output: Output) -> Tensor:
     """The logits in a model's output: ``output`` is an index, a key/attribute or a callable;
     by default the tensor itself, the ``logits`` key/attribute or the first tensor of a tuple."""
+    picked: Any
     if callable(output):
         picked = output(out)
     elif isinstance(output, bool):
@@ -487,26 +490,28 @@ def measure(
             (recomputed otherwise).
         with_attack_stats: also return the Figure 7 statistics table.
     """
-    metrics, stats, missing, notes = _run(
-        model,
-        data,
-        layers=layers,
-        views=views,
-        attack=attack or AttackSettings(),
-        bounds=bounds,
-        normalize=normalize,
-        transform=transform,
-        output=output,
-        classifier=classifier,
-        num_classes=num_classes,
-        batch_size=batch_size,
-        pool=pool,
-        device=device,
-        epoch=epoch,
-        seed=seed,
-        train_adv=train_adv,
-        cache_mb=cache_mb,
-    )
+    modes = [(module, module.training) for module in model.modules()]
+    with _restored(modes):
+        metrics, stats, missing, notes = _run(
+            model,
+            data,
+            layers=layers,
+            views=views,
+            attack=attack or AttackSettings(),
+            bounds=bounds,
+            normalize=normalize,
+            transform=transform,
+            output=output,
+            classifier=classifier,
+            num_classes=num_classes,
+            batch_size=batch_size,
+            pool=pool,
+            device=device,
+            epoch=epoch,
+            seed=seed,
+            train_adv=train_adv,
+            cache_mb=cache_mb,
+        )
     metrics.attrs["missing"] = missing.astype({"layer": str}).to_dict("records")
     metrics.attrs["notes"] = notes
     for note in notes:
@@ -637,6 +642,16 @@ def _run(
     return metrics, stats, missing, notes
 
 
+@contextmanager
+def _restored(modes: list[tuple[nn.Module, bool]]) -> Iterator[None]:
+    """Give every module its own train/eval mode back, also where the caller mixed them."""
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
 def _layered(frame: pd.DataFrame, categories: list[str]) -> pd.DataFrame:
     """The ``layer`` column as an ordered categorical in depth order."""
     frame["layer"] = pd.Categorical(frame["layer"], categories=categories, ordered=True)
@@ -697,8 +712,9 @@ def list_layers(
     x = _pixels(example_input[:2], device, _input_dtype(model))
     measured = MeasuredModel(model, _transform(transform, normalize, x.ndim - 1), output)
     measured.to(device)
-    rows = []
-    with eval_mode(measured), torch.no_grad():
+    rows: list[tuple[str, str, tuple[int, ...] | None]] = []
+    modes = [(module, module.training) for module in model.modules()]
+    with _restored(modes), eval_mode(measured), torch.no_grad():
         if isinstance(model, TappedClassifier):
             given = measured.transform(x) if measured.transform is not None else x
             _, features = tapped_extractor(model)(given, model.layers())

@@ -320,7 +320,8 @@ def pool_features(features: Tensor, pool: int) -> Tensor:
     size = tuple(min(side, pool) for side in features.shape[2:])
     if size == tuple(features.shape[2:]):
         return features
-    pools = {1: nn.functional.adaptive_avg_pool1d, 2: nn.functional.adaptive_avg_pool2d}
-    if spatial == 3:
-        return nn.functional.adaptive_avg_pool3d(features, size)
-    return pools[spatial](features, size)  # type: ignore[operator]
+    if spatial == 1:
+        return nn.functional.adaptive_avg_pool1d(features, size[0])
+    if spatial == 2:
+        return nn.functional.adaptive_avg_pool2d(features, (size[0], size[1]))
+    return nn.functional.adaptive_avg_pool3d(features, (size[0], size[1], size[2]))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from numbers import Integral, Real
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import torch
 from torch import Tensor, nn
@@ -138,9 +138,10 @@ def _broadcast_bound(name: str, bound: Tensor, x: Tensor) -> Tensor:
 
 def _describe_bounds(bounds: object) -> str:
     """``[0,1]`` for the default box, else the pair as given (short)."""
-    if bounds is None:
+    if not isinstance(bounds, tuple | list) or len(bounds) != 2:
         return "no bounds"
-    lo, hi = bounds  # type: ignore[misc]
+    lo: Any = bounds[0]
+    hi: Any = bounds[1]
     if isinstance(lo, Tensor) or isinstance(hi, Tensor):
         return "the per-channel bounds given"
     if (float(lo), float(hi)) == PIXEL_BOUNDS:
