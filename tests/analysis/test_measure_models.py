@@ -372,3 +372,23 @@ def test_help_shows_every_option() -> None:
         assert f"\n    {name}:" in doc or f"\n{name}:" in doc or f"    {name}: " in doc, name
     assert len(signature.parameters) >= 19
     assert "bounds" in signature.parameters and "output" in signature.parameters
+
+
+def test_a_train_split_missing_a_class_leaves_the_test_split_its_own_metrics() -> None:
+    torch.manual_seed(0)
+    net = Net1D().eval()
+    x, y = sequences(8, seed=11)
+    xt, yt = sequences(4, seed=12)
+    keep = y != 0
+    with pytest.warns(UserWarning, match="no reference means"):
+        table = measure(net, {"train": (x[keep], y[keep]), "test": (xt, yt)}, views=["clean"])
+    train, test = _rows(table, "train"), _rows(table, "test")
+    assert set(train.index.get_level_values("layer")) == {"output"}
+    with torch.no_grad():
+        direct = _direct(net.penultimate(xt), yt, net.head.weight, net.head.bias)
+    for metric, value in direct.items():
+        assert test[("penultimate", metric)] == pytest.approx(value, rel=1e-7, abs=1e-12)
+    assert ("penultimate", "ncc_accuracy") not in test.index
+    missing = pd.DataFrame(table.attrs["missing"]).query("split == 'test'")
+    assert set(missing.metric) == {"ncc_accuracy", "ncc_match", "simplex_similarity",
+                                   "angular_distance"}  # fmt: skip

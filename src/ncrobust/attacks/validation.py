@@ -197,15 +197,23 @@ def check_values(
     """Check x is finite and inside ``bounds`` and labels are >= 0 with one host sync; return
     each label's maximum. ``bounds`` is the output of :func:`check_bounds`."""
     detached = x.detach()
-    if bounds is None:
-        inside = torch.isfinite(detached).all()
+    x_range = torch.stack(torch.aminmax(detached)).double()
+    if bounds is not None and (isinstance(bounds[0], Tensor) or isinstance(bounds[1], Tensor)):
+        lo, hi = bounds  # per-element bounds: one elementwise comparison (also false for NaN)
+        inside = ((detached >= lo) & (detached <= hi)).all().double().reshape(1)
     else:
-        lo, hi = bounds
-        inside = ((detached >= lo) & (detached <= hi)).all()  # also false for NaN
-    stats = [torch.stack([*torch.aminmax(detached), inside.double()]).double()]
+        inside = torch.ones(1, dtype=torch.float64, device=x.device)
+    stats = [x_range, inside]
     stats += [torch.stack(torch.aminmax(t)).double() for _, t in labels]
     values = torch.cat(stats).tolist()  # the call's single host synchronisation
-    x_min, x_max, ok = values[0], values[1], values[2]
+    x_min, x_max, ok = values[0], values[1], values[2] == 1.0
+    if bounds is None:
+        ok = math.isfinite(x_min) and math.isfinite(x_max)  # NaN and inf propagate to min/max
+    elif ok:
+        lo, hi = bounds
+        low = x_min if isinstance(lo, Tensor) else lo
+        high = x_max if isinstance(hi, Tensor) else hi
+        ok = x_min >= low and x_max <= high  # also false for NaN
     if not ok:
         if bounds is None:
             raise ValueError(f"x must be finite, got values in [{x_min:g}, {x_max:g}]")
