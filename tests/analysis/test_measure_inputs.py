@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, SubsetRandomSampler, TensorDataset
 
 from ncrobust.analysis import AttackSettings, measure
 from ncrobust.errors import UsageError
@@ -161,6 +161,22 @@ def test_datasets_and_loaders_stream_with_the_same_numbers() -> None:
     shuffled = DataLoader(TensorDataset(x, y), batch_size=5, shuffle=True)
     with pytest.raises(UsageError, match="shuffle=True"):
         measure(net, shuffled)
+    reordering = DataLoader(TensorDataset(x, y), batch_size=5,
+                            sampler=SubsetRandomSampler(range(len(y))))  # fmt: skip
+    with pytest.raises(UsageError, match="another order or other data on a second pass"):
+        measure(net, reordering, views=["clean"])
+
+    class NumpyPairs(Dataset):
+        def __len__(self) -> int:
+            return len(y)
+
+        def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
+            return x[i].numpy(), int(y[i])
+
+    per_channel = measure(net, NumpyPairs(), views=["clean"], layers=["conv2", "penultimate"],
+                          bounds=(torch.zeros(1), torch.ones(1)), batch_size=8)  # fmt: skip
+    clean = base.loc["train", "clean"]
+    assert np.allclose(_values(per_channel).loc["train", "clean"].to_numpy(), clean.to_numpy())
 
 
 def _bad_cases() -> list[tuple[dict, str]]:

@@ -11,6 +11,7 @@ paper's subsampling. Everything is checked on one example batch before any measu
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -456,7 +457,8 @@ def measure(
             numpy array of any sample shape ([N, D], [N, C, L], [N, C, H, W], ...), uint8
             pixels (read as x / 255) or float16/bfloat16/float32/float64; y: integer labels
             [N] (or [N, 1]) as a tensor, array or list. Datasets and DataLoaders (fixed order,
-            yielding ``(x, y)``) are streamed in batches.
+            yielding ``(x, y)``) are streamed in batches; the perturbed views keep their
+            perturbed inputs (N × sample) on the device so both NC passes see the same data.
         layers: tap names in any order: module names (their output), ``name:input``,
             ``name#k`` (the k-th call of a module run several times), ``penultimate`` (the
             classifier's input), or ``"all"`` (every leaf module producing a tensor, in
@@ -529,9 +531,19 @@ def measure(
 def measure_tables(
     model: nn.Module, data: Any, **options: Any
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``measure(model, data, **options, with_attack_stats=True)``: the metrics and the Figure 7
-    statistics tables (see :func:`measure` for every option)."""
+    """``measure(model, data, ..., with_attack_stats=True)``: the metrics and the Figure 7
+    statistics tables; the options are :func:`measure`'s (its signature is shown here)."""
     return measure(model, data, **options, with_attack_stats=True)
+
+
+measure_tables.__signature__ = inspect.signature(measure).replace(  # type: ignore[attr-defined]
+    parameters=[
+        p
+        for name, p in inspect.signature(measure).parameters.items()
+        if name != "with_attack_stats"
+    ],
+    return_annotation="tuple[pd.DataFrame, pd.DataFrame]",
+)
 
 
 def _run(
@@ -666,8 +678,9 @@ def _first_example(data: Any) -> Tensor:
     if hasattr(value, "images"):
         value = (value.images, value.labels)
     if isinstance(value, Dataset):
-        value = value[0]
-        value = (value[0][None] if isinstance(value[0], Tensor) else value[0], None)
+        sample = value[0][0]
+        sample = torch.as_tensor(sample) if not isinstance(sample, Tensor) else sample
+        value = (sample[None], None)
     elif isinstance(value, DataLoader):
         batch = next(iter(value))
         value = (batch[0] if isinstance(batch, tuple | list) else None, None)
