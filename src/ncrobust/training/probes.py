@@ -7,7 +7,10 @@ the epoch's own training used, handed in by the trainer). Every view runs in eva
 large batches; one forward pass serves all requested layers; perturbed inputs are made once
 and cached so both NC passes see the same data; features are cached between the passes when
 they fit in ``cache_bytes`` and recomputed otherwise. The clean train set's class means of each
-layer are the reference of the NCC and simplex metrics of every other view.
+layer are the reference of the NCC and simplex metrics of every other view. A view whose labels
+miss a class keeps its accuracy, loss and NCC against the reference; the metrics that need every
+class are listed with the reason in ``ProbeResult.missing``. Perturbed views are clamped to
+``ProbeSpec.bounds`` ([0, 1] pixels unless set).
 """
 
 from __future__ import annotations
