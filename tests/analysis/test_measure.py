@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from ncrobust.analysis.measure import AttackSettings, HookedExtractor, measure
+from ncrobust.analysis.measure import AttackSettings, measure
 from ncrobust.cli import main
 from ncrobust.collapse import collapse_metrics
 from ncrobust.data import synthetic_dataset
@@ -108,7 +108,8 @@ def test_any_module_through_hooks_with_pooling() -> None:
     torch.manual_seed(0)
     net = UserNet().eval()
     data = synthetic_dataset(4, (1, 8, 8), n_per_class=10, test_per_class=3, seed=1)
-    table = measure(net, data, layers=["features.0", "penultimate"], views=["clean"], pool=2)
+    with pytest.warns(UserWarning, match="mean/std are not applied"):
+        table = measure(net, data, layers=["features.0", "penultimate"], views=["clean"], pool=2)
     assert isinstance(table, pd.DataFrame)
     x = data.train.images.float() / 255
     with torch.no_grad():
@@ -126,8 +127,7 @@ def test_any_module_through_hooks_with_pooling() -> None:
         hidden, data.train.labels, 4, weight=net.head.weight, bias=net.head.bias
     )
     assert rows[("penultimate", "nc3")] == pytest.approx(head["nc3"], rel=1e-6)
-    extractor = HookedExtractor(net)
-    assert extractor.classifier_name == "head"
     assert not net.features[0]._forward_hooks  # hooks removed after every call
+    assert not net.head._forward_pre_hooks
     with pytest.raises(ValueError, match="no module named 'nope'"):
-        measure(net, data, layers=["nope"])
+        measure(net, data, layers=["nope"], normalize=(data.mean, data.std))

@@ -10,7 +10,7 @@ from ncrobust.analysis.aggregate import (
 from ncrobust.analysis.drawing import MissingData, save_figure
 from ncrobust.analysis.findings import Finding, Thresholds, Verdict, evaluate_findings
 from ncrobust.analysis.loading import Run, find_run_dirs, load_run, load_runs
-from ncrobust.analysis.measure import AttackSettings, HookedExtractor, measure, measure_tables
+from ncrobust.analysis.measure import AttackSettings, list_layers, measure, measure_tables
 from ncrobust.analysis.paper_figures import PAPER_FIGURES, render_paper_figures
 from ncrobust.analysis.plots import (
     FIGURES,
@@ -29,6 +29,7 @@ from ncrobust.analysis.plots import (
 from ncrobust.analysis.report import write_report
 from ncrobust.analysis.study import Study, parse_where
 from ncrobust.analysis.sweep import Grid, expand, run_sweep
+from ncrobust.analysis.taps import HookedExtractor
 from ncrobust.analysis.views import ViewLabel, parse_view
 
 __all__ = [
@@ -61,6 +62,7 @@ __all__ = [
     "figure_metrics",
     "find_run_dirs",
     "group_runs",
+    "list_layers",
     "load_run",
     "load_runs",
     "measure",

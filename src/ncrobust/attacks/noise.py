@@ -5,7 +5,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ncrobust.attacks.ball import Ball
 from ncrobust.attacks.validation import (
+    PIXEL_BOUNDS,
+    Bounds,
+    check_bounds,
     check_generator,
     check_images,
     check_nonnegative,
@@ -13,15 +17,24 @@ from ncrobust.attacks.validation import (
 )
 
 
-def gaussian(x: Tensor, std: float, *, generator: torch.Generator | None = None) -> Tensor:
-    """clamp(x + std·N(0, I), 0, 1) for pixels ``x`` in [0,1], one draw per pixel.
+def gaussian(
+    x: Tensor,
+    std: float,
+    *,
+    generator: torch.Generator | None = None,
+    bounds: Bounds = PIXEL_BOUNDS,
+) -> Tensor:
+    """x + std·N(0, I) clamped to ``bounds`` (default [0,1] pixels), one draw per element.
 
-    The paper's baseline uses std = 8/255. Draws come from ``generator`` (on x's device) or
-    the global RNG. Returns a detached tensor with x's shape, dtype and layout.
+    The paper's baseline uses std = 8/255 (in the inputs' units). ``bounds`` is as in
+    :func:`~ncrobust.attacks.pgd` (per-channel tensors allowed; None: no clamp). Draws come from
+    ``generator`` (on x's device) or the global RNG. Returns a detached tensor with x's shape,
+    dtype and layout.
     """
     std = check_nonnegative("std", std)
     check_images(x)
+    box = check_bounds(bounds, x)
     check_generator(generator, x)
-    check_values(x)
+    check_values(x, bounds=box)
     noise = torch.empty_like(x, requires_grad=False).normal_(generator=generator)
-    return torch.add(x.detach(), noise, alpha=std).clamp_(0.0, 1.0)
+    return Ball(x, "l2", std, box).clamp(torch.add(x.detach(), noise, alpha=std))

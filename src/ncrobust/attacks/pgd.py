@@ -8,11 +8,16 @@ from torch import Tensor, nn
 
 from ncrobust.attacks.ball import Ball
 from ncrobust.attacks.validation import (
+    PIXEL_BOUNDS,
+    Bounds,
+    check_bounds,
     check_budget,
+    check_eps_range,
     check_generator,
     check_images,
     check_labels,
     check_logits,
+    check_model_dtype,
     check_norm,
     check_values,
 )
@@ -42,17 +47,24 @@ def pgd(
     targeted: bool = False,
     target: Tensor | None = None,
     generator: torch.Generator | None = None,
+    bounds: Bounds = PIXEL_BOUNDS,
 ) -> Tensor:
-    """PGD adversarial examples for pixels ``x`` in [0,1]: ``steps`` steps of size ``alpha``.
+    """PGD adversarial examples for inputs ``x`` in ``bounds``: ``steps`` steps of size ``alpha``.
 
     Untargeted: ascend the cross-entropy to ``y``. Targeted: descend the cross-entropy to
     ``target`` (default ``target_labels(y, C)``, C = the logits' width). l_inf steps along
     sign(grad); l_2 along grad/(‖grad‖ + 1e-10) per sample; after every step the perturbation
     is projected onto the ball (l_2: scaled by min(1, eps/‖delta‖), as torchattacks; the
-    released code's ``renorm`` divides by ‖delta‖ + 1e-7 instead) and the image clamped to
-    [0,1]. The random start is U(-eps, eps) per pixel (l_inf) or a Gaussian direction of length
-    U(0,1)·eps per sample (l_2), clamped to [0,1]; its draws come from ``generator`` (on x's
-    device) or the global RNG.
+    released code's ``renorm`` divides by ‖delta‖ + 1e-7 instead) and the input clamped to
+    ``bounds``. The random start is U(-eps, eps) per pixel (l_inf) or a Gaussian direction of
+    length U(0,1)·eps per sample (l_2), clamped likewise; its draws come from ``generator`` (on
+    x's device) or the global RNG.
+
+    ``bounds`` is the input box ``(lo, hi)``: numbers, or tensors with one value per channel
+    (``[C]``) or per input element; ``None`` leaves the inputs unbounded. The default is [0,1]
+    pixels. eps and alpha are in the inputs' own units; an eps larger than the whole box (l_inf:
+    hi − lo; l_2: its diagonal), such as ``eps=8`` meant as 8/255, is refused. ``x`` must have
+    the dtype of the model's parameters (outside autocast).
 
     The loss is the *summed* cross-entropy: each sample's step is then independent of the batch
     size (the l_2 1e-10 guard acts on the sample's own gradient scale) and gradients do not
@@ -71,15 +83,18 @@ def pgd(
     if target is not None and not targeted:
         raise ValueError("target was given but targeted=False; pass targeted=True to use it")
     check_images(x)
+    box = check_bounds(bounds, x)
+    check_eps_range(norm, eps, box, x)
+    check_model_dtype(model, x)
     check_labels("y", y, x)
     labels: list[tuple[str, Tensor]] = [("y", y)]
     if target is not None:
         check_labels("target", target, x)
         labels.append(("target", target))
     check_generator(generator, x)
-    label_max = check_values(x, *labels)
+    label_max = check_values(x, *labels, bounds=box)
 
-    ball = Ball(x, norm, eps)
+    ball = Ball(x, norm, eps, box)
     x_adv = ball.random_start(generator) if random_start else ball.x0.clone()
     step = -alpha if targeted else alpha  # targeted: descend the loss to the target
     goal = (target if target is not None else y).long()  # the labels the loss is taken to

@@ -8,10 +8,15 @@ from torch import Tensor, nn
 
 from ncrobust.attacks.ball import Ball
 from ncrobust.attacks.validation import (
+    PIXEL_BOUNDS,
+    Bounds,
+    check_bounds,
     check_budget,
+    check_eps_range,
     check_generator,
     check_images,
     check_logits,
+    check_model_dtype,
     check_norm,
     check_values,
 )
@@ -29,13 +34,15 @@ def trades_perturb(
     steps: int,
     norm: str = "linf",
     generator: torch.Generator | None = None,
+    bounds: Bounds = PIXEL_BOUNDS,
 ) -> Tensor:
-    """x_adv in the eps-ball around pixels ``x`` maximising KL(softmax(f(x)) ‖ softmax(f(x_adv))).
+    """x_adv in the eps-ball around inputs ``x`` maximising KL(softmax(f(x)) ‖ softmax(f(x_adv))).
 
     As the original TRADES and the released code: start at x + 0.001·N(0, I) (not clamped;
     drawn from ``generator`` or the global RNG), compute softmax(f(x)) once without gradient,
     and ascend the summed KL for ``steps`` steps. l_inf: x_adv + alpha·sign(grad), projected
-    onto the ball and clamped to [0,1] (identical to the reference). l_2: a normalised-gradient
+    onto the ball and clamped to ``bounds`` (default [0,1]; see :func:`pgd`; identical to the
+    reference). l_2: a normalised-gradient
     step alpha·grad/(‖grad‖ + 1e-10) with the same projection and clamp as :func:`pgd`; this
     differs from the original TRADES, which runs SGD on delta with lr = 2·eps/steps, replaces a
     zero gradient by noise and projects with ``renorm`` after clamping.
@@ -47,10 +54,13 @@ def trades_perturb(
     check_norm(norm)
     eps, alpha, steps = check_budget(eps, alpha, steps)
     check_images(x)
+    box = check_bounds(bounds, x)
+    check_eps_range(norm, eps, box, x)
+    check_model_dtype(model, x)
     check_generator(generator, x)
-    check_values(x)
+    check_values(x, bounds=box)
 
-    ball = Ball(x, norm, eps)
+    ball = Ball(x, norm, eps, box)
     with torch.no_grad():
         logits_clean = model(ball.x0)
         check_logits(logits_clean, x.shape[0], {})

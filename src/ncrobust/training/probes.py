@@ -7,7 +7,10 @@ the epoch's own training used, handed in by the trainer). Every view runs in eva
 large batches; one forward pass serves all requested layers; perturbed inputs are made once
 and cached so both NC passes see the same data; features are cached between the passes when
 they fit in ``cache_bytes`` and recomputed otherwise. The clean train set's class means of each
-layer are the reference of the NCC and simplex metrics of every other view.
+layer are the reference of the NCC and simplex metrics of every other view. A view whose labels
+miss a class keeps its accuracy, loss and NCC against the reference; the metrics that need every
+class are listed with the reason in ``ProbeResult.missing``. Perturbed views are clamped to
+``ProbeSpec.bounds`` ([0, 1] pixels unless set).
 """
 
 from __future__ import annotations
@@ -16,24 +19,43 @@ import hashlib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ncrobust.attacks import gaussian, pgd, target_labels
+from ncrobust.attacks import PIXEL_BOUNDS, Bounds, gaussian, pgd, target_labels
 from ncrobust.collapse import AttackStatistics, CollapseAccumulator
 from ncrobust.config import SPLITS
 from ncrobust.data import Split
 from ncrobust.runs import OUTPUT_LAYER, metric_rows
 from ncrobust.runtime import autocast, eval_mode, make_generator
+from ncrobust.training.missing_classes import (
+    NCC_METRICS,
+    SIMPLEX_METRICS,
+    ReferenceNCC,
+    absent_classes,
+    describe_absent,
+    missing_metrics,
+)
 
 # (inputs, layer names) -> (logits, {layer: features}); a TappedClassifier's forward with taps
 Extractor = Callable[[torch.Tensor, Sequence[str]], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 PERTURBED_VIEWS = ("pgd", "train_adv", "gaussian", "targeted")
 # layer -> (class means, global mean) of the clean train set: every other view's reference
 Reference = dict[str, tuple[torch.Tensor, torch.Tensor]]
+
+
+class SplitData(Protocol):
+    """What the probes read of a split: ``images[start:stop]`` batches (uint8 pixels or floats,
+    any sample shape) with ``images.shape``, and all ``labels`` [N]. A :class:`Split` is one."""
+
+    @property
+    def images(self) -> Any: ...
+
+    @property
+    def labels(self) -> torch.Tensor: ...
 
 
 def tapped_extractor(model: nn.Module) -> Extractor:
@@ -67,6 +89,8 @@ class ProbeSpec:
     precision: str = "fp32"
     head_layer: str | None = "penultimate"  # the layer the final Linear reads
     accuracy_only: list[tuple[str, str]] = field(default_factory=list)  # no NC, output rows only
+    bounds: Bounds = PIXEL_BOUNDS  # the input box the perturbed views are clamped to
+    input_dtype: torch.dtype = torch.float32  # the model's input dtype (uint8 becomes x / 255)
 
 
 @dataclass
@@ -79,10 +103,13 @@ class PerturbedSet:
 
 @dataclass
 class ProbeResult:
-    """Tidy metric rows and Figure 7 statistics rows of one measurement."""
+    """Tidy metric rows and Figure 7 statistics rows of one measurement, and the metrics that
+    could not be computed (``epoch, split, view, layer, metric, reason``; e.g. a class with no
+    sample in a split)."""
 
     metrics: list[dict[str, Any]] = field(default_factory=list)
     stats: list[dict[str, Any]] = field(default_factory=list)
+    missing: list[dict[str, Any]] = field(default_factory=list)
 
 
 def derive_seed(*parts: object) -> int:
@@ -114,7 +141,7 @@ class Prober:
 
     def run(
         self,
-        splits: Mapping[str, Split],
+        splits: Mapping[str, Split] | Mapping[str, SplitData],
         epoch: int,
         train_adv: PerturbedSet | None = None,
         on_view: Callable[[str, str], None] | None = None,
@@ -180,7 +207,7 @@ class Prober:
         self,
         split_name: str,
         view: str,
-        images: torch.Tensor,
+        images: Any,
         labels: torch.Tensor,
         epoch: int,
         reference: Reference | None,
@@ -199,7 +226,9 @@ class Prober:
         fresh = view in ("pgd", "targeted", "gaussian")
         inputs = None
         if fresh:
-            inputs = torch.empty((n, *images.shape[1:]), dtype=torch.float32, device=device)
+            inputs = torch.empty((n, *images.shape[1:]), dtype=spec.input_dtype, device=device)
+        own_reference = (split_name, view) == ("train", "clean")  # the reference of the others
+        absent = absent_classes(nc_labels, self.num_classes) if layers else []
         accumulators = {
             layer: CollapseAccumulator(
                 self.num_classes,
@@ -207,10 +236,17 @@ class Prober:
                 bias=self.bias if layer == spec.head_layer else None,
                 reference_means=None if reference is None else reference[layer][0],
                 reference_global_mean=None if reference is None else reference[layer][1],
-                self_reference=reference is None,  # the clean train set is its own reference
+                self_reference=own_reference,
                 device=device,
             )
             for layer in layers
+            if not absent
+        }
+        # a view missing a class keeps what needs no class means of its own
+        partial = {
+            layer: ReferenceNCC(*reference[layer])
+            for layer in layers
+            if absent and reference is not None
         }
         statistics = {}
         if view in PERTURBED_VIEWS and reference is not None:
@@ -236,11 +272,14 @@ class Prober:
                 totals[2] += _kl_sum(clean_logits[start:stop], logits)
             if view == "targeted":
                 totals[3] += (logits.argmax(1) == nc_labels[start:stop]).sum()
-            if cache is None and layers:
+            if cache is None and accumulators:
                 cache = self._allocate_cache(features, n)
             for layer in layers:
                 feats = features[layer].flatten(1)
-                accumulators[layer].update(feats, nc_labels[start:stop], logits)
+                if layer in accumulators:
+                    accumulators[layer].update(feats, nc_labels[start:stop], logits)
+                elif layer in partial:
+                    partial[layer].update(feats, nc_labels[start:stop], logits)
                 if layer in statistics:
                     statistics[layer].update(feats, logits.argmax(1))
                 if cache is not None:
@@ -249,7 +288,7 @@ class Prober:
         # pass 2: projected within-class spread and NCC agreement on the same inputs
         for accumulator in accumulators.values():
             accumulator.next_pass()
-        if layers and record:
+        if accumulators and record:
             for start in range(0, n, spec.batch_size):
                 stop = min(start + spec.batch_size, n)
                 if cache is not None:
@@ -273,12 +312,57 @@ class Prober:
             for layer, accumulator in accumulators.items():
                 values = accumulator.compute()
                 result.metrics += metric_rows(epoch, split_name, view, layer, values)
+            for layer, ncc in partial.items():
+                result.metrics += metric_rows(epoch, split_name, view, layer, ncc.compute())
+            result.missing += self._missing_rows(
+                epoch, split_name, view, layers, absent, reference, own_reference
+            )
             for layer, stat in statistics.items():
                 result.stats += _stat_rows(epoch, split_name, view, layer, stat.compute())
         means = None
-        if split_name == "train" and view == "clean":
+        if own_reference and not absent:
             means = {layer: (acc.means(), acc.global_mean()) for layer, acc in accumulators.items()}
         return means, logits_all
+
+    def _missing_rows(
+        self,
+        epoch: int,
+        split_name: str,
+        view: str,
+        layers: Sequence[str],
+        absent: Sequence[int],
+        reference: Reference | None,
+        own_reference: bool,
+    ) -> list[dict[str, Any]]:
+        """Records of the metrics this view could not compute, with the reason."""
+        rows = []
+        for layer in layers:
+            names: list[str] = []
+            reason = ""
+            if absent:
+                names = missing_metrics(
+                    weight=layer == self.spec.head_layer and self.weight is not None,
+                    reference=reference is not None,
+                    self_reference=own_reference,
+                )
+                reason = describe_absent(split_name, view, absent)
+            if reference is None and not own_reference:
+                names += [m for m in (*NCC_METRICS, *SIMPLEX_METRICS) if m not in names]
+                reason = (reason + "; " if reason else "") + (
+                    "the clean train split lacks a class, so there are no reference means"
+                )
+            rows += [
+                {
+                    "epoch": epoch,
+                    "split": split_name,
+                    "view": view,
+                    "layer": layer,
+                    "metric": name,
+                    "reason": reason,
+                }
+                for name in names
+            ]
+        return rows
 
     def _inputs(
         self,
@@ -291,13 +375,13 @@ class Prober:
         store: torch.Tensor | None,
     ) -> torch.Tensor:
         """The view's inputs for rows ``start:stop``, made (and stored) on first use."""
-        x = _pixels(images[start:stop], self.device)
+        x = _pixels(images[start:stop], self.device, self.spec.input_dtype)
         if view in ("clean", "train_adv"):
             return x
         spec = self.spec
         y = labels[start:stop]
         if view == "gaussian":
-            out = gaussian(x, spec.gaussian_std, generator=generator)
+            out = gaussian(x, spec.gaussian_std, generator=generator, bounds=spec.bounds)
         else:
             with torch.enable_grad(), autocast(self.device, spec.precision):
                 out = pgd(
@@ -310,16 +394,19 @@ class Prober:
                     steps=spec.steps,
                     targeted=view == "targeted",
                     generator=generator,
+                    bounds=spec.bounds,
                 )
         assert store is not None
         store[start:stop] = out
         return out
 
     def _stored_inputs(
-        self, images: torch.Tensor, start: int, stop: int, store: torch.Tensor | None
+        self, images: Any, start: int, stop: int, store: torch.Tensor | None
     ) -> torch.Tensor:
-        """Pass 2 inputs: the stored perturbation, or the clean pixels again."""
-        return store[start:stop] if store is not None else _pixels(images[start:stop], self.device)
+        """Pass 2 inputs: the stored perturbation, or the clean inputs again."""
+        if store is not None:
+            return store[start:stop]
+        return _pixels(images[start:stop], self.device, self.spec.input_dtype)
 
     def _allocate_cache(
         self, features: Mapping[str, torch.Tensor], n: int
@@ -334,10 +421,13 @@ class Prober:
         }
 
 
-def _pixels(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Float pixels in [0, 1] on ``device`` from uint8 images (or float pixels as they are)."""
+def _pixels(
+    images: torch.Tensor, device: torch.device, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """Float inputs of ``dtype`` on ``device``: uint8 images become pixels x / 255 in [0, 1],
+    float inputs are converted as they are."""
     x = images.to(device, non_blocking=True)
-    return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+    return x.to(dtype).div_(255.0) if x.dtype == torch.uint8 else x.to(dtype)
 
 
 def _kl_sum(clean_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
