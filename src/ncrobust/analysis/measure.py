@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ncrobust.config import SPLITS, VIEWS, probe_plan
+from ncrobust.config import SPLITS, parse_view, probe_plan, view_radii
 from ncrobust.data import ImageDataset, Split
 from ncrobust.errors import UsageError
 from ncrobust.models import TappedClassifier
@@ -194,8 +194,10 @@ def measure_tables(
     if "train" not in splits:
         raise UsageError("measure needs a 'train' split: its clean class means are the reference")
     for view in views:
-        if view.partition("@")[0] not in VIEWS:
-            raise UsageError(f"unknown view {view!r} (known: {', '.join(VIEWS)})")
+        parse_view(view, attack.norm)  # each spec checked against the threat model
+    radii = view_radii(views)
+    if radii and attack.eps <= 0:
+        raise UsageError("views with their own eps scale the step by eps: attack.eps must be > 0")
     if batch_size < 1:
         raise UsageError("batch_size must be >= 1")
     if pool is not None and pool < 1:
@@ -233,6 +235,7 @@ def measure_tables(
             seed=seed,
             precision=attack.precision,
             head_layer=PENULTIMATE,
+            radii=radii,
         ),
         classes,
         linear.weight,
