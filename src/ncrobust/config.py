@@ -189,7 +189,7 @@ def scaled_step(alpha: float, eps: float, view_eps: float) -> float:
     as the paper's small-eps study (Appendix H) scales it."""
     if eps <= 0:
         raise UsageError("a view with its own eps needs the run's eps > 0 to scale the step")
-    return alpha * view_eps / eps
+    return alpha * (view_eps / eps)  # exactly alpha at the run's own eps
 
 
 CONFIG_FIELDS = {f.name: f for f in fields(TrainConfig)}

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ncrobust.config import parse_pixels, read_config
+from ncrobust.config import parse_pixels, read_config, scaled_step
 from ncrobust.data import load_dataset
 from ncrobust.errors import UsageError
 from ncrobust.runs import METRIC_COLUMNS, RunDirectory, atomic_write_parquet
@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
                 AttackSettings(
                     config.norm,
                     e,
-                    config.alpha * e / config.eps,
+                    scaled_step(config.alpha, config.eps, e),
                     config.steps,
                     config.gaussian_std,
                     config.precision,
