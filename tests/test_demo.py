@@ -1,4 +1,4 @@
-"""The demo's pieces in a reduced form: three runs, figures and the report."""
+"""The demo's pieces in a reduced form: four runs, figures and the report, twice alike."""
 
 from __future__ import annotations
 
@@ -8,24 +8,44 @@ import pandas as pd
 import pytest
 
 from ncrobust.cli import main
-from ncrobust.demo import DemoSettings, run_demo
+from ncrobust.config import read_config
+from ncrobust.demo import MODES, DemoSettings, run_demo
+
+REDUCED = DemoSettings(epochs=2, measure_every=1, steps=2, jobs=2)
 
 
 def test_reduced_demo_writes_runs_figures_and_report(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    settings = DemoSettings(epochs=2, measure_every=1, steps=2, jobs=2)
-    paths = run_demo(settings, out)
-    for mode in ("st", "at", "trades"):
-        table = pd.read_parquet(out / mode / "metrics.parquet")
-        assert (out / mode / "DONE").is_file()
-        assert set(table.view) >= {"clean", "pgd", "gaussian", "targeted", "fit"}
+    paths = run_demo(REDUCED, out)
+    assert MODES == ("st", "at", "trades", "trades-bneval")
+    for name in MODES:
+        table = pd.read_parquet(out / name / "metrics.parquet")
+        assert (out / name / "DONE").is_file()
+        assert set(table.view) >= {"clean", "pgd", "gaussian", "targeted@eps=0.3", "fit"}
+        assert "targeted" not in set(table.view)  # the targeted view has its own radius only
         final = table[table.epoch == 2]
         assert set(final.layer) >= {"block1", "block2", "block3", "penultimate", "output"}
+    configs = {name: read_config(out / name / "config.yaml") for name in MODES}
+    assert configs["trades"].mode == configs["trades-bneval"].mode == "trades"
+    assert (configs["trades"].trades_bn_eval, configs["trades-bneval"].trades_bn_eval) == (
+        False,
+        True,
+    )
+    assert "targeted@eps=0.3" in configs["st"].views  # the radius is recorded in the config
     figures = {p.name for p in (out / "figures").glob("*.png")}
     assert {"fig2.png", "fig3.png", "fig4.png", "fig7.png", "fig11.png", "fig12.png"} <= figures
     report = paths["report"].read_text()
     assert "## Findings" in report and "## Demo settings" in report
     assert "eps = 0.15" in report and "PGD-2" in report
+    # the stated hit rate of the targeted view is the ST run's own last measurement
+    st = pd.read_parquet(out / "st" / "metrics.parquet")
+    hits = st.query("epoch == 2 and view == 'targeted@eps=0.3' and metric == 'target_accuracy'")
+    train = hits[hits.split == "train"].value.item()
+    assert "radius eps = 0.3 (step 0.075" in report
+    assert f"{train:.1%} (train)" in report
+    # a second demo with the same settings writes the same report
+    again = run_demo(REDUCED, tmp_path / "again")["report"].read_text()
+    assert again.replace(str(tmp_path / "again"), str(out)) == report
 
 
 def test_demo_refuses_a_non_empty_output(
@@ -35,3 +55,6 @@ def test_demo_refuses_a_non_empty_output(
     assert main(["demo", "--out", str(tmp_path), "--epochs", "1"]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert (tmp_path / "keep.txt").read_text() == "x"
+    assert main(["demo", "--out", str(tmp_path / "new"), "--targeted-eps", "2"]) == 2
+    assert "targeted@eps=2/255" in capsys.readouterr().err  # linf: larger than the pixel range
+    assert not (tmp_path / "new").exists()

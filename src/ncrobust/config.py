@@ -86,26 +86,110 @@ class TrainConfig:
         """(split, view) pairs to measure, in measurement order; clean train comes first."""
         return probe_plan(self.views, self.splits)
 
+    def view_radii(self) -> dict[str, float]:
+        """Label -> own radius of the views that carry one (e.g. ``targeted@eps=0.25``)."""
+        return view_radii(self.views)
+
 
 def probe_plan(views: Sequence[str], splits: Sequence[str]) -> list[tuple[str, str]]:
-    """(split, view) pairs of ``views`` (``VIEW@split`` limits one) on ``splits``.
+    """(split, view label) pairs of ``views`` (``VIEW@split`` limits one) on ``splits``.
 
     ``train_adv`` exists on the train split only, and the clean train view comes first: its
-    class means are every other view's reference.
+    class means are every other view's reference. A view with its own radius appears under
+    its label (:attr:`ViewSpec.label`).
     """
+    parsed = [parse_view(spec) for spec in views]
     plan: list[tuple[str, str]] = []
     for split in SPLITS:
         if split not in splits:
             continue
-        for spec in views:
-            view, _, only = spec.partition("@")
-            if (only and only != split) or (view == "train_adv" and split != "train"):
+        for view in parsed:
+            if (view.split and view.split != split) or (
+                view.view == "train_adv" and split != "train"
+            ):
                 continue
-            plan.append((split, view))
+            plan.append((split, view.label))
     if ("train", "clean") in plan:
         plan.remove(("train", "clean"))
         plan.insert(0, ("train", "clean"))
     return plan
+
+
+# -- view specs: VIEW, VIEW@split, VIEW@eps=E, VIEW@split@eps=E ----------------------------
+
+RADIUS_VIEWS = ("pgd", "targeted")  # the attack views a spec may give a radius of their own
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """One entry of ``views``: a view, optionally limited to one split, optionally with its own
+    attack radius ``eps`` (pixel units; the PGD step scales linearly, alpha · eps / config eps)."""
+
+    view: str
+    split: str | None = None
+    eps: float | None = None
+
+    @property
+    def label(self) -> str:
+        """The view's name in the metrics table: ``pgd``, or ``pgd@eps=0.00784314``."""
+        return self.view if self.eps is None else f"{self.view}@eps={self.eps:.6g}"
+
+
+def parse_view(spec: str, norm: str | None = None) -> ViewSpec:
+    """Parse and check one view spec ``VIEW[@SPLIT][@eps=E]`` (E a number or k/255).
+
+    With ``norm`` the radius is checked against the threat model as the config's eps is
+    (l_inf: at most the whole [0,1] pixel range; l_2: any positive radius).
+    """
+    text = str(spec).strip()
+    view, *parts = text.split("@")
+    if view not in VIEWS:
+        where = f" in {text!r}" if parts else ""
+        raise UsageError(f"unknown view {view!r}{where} (known: {', '.join(VIEWS)}, or 'all')")
+    split: str | None = None
+    eps: float | None = None
+    for part in parts:
+        key, sep, value = part.partition("=")
+        if sep and key.strip() == "eps" and eps is None:
+            eps = parse_pixels(value, f"eps of view {text!r}")
+        elif not sep and part in SPLITS and split is None:
+            split = part
+        else:
+            raise UsageError(
+                f"cannot read {part!r} in view {text!r}: expected VIEW[@SPLIT][@eps=E] "
+                f"with SPLIT one of {', '.join(SPLITS)} and E a number or k/255"
+            )
+    if eps is not None:
+        if view not in RADIUS_VIEWS:
+            raise UsageError(
+                f"view {text!r}: only {' and '.join(RADIUS_VIEWS)} take a radius of their own"
+            )
+        if not (math.isfinite(eps) and eps > 0):
+            raise UsageError(f"view {text!r}: eps must be a finite number > 0, got {eps:g}")
+        if norm == "linf" and eps > 1:
+            raise UsageError(
+                f"view {text!r}: eps={eps:g} is larger than the whole [0,1] pixel range for "
+                f"linf; write it as a fraction, e.g. {view}@eps={eps:g}/255"
+            )
+    return ViewSpec(view, split, eps)
+
+
+def view_kind(label: str) -> str:
+    """The view of a plan label (``pgd@eps=0.25`` -> ``pgd``)."""
+    return label.partition("@")[0]
+
+
+def view_radii(views: Sequence[str]) -> dict[str, float]:
+    """Label -> own radius of the views in ``views`` that carry one."""
+    return {v.label: v.eps for v in map(parse_view, views) if v.eps is not None}
+
+
+def scaled_step(alpha: float, eps: float, view_eps: float) -> float:
+    """The PGD step at radius ``view_eps`` of a threat model (``eps``, ``alpha``): linear in eps,
+    as the paper's small-eps study (Appendix H) scales it."""
+    if eps <= 0:
+        raise UsageError("a view with its own eps needs the run's eps > 0 to scale the step")
+    return alpha * (view_eps / eps)  # exactly alpha at the run's own eps
 
 
 CONFIG_FIELDS = {f.name: f for f in fields(TrainConfig)}
@@ -307,10 +391,18 @@ def validate(config: TrainConfig) -> TrainConfig:
     for split in config.splits:
         need(split in SPLITS, f"unknown split {split!r} (known: {', '.join(SPLITS)})")
     need(bool(config.views), "views must not be empty")
+    labels: dict[str, float | None] = {}
     for spec in config.views:
-        view, _, only = spec.partition("@")
-        need(view in VIEWS, f"unknown view {view!r} (known: {', '.join(VIEWS)}, or 'all')")
-        need(only in ("", *SPLITS), f"unknown split {only!r} in view {spec!r}")
+        parsed = parse_view(spec, config.norm)
+        need(
+            labels.setdefault(parsed.label, parsed.eps) == parsed.eps,
+            f"views {spec!r} and another one share the label {parsed.label!r}: "
+            "give their radii more distinct values",
+        )
+        need(
+            parsed.eps is None or config.eps > 0,
+            f"view {spec!r} scales the step alpha · E / eps: the run's eps must be > 0",
+        )
     need(bool(config.layers), "layers must not be empty (use 'penultimate' or 'all')")
     need(bool(config.out), "out must name a directory")
     return config

@@ -54,8 +54,9 @@ def test_eps_study_scales_the_step(tmp_path: Path) -> None:
     out = tmp_path / "st"
     assert main(["train", "--preset", "digits", "--epochs", "1", "--steps", "2",
                  "--device", "cpu", "--out", str(out), "--quiet"]) == 0  # fmt: skip
-    assert main(["measure", str(out), "--eps", "0.05,0.1,0.2", "--layers", "penultimate"]) == 0
+    assert main(["measure", str(out), "--eps", "0.05,0.1,0.2"]) == 0
     study = pd.read_parquet(out / "eps_study.parquet")
+    assert set(study.layer) == {"penultimate", "output"}  # the study's default layer
     assert sorted(study.eps.unique()) == pytest.approx([0.05, 0.1, 0.2])
     robust = study.query("split == 'test' and view == 'pgd' and metric == 'accuracy'")
     accuracy = robust.set_index("eps").value.sort_index()

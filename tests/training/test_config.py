@@ -8,10 +8,13 @@ import pytest
 
 from ncrobust.config import (
     TrainConfig,
+    ViewSpec,
     available_presets,
     build_config,
     parse_pixels,
+    parse_view,
     read_config,
+    scaled_step,
     write_config,
 )
 from ncrobust.errors import UsageError
@@ -95,3 +98,61 @@ def test_probe_plan_orders_reference_first_and_limits_views() -> None:
         ("test", "pgd"),
     ]
     assert TrainConfig().probe_plan() == []  # unresolved: no views yet
+
+
+def test_view_specs_with_their_own_radius() -> None:
+    assert parse_view("pgd") == ViewSpec("pgd")
+    assert parse_view("pgd@test") == ViewSpec("pgd", "test")
+    two = parse_view("pgd@eps=2/255", "linf")
+    assert (two.view, two.split, two.eps) == ("pgd", None, pytest.approx(2 / 255))
+    assert two.label == "pgd@eps=0.00784314"
+    assert parse_view("targeted@train@eps=0.25").label == "targeted@eps=0.25"
+    assert parse_view("pgd@eps=3", "l2").eps == 3.0  # an l_2 radius may exceed 1
+    config = build_config(
+        "digits", overrides={"views": "clean,targeted@eps=0.25,pgd@test@eps=2/255,pgd@test"}
+    )
+    assert config.probe_plan() == [
+        ("train", "clean"),
+        ("train", "targeted@eps=0.25"),
+        ("test", "clean"),
+        ("test", "targeted@eps=0.25"),
+        ("test", "pgd@eps=0.00784314"),
+        ("test", "pgd"),
+    ]
+    assert config.view_radii() == {
+        "targeted@eps=0.25": 0.25,
+        "pgd@eps=0.00784314": pytest.approx(2 / 255),
+    }
+    assert scaled_step(2 / 255, 8 / 255, 2 / 255) == pytest.approx(0.5 / 255)
+
+
+@pytest.mark.parametrize(
+    ("views", "message"),
+    [
+        ("pgd@eps=8", "pgd@eps=8/255"),  # linf: larger than the pixel range
+        ("pgd@eps=0", "eps must be a finite number > 0"),
+        ("pgd@eps=-1/255", "eps must be a finite number > 0"),
+        ("pgd@eps=nan", "eps must be a finite number > 0"),
+        ("pgd@eps=two", "k/255"),
+        ("gaussian@eps=0.1", "only pgd and targeted take a radius"),
+        ("clean@eps=0.1", "only pgd and targeted take a radius"),
+        ("pgd@val", "cannot read 'val'"),
+        ("pgd@eps=0.1@eps=0.2", "cannot read 'eps=0.2'"),
+        ("pgd@test@train", "cannot read 'train'"),
+        ("pgd@radius=0.1", "cannot read 'radius=0.1'"),
+        ("fgsm@eps=0.1", "unknown view 'fgsm'"),
+        ("pgd@eps=2/255,pgd@eps=0.007843137", "share the label"),
+    ],
+)
+def test_bad_view_specs_are_refused(views: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        build_config("digits", overrides={"views": views})
+
+
+def test_view_radius_needs_a_positive_run_eps_and_round_trips(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="the run's eps must be > 0"):
+        build_config("digits", overrides={"eps": 0, "views": "pgd@eps=0.1"})
+    config = build_config("digits", overrides={"views": "clean,pgd@eps=2/255", "out": "x"})
+    assert config.views == ["clean", "pgd@eps=2/255"]  # recorded as given
+    write_config(config, tmp_path / "config.yaml")
+    assert read_config(tmp_path / "config.yaml").view_radii() == config.view_radii()

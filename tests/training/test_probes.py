@@ -8,6 +8,7 @@ import torch
 
 from ncrobust.attacks import gaussian, pgd
 from ncrobust.collapse import class_means, collapse_metrics
+from ncrobust.config import probe_plan, view_radii
 from ncrobust.data import Split, synthetic_dataset
 from ncrobust.models import create_model
 from ncrobust.runtime import make_generator
@@ -145,3 +146,64 @@ def test_train_adv_view_and_accuracy_only(setting) -> None:  # type: ignore[no-u
     assert set(test_rows.index.get_level_values("layer")) == {"output"}  # no NC for accuracy-only
     assert {"accuracy", "loss", "kl"} >= set(test_rows.index.get_level_values("metric"))
     assert model.training is False
+
+
+def test_view_with_its_own_radius_equals_pgd_at_that_radius(setting) -> None:  # type: ignore[no-untyped-def]
+    model, train, test = setting
+    plan = probe_plan(["clean@train", "pgd@test", "targeted@test@eps=0.2"], ["train", "test"])
+    assert plan == [("train", "clean"), ("test", "pgd"), ("test", "targeted@eps=0.2")]
+    spec = ProbeSpec(
+        plan=plan,
+        layers=["penultimate"],
+        norm="linf",
+        eps=0.1,
+        alpha=0.03,
+        steps=3,
+        batch_size=40,
+        seed=5,
+        radii=view_radii(["targeted@test@eps=0.2"]),
+    )
+    head = model.classifier
+    prober = Prober(
+        model, tapped_extractor(model), spec, 4, head.weight, head.bias, torch.device("cpu")
+    )
+    table = _table(prober.run({"train": train, "test": test}, 3).metrics)
+    x_train, x_test = train.images.float() / 255, test.images.float() / 255
+    with torch.no_grad():
+        features = model(x_train, taps=["penultimate"])[1]["penultimate"]
+    reference = class_means(features, train.labels, 4)
+    g = make_generator(derive_seed(5, 3, "test", "targeted@eps=0.2"))
+    target = (test.labels + 1) % 4
+    # step scaled linearly: 0.03 at 0.1 -> 0.06 at 0.2, in batches of 40 as the prober draws
+    adv = torch.cat(
+        [
+            pgd(model, x_test[i : i + 40], test.labels[i : i + 40], eps=0.2, alpha=0.06, steps=3,
+                targeted=True, generator=g)
+            for i in range(0, len(x_test), 40)
+        ]
+    )  # fmt: skip
+    assert (adv - x_test).abs().max() > 0.1 + 1e-4  # beyond the run's own radius
+    direct = _direct(model, adv, target, "penultimate", reference)
+    for metric, value in direct.items():
+        assert table[("test", "targeted@eps=0.2", "penultimate", metric)] == pytest.approx(
+            value, rel=1e-6, abs=1e-9
+        )
+    with torch.no_grad():
+        hits = (model(adv).argmax(1) == target).float().mean().item()
+    assert table[("test", "targeted@eps=0.2", "output", "target_accuracy")] == pytest.approx(hits)
+    assert ("test", "pgd", "output", "accuracy") in table.index  # the plain view keeps its name
+
+
+def test_a_radius_view_without_its_radius_is_refused(setting) -> None:  # type: ignore[no-untyped-def]
+    model = setting[0]
+    spec = ProbeSpec(
+        plan=[("train", "clean"), ("train", "pgd@eps=0.2")],
+        layers=["penultimate"],
+        norm="linf",
+        eps=0.1,
+        alpha=0.03,
+        steps=1,
+    )
+    head = model.classifier
+    with pytest.raises(ValueError, match="radius"):
+        Prober(model, tapped_extractor(model), spec, 4, head.weight, head.bias, torch.device("cpu"))

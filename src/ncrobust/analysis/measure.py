@@ -45,7 +45,7 @@ from ncrobust.attacks.validation import (
     check_bounds,
     check_eps_range,
 )
-from ncrobust.config import PRECISIONS, SPLITS, VIEWS, probe_plan
+from ncrobust.config import PRECISIONS, parse_view, probe_plan, view_radii
 from ncrobust.data import ImageDataset
 from ncrobust.errors import UsageError
 from ncrobust.models import TappedClassifier
@@ -347,15 +347,11 @@ def _check_labels(splits: Mapping[str, MeasureSplit], num_classes: int) -> None:
             )
 
 
-def _check_views(views: Sequence[str], splits: Sequence[str]) -> list[tuple[str, str]]:
+def _check_views(views: Sequence[str], splits: Sequence[str], norm: str) -> list[tuple[str, str]]:
     if isinstance(views, str):
         raise UsageError(f"views must be a list of view names, got the string {views!r}")
     for view in views:
-        name, _, only = view.partition("@")
-        if name not in VIEWS:
-            raise UsageError(f"unknown view {view!r} (known: {', '.join(VIEWS)})")
-        if only and only not in SPLITS:
-            raise UsageError(f"view {view!r}: unknown split {only!r} after '@'")
+        parse_view(view, norm)  # each spec checked against the threat model (its own eps too)
     return probe_plan(views, list(splits))
 
 
@@ -592,7 +588,10 @@ def _run(
     splits = as_splits(data, box=box, dtype=dtype, batch_size=batch_size)
     if "train" not in splits:
         raise UsageError("measure needs a 'train' split: its clean class means are the reference")
-    plan = _check_views(views, list(splits))
+    plan = _check_views(views, list(splits), attack.norm)
+    radii = view_radii(views)
+    if radii and attack.eps <= 0:
+        raise UsageError("views with their own eps scale the step by eps: attack.eps must be > 0")
     notes = _dataset_note(data, model, normalize, transform)
     splits = {name: split.to(target) for name, split in splits.items()}
     train = splits["train"]
@@ -633,6 +632,7 @@ def _run(
             head_layer=PENULTIMATE,
             bounds=box,
             input_dtype=dtype,
+            radii=radii,
         ),
         setup.num_classes,
         setup.weight,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ncrobust.config import parse_pixels, read_config
+from ncrobust.config import parse_pixels, read_config, scaled_step
 from ncrobust.data import load_dataset
 from ncrobust.errors import UsageError
 from ncrobust.runs import METRIC_COLUMNS, RunDirectory, atomic_write_parquet
@@ -34,7 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="kept checkpoints to measure: last, all, or comma-separated epochs",
     )
     parser.add_argument("--checkpoint", help="measure this checkpoint file instead")
-    parser.add_argument("--layers", default="all", help="tap names or all (default: all)")
+    parser.add_argument(
+        "--layers",
+        default=None,
+        help="tap names or all (default: all; with --eps the penultimate layer, as Figure 16)",
+    )
     parser.add_argument("--views", default="clean,pgd,gaussian,targeted")
     parser.add_argument("--splits", default="train,test")
     parser.add_argument("--pool", type=int, help="average-pool conv features to POOL×POOL")
@@ -88,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device or config.device)
     dataset = load_dataset(config.dataset, data_dir=config.data_dir)
     model = build_model(config, dataset).to(device)
-    layers = [layer for layer in args.layers.split(",") if layer]
+    chosen = args.layers if args.layers is not None else ("penultimate" if eps_list else "all")
+    layers = [layer for layer in chosen.split(",") if layer]
     splits = [s for s in args.splits.split(",") if s]
     data = {name: dataset.split(name) for name in splits if name in ("train", "test")}
     if "train" not in data:
@@ -113,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
                 AttackSettings(
                     config.norm,
                     e,
-                    config.alpha * e / config.eps,
+                    scaled_step(config.alpha, config.eps, e),
                     config.steps,
                     config.gaussian_std,
                     config.precision,

@@ -13,9 +13,11 @@ measurement would take when measuring every 5 epochs of a full-size AT run.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +27,7 @@ from ncrobust.config import TrainConfig
 from ncrobust.data import Split, batches, synthetic_dataset
 from ncrobust.errors import UsageError
 from ncrobust.models import TappedClassifier, available_models, create_model
+from ncrobust.runs import atomic_write_text
 from ncrobust.runtime import autocast, resolve_device
 from ncrobust.training.objectives import objective_step
 from ncrobust.training.probes import PerturbedSet, Prober, ProbeSpec, tapped_extractor
@@ -61,6 +64,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--quick", action="store_true", help="tiny model and sizes (smoke test)")
+    parser.add_argument(
+        "--write-rates",
+        metavar="JSON",
+        help="also write our images/s per model and mode to a file (`sweep --dry-run --rates`)",
+    )
 
 
 @dataclass
@@ -93,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
         f"PGD-{steps}; ours: {'bf16 autocast + channels_last' if cuda else 'fp32'}, "
         f"baseline: fp32, DataLoader(num_workers=1), full backward in the attack"
     )
+    train_rates: dict[str, dict[str, float]] = {}  # model -> mode -> our images/s
+    measure_rates: dict[str, float] = {}  # model -> our measurement images/s
     for name in models:
         n = max(timed * batch, measure_n)
         data = synthetic_dataset(
@@ -117,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
                 f"{base:9.1f} img/s  ratio {rates[mode].ratio:6.2f}x"
             )
         ours_m, base_m = _time_measurement(name, data.train, data.test, measure_n, steps, device)
+        train_rates[name] = {mode: timing.ours for mode, timing in rates.items()}
+        measure_rates[name] = ours_m
         print(
             f"{name:16s} measure      : ours {ours_m:9.1f} img/s  released-style "
             f"{base_m:9.1f} img/s  ratio {ours_m / base_m:6.2f}x  ({measure_n} train images)"
@@ -134,6 +146,16 @@ def run(args: argparse.Namespace) -> int:
                     f"{measure_s:9.1f}s, share when measuring every {MEASURE_EVERY} epochs "
                     f"{100 * share:5.1f}%"
                 )
+    if args.write_rates:
+        written = {
+            "device": f"{device} ({_device_name(device)})",
+            "image_size": 32,  # the synthetic CIFAR-shaped data the rates were taken on
+            "steps": steps,
+            "train": train_rates,
+            "measure": measure_rates,
+        }
+        atomic_write_text(Path(args.write_rates), json.dumps(written, indent=2) + "\n")
+        print(f"rates: {args.write_rates}")
     return 0
 
 

@@ -27,7 +27,7 @@ from torch import nn
 
 from ncrobust.attacks import PIXEL_BOUNDS, Bounds, gaussian, pgd, target_labels
 from ncrobust.collapse import AttackStatistics, CollapseAccumulator
-from ncrobust.config import SPLITS
+from ncrobust.config import SPLITS, scaled_step, view_kind
 from ncrobust.data import Split
 from ncrobust.runs import OUTPUT_LAYER, metric_rows
 from ncrobust.runtime import autocast, eval_mode, make_generator
@@ -91,6 +91,7 @@ class ProbeSpec:
     accuracy_only: list[tuple[str, str]] = field(default_factory=list)  # no NC, output rows only
     bounds: Bounds = PIXEL_BOUNDS  # the input box the perturbed views are clamped to
     input_dtype: torch.dtype = torch.float32  # the model's input dtype (uint8 becomes x / 255)
+    radii: dict[str, float] = field(default_factory=dict)  # view label -> its own eps
 
 
 @dataclass
@@ -138,6 +139,9 @@ class Prober:
         self.weight = None if weight is None else weight.detach()
         self.bias = None if bias is None else bias.detach()
         self.device = device
+        unscaled = [v for _, v in spec.plan if v != view_kind(v) and v not in spec.radii]
+        if unscaled:
+            raise ValueError(f"views {unscaled} carry a radius that ProbeSpec.radii lacks")
 
     def run(
         self,
@@ -221,8 +225,9 @@ class Prober:
         spec, device, n = self.spec, self.device, len(labels)
         layers = [] if layers_off else list(spec.layers)
         labels = labels.to(device)
+        label, view = view, view_kind(view)  # rows carry the label; the view says what to do
         nc_labels = target_labels(labels, self.num_classes) if view == "targeted" else labels
-        generator = make_generator(derive_seed(spec.seed, epoch, split_name, view), device)
+        generator = make_generator(derive_seed(spec.seed, epoch, split_name, label), device)
         fresh = view in ("pgd", "targeted", "gaussian")
         inputs = None
         if fresh:
@@ -260,7 +265,7 @@ class Prober:
         # pass 1: make the view's inputs, forward once for all layers, class counts and sums
         for start in range(0, n, spec.batch_size):
             stop = min(start + spec.batch_size, n)
-            x = self._inputs(view, images, start, stop, labels, generator, inputs)
+            x = self._inputs(label, images, start, stop, labels, generator, inputs)
             with torch.no_grad():
                 logits, features = self.extractor(x, layers)
             logits = logits.float()
@@ -308,17 +313,17 @@ class Prober:
                 output["kl"] = totals[2].item() / n
             if view == "targeted":
                 output["target_accuracy"] = totals[3].item() / n
-            result.metrics += metric_rows(epoch, split_name, view, OUTPUT_LAYER, output)
+            result.metrics += metric_rows(epoch, split_name, label, OUTPUT_LAYER, output)
             for layer, accumulator in accumulators.items():
                 values = accumulator.compute()
-                result.metrics += metric_rows(epoch, split_name, view, layer, values)
+                result.metrics += metric_rows(epoch, split_name, label, layer, values)
             for layer, ncc in partial.items():
-                result.metrics += metric_rows(epoch, split_name, view, layer, ncc.compute())
+                result.metrics += metric_rows(epoch, split_name, label, layer, ncc.compute())
             result.missing += self._missing_rows(
-                epoch, split_name, view, layers, absent, reference, own_reference
+                epoch, split_name, label, layers, absent, reference, own_reference
             )
             for layer, stat in statistics.items():
-                result.stats += _stat_rows(epoch, split_name, view, layer, stat.compute())
+                result.stats += _stat_rows(epoch, split_name, label, layer, stat.compute())
         means = None
         if own_reference and not absent:
             means = {layer: (acc.means(), acc.global_mean()) for layer, acc in accumulators.items()}
@@ -374,11 +379,15 @@ class Prober:
         generator: torch.Generator,
         store: torch.Tensor | None,
     ) -> torch.Tensor:
-        """The view's inputs for rows ``start:stop``, made (and stored) on first use."""
+        """The view's inputs for rows ``start:stop`` (``view`` a plan label), made and stored."""
         x = _pixels(images[start:stop], self.device, self.spec.input_dtype)
+        label, view = view, view_kind(view)
         if view in ("clean", "train_adv"):
             return x
         spec = self.spec
+        eps, alpha = spec.eps, spec.alpha
+        if label in spec.radii:  # the view's own radius, the step scaled linearly
+            eps, alpha = spec.radii[label], scaled_step(spec.alpha, spec.eps, spec.radii[label])
         y = labels[start:stop]
         if view == "gaussian":
             out = gaussian(x, spec.gaussian_std, generator=generator, bounds=spec.bounds)
@@ -389,8 +398,8 @@ class Prober:
                     x,
                     y,
                     norm=spec.norm,
-                    eps=spec.eps,
-                    alpha=spec.alpha,
+                    eps=eps,
+                    alpha=alpha,
                     steps=spec.steps,
                     targeted=view == "targeted",
                     generator=generator,

@@ -316,6 +316,7 @@ def measure(
         seed=config.seed,
         precision=config.precision,
         accuracy_only=[pair for pair in always if pair not in plan],
+        radii=config.view_radii(),
     )
     model = session.model
     classifier = model.classifier
