@@ -25,6 +25,7 @@ from ncrobust.errors import UsageError
 from ncrobust.models import TappedClassifier
 from ncrobust.runs import METRIC_COLUMNS, STATS_COLUMNS
 from ncrobust.runtime import resolve_device
+from ncrobust.training import distributed
 from ncrobust.training.probes import (
     Extractor,
     PerturbedSet,
@@ -188,6 +189,9 @@ def measure_tables(
     (uint8 images or float pixels in [0,1]), or one ``(x, y)`` pair measured as ``train``.
     The reference of the NCC and simplex metrics is the clean ``train`` split's class means,
     so a ``train`` split is required. The model's mode is restored afterwards.
+
+    Inside a torch.distributed process group (``torchrun``) every process measures its share
+    of each split and the sums all-reduce: every process returns the one-process tables.
     """
     attack = attack or AttackSettings()
     splits = _splits(data)
@@ -238,6 +242,7 @@ def measure_tables(
         linear.weight,
         linear.bias,
         target,
+        shard=(distributed.current().rank, distributed.current().world_size),
     )
     result = prober.run({k: v.to(target) for k, v in splits.items()}, epoch, train_adv)
     metrics = pd.DataFrame(result.metrics, columns=list(METRIC_COLUMNS))

@@ -42,6 +42,7 @@ def pgd(
     targeted: bool = False,
     target: Tensor | None = None,
     generator: torch.Generator | None = None,
+    start: Tensor | None = None,
 ) -> Tensor:
     """PGD adversarial examples for pixels ``x`` in [0,1]: ``steps`` steps of size ``alpha``.
 
@@ -80,7 +81,12 @@ def pgd(
     label_max = check_values(x, *labels)
 
     ball = Ball(x, norm, eps)
-    x_adv = ball.random_start(generator) if random_start else ball.x0.clone()
+    if start is not None:
+        if start.shape != x.shape:
+            raise ValueError(f"start has shape {tuple(start.shape)}, x has {tuple(x.shape)}")
+        x_adv = start.detach().to(x.dtype)
+    else:
+        x_adv = ball.random_start(generator) if random_start else ball.x0.clone()
     step = -alpha if targeted else alpha  # targeted: descend the loss to the target
     goal = (target if target is not None else y).long()  # the labels the loss is taken to
     with torch.enable_grad():

@@ -23,11 +23,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ncrobust.attacks import gaussian, pgd, target_labels
+from ncrobust.attacks.ball import random_offsets
 from ncrobust.collapse import AttackStatistics, CollapseAccumulator
 from ncrobust.config import SPLITS
 from ncrobust.data import Split
 from ncrobust.runs import OUTPUT_LAYER, metric_rows
 from ncrobust.runtime import autocast, eval_mode, make_generator
+from ncrobust.training.distributed import Rows, all_reduce_sum, draw_rows, shard_rows
 
 # (inputs, layer names) -> (logits, {layer: features}); a TappedClassifier's forward with taps
 Extractor = Callable[[torch.Tensor, Sequence[str]], tuple[torch.Tensor, dict[str, torch.Tensor]]]
@@ -92,7 +94,13 @@ def derive_seed(*parts: object) -> int:
 
 
 class Prober:
-    """Runs a :class:`ProbeSpec` against one model state."""
+    """Runs a :class:`ProbeSpec` against one model state.
+
+    ``shard=(rank, world_size)``: under torch.distributed each process measures its rows of
+    every measurement batch (and the ``train_adv`` samples it perturbed itself); the sums
+    all-reduce, and perturbations are drawn for the whole batch, so every process gets the
+    numbers of one process measuring everything.
+    """
 
     def __init__(
         self,
@@ -103,7 +111,10 @@ class Prober:
         weight: torch.Tensor | None,
         bias: torch.Tensor | None,
         device: torch.device,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
+        shard_rows(1, *shard)  # checks the rank
+        self.shard = shard
         self.model = model
         self.extractor = extractor
         self.spec = spec
@@ -191,7 +202,13 @@ class Prober:
     ) -> tuple[Reference | None, torch.Tensor]:
         """Measure one view; returns the clean train means (for the clean train view) and the
         view's logits."""
-        spec, device, n = self.spec, self.device, len(labels)
+        spec, device = self.spec, self.device
+        parts = self._parts(len(labels), local=view == "train_adv")
+        m = sum(stop - start for start, stop, _, _ in parts)  # this process's samples
+        n = len(labels)  # samples over all processes
+        if view == "train_adv":  # each process holds the samples it perturbed
+            count = torch.tensor([float(m)], dtype=torch.float64, device=device)
+            n = int(all_reduce_sum(count).item())
         layers = [] if layers_off else list(spec.layers)
         labels = labels.to(device)
         nc_labels = target_labels(labels, self.num_classes) if view == "targeted" else labels
@@ -199,7 +216,7 @@ class Prober:
         fresh = view in ("pgd", "targeted", "gaussian")
         inputs = None
         if fresh:
-            inputs = torch.empty((n, *images.shape[1:]), dtype=torch.float32, device=device)
+            inputs = torch.empty((m, *images.shape[1:]), dtype=torch.float32, device=device)
         accumulators = {
             layer: CollapseAccumulator(
                 self.num_classes,
@@ -217,53 +234,56 @@ class Prober:
             statistics = {
                 layer: AttackStatistics(self.num_classes, reference[layer][0]) for layer in layers
             }
-        logits_all = torch.empty((n, self.num_classes), dtype=torch.float32, device=device)
+        logits_all = torch.empty((m, self.num_classes), dtype=torch.float32, device=device)
         cache: dict[str, torch.Tensor] | None = None
         totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss, correct, kl, hits
 
         # pass 1: make the view's inputs, forward once for all layers, class counts and sums
-        for start in range(0, n, spec.batch_size):
-            stop = min(start + spec.batch_size, n)
-            x = self._inputs(view, images, start, stop, labels, generator, inputs)
+        for start, stop, at, rows in parts:  # rows [start, stop) of the data, [at, ...) here
+            here = slice(at, at + stop - start)
+            x = self._inputs(view, images, start, stop, labels, generator, rows)
+            if inputs is not None:
+                inputs[here] = x
             with torch.no_grad():
                 logits, features = self.extractor(x, layers)
             logits = logits.float()
-            logits_all[start:stop] = logits
+            logits_all[here] = logits
             y = labels[start:stop]
             totals[0] += F.cross_entropy(logits, y, reduction="sum").double()
             totals[1] += (logits.argmax(1) == y).sum()
             if clean_logits is not None and view != "train_adv":
-                totals[2] += _kl_sum(clean_logits[start:stop], logits)
+                totals[2] += _kl_sum(clean_logits[here], logits)
             if view == "targeted":
                 totals[3] += (logits.argmax(1) == nc_labels[start:stop]).sum()
             if cache is None and layers:
-                cache = self._allocate_cache(features, n)
+                cache = self._allocate_cache(features, m)
             for layer in layers:
                 feats = features[layer].flatten(1)
                 accumulators[layer].update(feats, nc_labels[start:stop], logits)
                 if layer in statistics:
                     statistics[layer].update(feats, logits.argmax(1))
                 if cache is not None:
-                    cache[layer][start:stop] = feats
+                    cache[layer][here] = feats
 
         # pass 2: projected within-class spread and NCC agreement on the same inputs
         for accumulator in accumulators.values():
             accumulator.next_pass()
         if layers and record:
-            for start in range(0, n, spec.batch_size):
-                stop = min(start + spec.batch_size, n)
+            for start, stop, at, _ in parts:
+                here = slice(at, at + stop - start)
                 if cache is not None:
-                    features = {layer: cache[layer][start:stop] for layer in layers}
+                    features = {layer: cache[layer][here] for layer in layers}
                 else:
-                    x = self._stored_inputs(images, start, stop, inputs)
+                    x = self._stored_inputs(images, start, stop, inputs, here)
                     with torch.no_grad():
                         _, features = self.extractor(x, layers)
                 for layer in layers:
                     accumulators[layer].update(
-                        features[layer].flatten(1), nc_labels[start:stop], logits_all[start:stop]
+                        features[layer].flatten(1), nc_labels[start:stop], logits_all[here]
                     )
 
         if record:
+            all_reduce_sum(totals)
             output = {"accuracy": totals[1].item() / n, "loss": totals[0].item() / n}
             if clean_logits is not None and view != "train_adv" and view != "clean":
                 output["kl"] = totals[2].item() / n
@@ -280,6 +300,23 @@ class Prober:
             means = {layer: (acc.means(), acc.global_mean()) for layer, acc in accumulators.items()}
         return means, logits_all
 
+    def _parts(self, count: int, local: bool) -> list[tuple[int, int, int, Rows | None]]:
+        """(start, stop, position here, rows of the global batch) of this process's batches.
+
+        ``local`` data (``train_adv``: already this process's own samples) is taken whole; any
+        other split is cut into global batches of which this process takes its rows.
+        """
+        rank, world = self.shard
+        size, parts, at = self.spec.batch_size, [], 0
+        for first in range(0, count, size):
+            total = min(first + size, count) - first
+            low, high = (0, total) if local else shard_rows(total, rank, world)
+            if high > low:
+                rows = None if local else (low, high, total)
+                parts.append((first + low, first + high, at, rows))
+                at += high - low
+        return parts
+
     def _inputs(
         self,
         view: str,
@@ -288,38 +325,37 @@ class Prober:
         stop: int,
         labels: torch.Tensor,
         generator: torch.Generator,
-        store: torch.Tensor | None,
+        rows: Rows | None,
     ) -> torch.Tensor:
-        """The view's inputs for rows ``start:stop``, made (and stored) on first use."""
+        """The view's inputs for rows ``start:stop``; random draws are made for the whole
+        global batch (``rows``: this process's part of it)."""
         x = _pixels(images[start:stop], self.device)
         if view in ("clean", "train_adv"):
             return x
         spec = self.spec
         y = labels[start:stop]
         if view == "gaussian":
-            out = gaussian(x, spec.gaussian_std, generator=generator)
-        else:
-            with torch.enable_grad(), autocast(self.device, spec.precision):
-                out = pgd(
-                    self.model,
-                    x,
-                    y,
-                    norm=spec.norm,
-                    eps=spec.eps,
-                    alpha=spec.alpha,
-                    steps=spec.steps,
-                    targeted=view == "targeted",
-                    generator=generator,
-                )
-        assert store is not None
-        store[start:stop] = out
-        return out
+            noise = draw_rows(x, rows, lambda t: t.normal_(generator=generator))
+            return gaussian(x, spec.gaussian_std, noise=noise)
+        offsets = draw_rows(x, rows, lambda t: random_offsets(t, spec.norm, spec.eps, generator))
+        with torch.enable_grad(), autocast(self.device, spec.precision):
+            return pgd(
+                self.model,
+                x,
+                y,
+                norm=spec.norm,
+                eps=spec.eps,
+                alpha=spec.alpha,
+                steps=spec.steps,
+                targeted=view == "targeted",
+                start=(x + offsets).clamp_(0.0, 1.0),
+            )
 
     def _stored_inputs(
-        self, images: torch.Tensor, start: int, stop: int, store: torch.Tensor | None
+        self, images: torch.Tensor, start: int, stop: int, store: torch.Tensor | None, here: slice
     ) -> torch.Tensor:
         """Pass 2 inputs: the stored perturbation, or the clean pixels again."""
-        return store[start:stop] if store is not None else _pixels(images[start:stop], self.device)
+        return store[here] if store is not None else _pixels(images[start:stop], self.device)
 
     def _allocate_cache(
         self, features: Mapping[str, torch.Tensor], n: int
