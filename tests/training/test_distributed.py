@@ -37,13 +37,14 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _worker_args() -> list[str]:
+def _worker_args(mode: str | None = None) -> list[str]:
+    """The worker's exact run settings (of ``mode``)."""
     sys.path.insert(0, str(WORKER.parent))
     try:
-        from _distributed_worker import RUN_ARGS  # the worker's exact run settings
+        from _distributed_worker import MODE_ARGS, RUN_ARGS
     finally:
         sys.path.pop(0)
-    return list(RUN_ARGS)
+    return [*RUN_ARGS, *(MODE_ARGS[mode] if mode else [])]
 
 
 def _free_port() -> int:
@@ -68,12 +69,12 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """ROOT/runs/<mode> trained by 2 processes (see the worker), ROOT/one/<mode> by this one."""
     root = tmp_path_factory.mktemp("ddp")
     worker = _torchrun(str(WORKER), str(root))
-    args = _worker_args()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each worker rank
     try:
         for mode in MODES:  # while the workers run
-            assert main(["train", *args, "--mode", mode, "--out", str(root / "one" / mode)]) == 0
+            out = str(root / "one" / mode)
+            assert main(["train", *_worker_args(mode), "--out", out]) == 0
     finally:
         torch.set_num_threads(threads)
     output, _ = worker.communicate(timeout=600)
@@ -96,6 +97,22 @@ def _close(a: pd.DataFrame, b: pd.DataFrame, keys: list[str], rtol: float) -> No
 def _metrics(run: Path) -> pd.DataFrame:
     table = RunDirectory(run).read_metrics()
     return table[~table.metric.isin(TIMINGS)]
+
+
+# Views made by PGD's sign(gradient) steps are not continuous in the parameters: once training
+# has left parameters that agree to ~1e-8 (not bitwise: the gradient sums run in another
+# order), a few pixels move by 2·alpha the other way. One process on 1 vs 2 threads differs
+# as much (~1e-3 on these views), so they are held to 1e-2 after training; at epoch 0
+# (identical parameters) and on every other view the tables agree to 1e-9 and 1e-6.
+SIGN_VIEWS = ["pgd", "targeted", "train_adv"]
+
+
+def _same_run(two: pd.DataFrame, one: pd.DataFrame, keys: list[str]) -> None:
+    start = two.epoch == 0
+    _close(two[start], one[one.epoch == 0], keys, 1e-9)
+    smooth_two, smooth_one = ~two.view.isin(SIGN_VIEWS), ~one.view.isin(SIGN_VIEWS)
+    _close(two[smooth_two], one[smooth_one], keys, 1e-6)
+    _close(two[~smooth_two], one[~smooth_one], keys, 1e-2)
 
 
 def test_shards_are_disjoint_and_cover_every_batch() -> None:
@@ -126,8 +143,8 @@ def test_two_processes_follow_the_one_process_run(runs: Path, mode: str) -> None
             assert (a[name] - value).abs().max().item() <= 1e-5 * max(scale, 1e-12), name
         else:
             assert torch.equal(a[name], value), name
-    _close(_metrics(two), _metrics(one), KEYS, 1e-6)
-    _close(RunDirectory(two).read_stats(), RunDirectory(one).read_stats(), STAT_KEYS, 1e-6)
+    _same_run(_metrics(two), _metrics(one), KEYS)
+    _same_run(RunDirectory(two).read_stats(), RunDirectory(one).read_stats(), STAT_KEYS)
     config = read_config(two / "config.yaml")
     assert config.world_size == 2 and config.sync_bn
     assert read_config(one / "config.yaml").world_size == 1
@@ -169,7 +186,7 @@ def test_two_process_run_resumes_with_one(runs: Path) -> None:
     assert read_config(out / "config.yaml").world_size == 2
     assert main(["train", "--resume", str(out), "--quiet"]) == 0
     assert RunDirectory(out).is_complete()
-    _close(_metrics(out), _metrics(runs / "one" / "at"), KEYS, 1e-6)
+    _same_run(_metrics(out), _metrics(runs / "one" / "at"), KEYS)
     assert read_config(out / "config.yaml").world_size == 1
     assert "world_size 2 -> 1" in (out / "log.txt").read_text()
 
@@ -177,7 +194,7 @@ def test_two_process_run_resumes_with_one(runs: Path) -> None:
 def test_indivisible_global_batch_is_refused(tmp_path: Path) -> None:
     out = tmp_path / "odd"
     job = _torchrun("-m", "ncrobust", "train", *_worker_args(), "--batch-size", "127",
-                    "--out", str(out))  # fmt: skip
+                    "--epochs", "1", "--out", str(out))  # fmt: skip
     output, _ = job.communicate(timeout=300)
     assert job.returncode != 0
     assert "batch_size 127 (the global batch) is not divisible by the 2 processes" in output
@@ -205,6 +222,7 @@ def _rank_pid(parent: int, rank: int) -> int | None:
 def test_killed_rank_stops_the_job_and_the_run_resumes(tmp_path: Path) -> None:
     out = tmp_path / "killed"
     job = _torchrun("-m", "ncrobust", "train", *_worker_args(), "--mode", "at", "--epochs", "4",
+                    "--measure-every", "1",
                     "--out", str(out))  # fmt: skip
     log = out / "log.txt"
     deadline = time.monotonic() + 300

@@ -249,7 +249,8 @@ class Prober:
             logits = logits.float()
             logits_all[here] = logits
             y = labels[start:stop]
-            totals[0] += F.cross_entropy(logits, y, reduction="sum").double()
+            # per-sample values summed in float64: the same total however the rows are batched
+            totals[0] += F.cross_entropy(logits, y, reduction="none").double().sum()
             totals[1] += (logits.argmax(1) == y).sum()
             if clean_logits is not None and view != "train_adv":
                 totals[2] += _kl_sum(clean_logits[here], logits)
@@ -378,9 +379,10 @@ def _pixels(images: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 def _kl_sum(clean_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """Sum over rows of KL(softmax(clean) ‖ softmax(perturbed))."""
-    return F.kl_div(
-        F.log_softmax(logits, 1), F.log_softmax(clean_logits, 1), reduction="sum", log_target=True
-    ).double()
+    kl = F.kl_div(
+        F.log_softmax(logits, 1), F.log_softmax(clean_logits, 1), reduction="none", log_target=True
+    )
+    return kl.sum(1).double().sum()
 
 
 # the table's names for AttackStatistics' keys (the paper's Figure 7 panels)
