@@ -19,11 +19,14 @@ import pandas as pd
 import pytest
 import torch
 
+from ncrobust.attacks.ball import Ball, random_offsets
 from ncrobust.cli import main
 from ncrobust.config import read_config
 from ncrobust.data.batching import shard_rows
 from ncrobust.runs import RunDirectory
+from ncrobust.runtime import make_generator
 from ncrobust.training.checkpoint import LAST, load_checkpoint
+from ncrobust.training.distributed import draw_rows
 
 WORKER = Path(__file__).with_name("_distributed_worker.py")
 MODES = ("st", "at", "trades")
@@ -122,6 +125,47 @@ def test_shards_are_disjoint_and_cover_every_batch() -> None:
             assert rows[0][0] == 0 and rows[-1][1] == total
             assert all(a[1] == b[0] for a, b in itertools.pairwise(rows))
             assert max(b - a for a, b in rows) - min(b - a for a, b in rows) <= 1
+
+
+def test_random_starts_are_drawn_for_the_global_batch() -> None:
+    x = torch.rand(7, 1, 4, 4)
+    for norm in ("linf", "l2"):
+
+        def offsets(t: torch.Tensor, norm: str = norm) -> torch.Tensor:
+            return random_offsets(t, norm, 0.1, make_generator(3))
+
+        whole = draw_rows(x, None, offsets)
+        parts = [
+            draw_rows(x[a:b], (a, b, 7), offsets) for a, b in (shard_rows(7, r, 2) for r in (0, 1))
+        ]
+        assert torch.equal(torch.cat(parts), whole)
+        # one process's start is the attack's own random start
+        assert torch.equal(
+            (x + whole).clamp(0, 1), Ball(x, norm, 0.1).random_start(make_generator(3))
+        )
+
+
+@pytest.mark.parametrize(
+    ("world", "batch", "message"),
+    [
+        (2, "127", "batch_size 127 (the global batch) is not divisible by the 2 processes"),
+        (4, "1436", "the last batch of each epoch (1 of 1437 samples) is smaller than the 4"),
+    ],
+)
+def test_batches_that_cannot_be_shared_are_refused_before_anything_runs(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    world: int,
+    batch: str,
+    message: str,
+) -> None:
+    for name, value in (("RANK", "0"), ("WORLD_SIZE", str(world)), ("LOCAL_RANK", "0")):
+        monkeypatch.setenv(name, value)
+    out = tmp_path / "run"
+    assert main(["train", *_worker_args(), "--batch-size", batch, "--out", str(out)]) == 2
+    assert f"rank 0 of {world}: error: {message}" in capsys.readouterr().err
+    assert not out.exists() and not torch.distributed.is_initialized()
 
 
 def test_sync_batchnorm_equals_batchnorm_of_the_global_batch(runs: Path) -> None:
