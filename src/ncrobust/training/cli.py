@@ -143,8 +143,10 @@ def _rank_failed(context: Any, exc: Exception) -> int:
     if isinstance(exc, ValueError):
         print(f"{where}: error: {exc}", file=sys.stderr)
         return 2
-    if isinstance(exc, dist.DistError):
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    # NCCL raises DistError when a peer is gone; gloo a RuntimeError from its transport
+    if isinstance(exc, dist.DistError) or (isinstance(exc, RuntimeError) and "gloo" in str(exc)):
+        text = str(exc).strip()
+        first = text.splitlines()[0][:300] if text else type(exc).__name__
         print(
             f"{where}: stopped: lost contact with another process of the job ({first})",
             file=sys.stderr,
