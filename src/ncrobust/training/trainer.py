@@ -10,6 +10,7 @@ measure the planned views; each epoch's rows are appended atomically, then the r
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sys
 import time
@@ -196,16 +197,16 @@ def _train(
     run, config, main = session.run, session.config, session.context.is_main
     world = session.context.world_size
     ranks = distributed.describe_ranks(session.device)
+    recorded = config.world_size  # config.yaml records how the run is executed now
+    config = session.config = dataclasses.replace(config, world_size=world)
     if main and resume:
         run.truncate_after(session.start_epoch)
         run.log(f"resumed at epoch {session.start_epoch} with {world} process(es): {ranks}")
-        if config.world_size != world:  # config.yaml records how the run is executed now
-            run.log(f"world_size {config.world_size} -> {world}")
-            config.world_size = world
+        if recorded != world:
+            run.log(f"world_size {recorded} -> {world}")
             write_config(config, run.config_path)
     elif main:
         run.root.mkdir(parents=True, exist_ok=True)
-        config.world_size = world
         write_config(config, run.config_path)
         run.log(f"run {run.root} on {session.device}: {_describe(config)}")
         if world > 1:
