@@ -64,6 +64,10 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "fp32"
     channels_last: bool = True
+    # several processes (torchrun): BN statistics over the global batch; world_size records how
+    # many processes trained the run (set by the launch, updated when a resume uses another)
+    sync_bn: bool = True
+    world_size: int = 1
     # measurement ("probes")
     measure_every: int = 5
     measure_batch_size: int = 512
@@ -193,6 +197,9 @@ def scaled_step(alpha: float, eps: float, view_eps: float) -> float:
 
 
 CONFIG_FIELDS = {f.name: f for f in fields(TrainConfig)}
+# Fields that record how a run was executed rather than what it computes: set by the launch,
+# not offered as flags, and two configs that differ only in them describe the same run.
+EXECUTION_FIELDS = frozenset({"world_size"})
 _LIST_FIELDS = {"lr_milestones", "views", "splits", "layers", "final_layers"}
 _PIXEL_FIELDS = {"eps", "alpha", "gaussian_std"}
 
@@ -375,6 +382,7 @@ def validate(config: TrainConfig) -> TrainConfig:
     need(config.steps >= 1, f"steps must be >= 1, got {config.steps}")
     need(config.epochs >= 1, f"epochs must be >= 1, got {config.epochs}")
     need(config.batch_size >= 1, f"batch_size must be >= 1, got {config.batch_size}")
+    need(config.world_size >= 1, f"world_size must be >= 1, got {config.world_size}")
     need(config.measure_batch_size >= 1, "measure_batch_size must be >= 1")
     need(config.measure_every >= 1, f"measure_every must be >= 1, got {config.measure_every}")
     need(config.checkpoint_every >= 0, "checkpoint_every must be >= 0 (0: only the last epoch)")

@@ -51,6 +51,7 @@ from ncrobust.errors import UsageError
 from ncrobust.models import TappedClassifier
 from ncrobust.runs import METRIC_COLUMNS, OUTPUT_LAYER, STATS_COLUMNS
 from ncrobust.runtime import eval_mode, resolve_device
+from ncrobust.training import distributed
 from ncrobust.training.missing_classes import WEIGHT_METRICS
 from ncrobust.training.probes import (
     Extractor,
@@ -487,6 +488,9 @@ def measure(
         cache_mb: features are kept between the two NC passes when they fit in this many MiB
             (recomputed otherwise).
         with_attack_stats: also return the Figure 7 statistics table.
+
+    Inside a torch.distributed process group (``torchrun``) every process measures its share
+    of each split and the sums all-reduce: every process returns the one-process tables.
     """
     modes = [(module, module.training) for module in model.modules()]
     with _restored(modes):
@@ -638,6 +642,7 @@ def _run(
         setup.weight,
         setup.bias,
         target,
+        shard=(distributed.current().rank, distributed.current().world_size),
     )
     result = prober.run(splits, epoch, train_adv)  # type: ignore[arg-type]
     missing_rows = list(result.missing)

@@ -3,7 +3,9 @@
 The released code's eval.py re-measured 400 per-epoch checkpoints; here the kept checkpoints
 of a run directory (any number) are measured with the run's own config and the same probes
 as training, so a checkpoint's numbers equal the training-time measurement of its epoch.
-Results go to ``measurements.parquet`` / ``measurement_stats.parquet`` in the run directory
+``torchrun -m ncrobust measure`` shares the work among the processes and gives the numbers of
+one process; rank 0 writes. Results go to ``measurements.parquet`` /
+``measurement_stats.parquet`` in the run directory
 (rows of the same epoch, split, view, layer and metric are replaced), or, with ``--eps``, to
 ``eps_study.parquet`` (one block per eps, step scaled linearly: the paper's Figure 16).
 """
@@ -15,13 +17,14 @@ import re
 from pathlib import Path
 
 import pandas as pd
+import torch
 
-from ncrobust.config import parse_pixels, read_config, scaled_step
+from ncrobust.config import TrainConfig, parse_pixels, read_config, scaled_step
 from ncrobust.data import load_dataset
 from ncrobust.errors import UsageError
 from ncrobust.runs import METRIC_COLUMNS, RunDirectory, atomic_write_parquet
-from ncrobust.runtime import resolve_device
-from ncrobust.training.checkpoint import LAST, load_checkpoint, restore
+from ncrobust.training import distributed
+from ncrobust.training.checkpoint import LAST, Checkpoint, load_checkpoint, restore
 from ncrobust.training.trainer import build_model
 
 
@@ -75,8 +78,6 @@ def checkpoints(run: RunDirectory, which: str) -> list[Path]:
 
 def run(args: argparse.Namespace) -> int:
     """Validate the run, its checkpoints and the options, then measure and write the tables."""
-    from ncrobust.analysis.measure import AttackSettings, measure_tables
-
     run_dir = RunDirectory(Path(args.run))
     if not run_dir.exists():
         raise UsageError(f"{args.run} is not a run directory (no config.yaml)")
@@ -89,7 +90,28 @@ def run(args: argparse.Namespace) -> int:
     if any(e <= 0 for e in eps_list):
         raise UsageError("--eps values must be > 0")
     loaded = [load_checkpoint(f) for f in files]  # every file is checked before any compute
-    device = resolve_device(args.device or config.device)
+    joined = distributed.current().distributed
+    context, device = distributed.setup(args.device or config.device)
+    try:
+        _measure(args, run_dir, config, views, eps_list, loaded, device, context.is_main)
+    finally:
+        if not joined:
+            distributed.shutdown()
+    return 0
+
+
+def _measure(
+    args: argparse.Namespace,
+    run_dir: RunDirectory,
+    config: TrainConfig,
+    views: list[str],
+    eps_list: list[float],
+    loaded: list[Checkpoint],
+    device: torch.device,
+    main: bool,
+) -> None:
+    from ncrobust.analysis.measure import AttackSettings, measure_tables
+
     dataset = load_dataset(config.dataset, data_dir=config.data_dir)
     model = build_model(config, dataset).to(device)
     chosen = args.layers if args.layers is not None else ("penultimate" if eps_list else "all")
@@ -149,7 +171,11 @@ def run(args: argparse.Namespace) -> int:
             else:
                 frames.append(metrics)
                 stat_frames.append(stats)
-            print(f"measured epoch {checkpoint.epoch}" + (f" at eps {eps:.5g}" if eps_list else ""))
+            if main:
+                at = f" at eps {eps:.5g}" if eps_list else ""
+                print(f"measured epoch {checkpoint.epoch}{at}")
+    if not main:
+        return  # rank 0 writes
     keys = ["epoch", "split", "view", "layer", "metric"]
     if eps_list:
         _merge(run_dir.eps_study_path, pd.concat(eps_frames), ["eps", *keys])
@@ -160,7 +186,6 @@ def run(args: argparse.Namespace) -> int:
             pd.concat(stat_frames),
             ["epoch", "split", "view", "layer", "class", "statistic"],
         )
-    return 0
 
 
 def _merge(path: Path, new: pd.DataFrame, keys: list[str]) -> None:

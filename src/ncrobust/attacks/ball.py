@@ -23,6 +23,23 @@ def sample_norms(t: Tensor) -> Tensor:
     return torch.linalg.vector_norm(t, dim=tuple(range(1, t.ndim)), keepdim=True)
 
 
+def random_offsets(
+    out: Tensor, norm: str, eps: float, generator: torch.Generator | None = None
+) -> Tensor:
+    """Fill ``out`` (a batch [N, ...]) with the random start's offsets from x0 and return it.
+
+    :meth:`Ball.random_start` is x0 plus these, clamped to [0,1]. Drawing them for a larger
+    batch and taking rows gives each part of a batch split over processes the draws one
+    process would have made for the whole batch.
+    """
+    if check_norm(norm) == "linf":
+        return out.uniform_(-eps, eps, generator=generator)
+    out.normal_(generator=generator)
+    z_norm = sample_norms(out)
+    radius = torch.empty_like(z_norm).uniform_(0.0, 1.0, generator=generator)
+    return out.mul_(radius / z_norm * eps)
+
+
 class Ball:
     """Random starts, steepest-ascent steps and projections for one batch x0 and radius eps."""
 
@@ -63,13 +80,7 @@ class Ball:
         l_inf: x0 + U(-eps, eps) per pixel. l_2: x0 + eps·r·z/‖z‖ with z ~ N(0, I) and one
         r ~ U(0,1) per sample (a random radius, not uniform in volume).
         """
-        if self.norm == "linf":
-            delta = torch.empty_like(self.x0).uniform_(-self.eps, self.eps, generator=generator)
-        else:
-            delta = torch.empty_like(self.x0).normal_(generator=generator)
-            z_norm = sample_norms(delta)
-            radius = torch.empty_like(z_norm).uniform_(0.0, 1.0, generator=generator)
-            delta *= radius / z_norm * self.eps
+        delta = random_offsets(torch.empty_like(self.x0), self.norm, self.eps, generator)
         return self.clamp(self.x0 + delta)
 
     def step(self, x: Tensor, grad: Tensor, alpha: float) -> Tensor:

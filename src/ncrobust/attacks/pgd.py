@@ -48,6 +48,7 @@ def pgd(
     target: Tensor | None = None,
     generator: torch.Generator | None = None,
     bounds: Bounds = PIXEL_BOUNDS,
+    start: Tensor | None = None,
 ) -> Tensor:
     """PGD adversarial examples for inputs ``x`` in ``bounds``: ``steps`` steps of size ``alpha``.
 
@@ -95,7 +96,12 @@ def pgd(
     label_max = check_values(x, *labels, bounds=box)
 
     ball = Ball(x, norm, eps, box)
-    x_adv = ball.random_start(generator) if random_start else ball.x0.clone()
+    if start is not None:
+        if start.shape != x.shape:
+            raise ValueError(f"start has shape {tuple(start.shape)}, x has {tuple(x.shape)}")
+        x_adv = start.detach().to(x.dtype)
+    else:
+        x_adv = ball.random_start(generator) if random_start else ball.x0.clone()
     step = -alpha if targeted else alpha  # targeted: descend the loss to the target
     goal = (target if target is not None else y).long()  # the labels the loss is taken to
     with torch.enable_grad():

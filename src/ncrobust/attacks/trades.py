@@ -35,6 +35,7 @@ def trades_perturb(
     norm: str = "linf",
     generator: torch.Generator | None = None,
     bounds: Bounds = PIXEL_BOUNDS,
+    start: Tensor | None = None,
 ) -> Tensor:
     """x_adv in the eps-ball around inputs ``x`` maximising KL(softmax(f(x)) ‖ softmax(f(x_adv))).
 
@@ -45,7 +46,8 @@ def trades_perturb(
     reference). l_2: a normalised-gradient
     step alpha·grad/(‖grad‖ + 1e-10) with the same projection and clamp as :func:`pgd`; this
     differs from the original TRADES, which runs SGD on delta with lr = 2·eps/steps, replaces a
-    zero gradient by noise and projects with ``renorm`` after clamping.
+    zero gradient by noise and projects with ``renorm`` after clamping. ``start`` replaces the
+    noisy start by a given first iterate (e.g. rows of one drawn for a larger batch).
 
     The caller chooses train/eval mode (the released code runs it in eval mode); only input
     gradients are taken, no parameter ``.grad`` is touched. Returns a detached tensor with
@@ -65,8 +67,13 @@ def trades_perturb(
         logits_clean = model(ball.x0)
         check_logits(logits_clean, x.shape[0], {})
         p_clean = F.softmax(logits_clean, dim=1)
-    noise = torch.empty_like(ball.x0).normal_(generator=generator)
-    x_adv = torch.add(ball.x0, noise, alpha=TRADES_START_STD)
+    if start is not None:
+        if start.shape != x.shape:
+            raise ValueError(f"start has shape {tuple(start.shape)}, x has {tuple(x.shape)}")
+        x_adv = start.detach().to(x.dtype)
+    else:
+        noise = torch.empty_like(ball.x0).normal_(generator=generator)
+        x_adv = torch.add(ball.x0, noise, alpha=TRADES_START_STD)
     with torch.enable_grad():
         for _ in range(steps):
             x_adv.requires_grad_(True)

@@ -21,6 +21,14 @@ def num_batches(n: int, batch_size: int, drop_last: bool = False) -> int:
     return n // batch_size if drop_last else -(-n // batch_size)
 
 
+def shard_rows(total: int, rank: int, world_size: int) -> tuple[int, int]:
+    """Rows ``[start, stop)`` of a batch of ``total`` that rank ``rank`` of ``world_size`` takes:
+    contiguous, disjoint, covering the batch, sizes differing by at most one."""
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not one of {world_size} ranks")
+    return rank * total // world_size, (rank + 1) * total // world_size
+
+
 def batches(
     split: Split,
     batch_size: int,
@@ -29,6 +37,7 @@ def batches(
     generator: torch.Generator | None = None,
     drop_last: bool = False,
     augment: bool = False,
+    shard: tuple[int, int] = (0, 1),
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """One epoch of ``(x, y)``: x float32 ``[B, C, H, W]`` in [0, 1], y int64, on the split device.
 
@@ -37,6 +46,10 @@ def batches(
     it is drawn once per epoch and moved to the device in one copy. ``augment`` applies a random
     crop with 4 pixels of zero padding and a horizontal flip with probability 1/2, batched on the
     device; the paper trains without augmentation, so it is off by default.
+
+    ``shard=(rank, world_size)`` yields only that rank's rows (:func:`shard_rows`) of each global
+    batch of ``batch_size``: every rank draws the same permutation and augmentation, so the
+    ranks' batches together are exactly the one-process batches.
     """
     if not isinstance(split, Split):
         raise ValueError(f"batches needs a Split, got {type(split).__name__}")
@@ -47,7 +60,8 @@ def batches(
             f"batches draws on a CPU generator so shuffles match across devices; "
             f"got one on {generator.device}"
         )
-    return _epoch(split, batch_size, shuffle, generator, drop_last, augment)
+    shard_rows(batch_size, *shard)  # checks the rank
+    return _epoch(split, batch_size, shuffle, generator, drop_last, augment, shard)
 
 
 def _epoch(
@@ -57,6 +71,7 @@ def _epoch(
     generator: torch.Generator | None,
     drop_last: bool,
     augment: bool,
+    shard: tuple[int, int],
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     n, device = len(split), split.device
     order = torch.randperm(n, generator=generator).to(device) if shuffle else None
@@ -65,8 +80,9 @@ def _epoch(
         offsets = torch.randint(0, span, (n, 2), generator=generator).to(device)
         flips = torch.randint(0, 2, (n,), generator=generator, dtype=torch.bool).to(device)
     stop = num_batches(n, batch_size, drop_last) * batch_size
-    for start in range(0, min(stop, n), batch_size):
-        end = min(start + batch_size, n)
+    for first in range(0, min(stop, n), batch_size):
+        low, high = shard_rows(min(first + batch_size, n) - first, *shard)
+        start, end = first + low, first + high
         if order is None:
             images, labels = split.images[start:end], split.labels[start:end]
         else:

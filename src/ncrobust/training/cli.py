@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ncrobust.config import CONFIG_FIELDS, TrainConfig, available_presets, build_config
+from ncrobust.config import (
+    CONFIG_FIELDS,
+    EXECUTION_FIELDS,
+    TrainConfig,
+    available_presets,
+    build_config,
+)
 from ncrobust.errors import UsageError
 
 HELP: dict[str, str] = {
@@ -42,6 +48,7 @@ HELP: dict[str, str] = {
     "out": "run directory (default: runs/<dataset>_<model>_<mode>_<norm>_eps<k>_seed<s>)",
     "checkpoint_every": "keep a checkpoint every k epochs (0: only the last)",
     "tensorboard": "also write TensorBoard scalars",
+    "sync_bn": "under torchrun, BN statistics of the global batch (--no-sync-bn: per process)",
 }
 
 
@@ -57,6 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = TrainConfig()
     group = parser.add_argument_group("configuration (flags override --config and --preset)")
     for name in CONFIG_FIELDS:
+        if name in EXECUTION_FIELDS:
+            continue  # recorded from the launch, not chosen
         flag = "--" + name.replace("_", "-")
         default = getattr(defaults, name)
         help_text = f"{HELP.get(name, '')} (default: {_show(default)})"
@@ -79,7 +88,9 @@ def _show(value: Any) -> str:
 def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
     """The resolved config of the parsed flags and whether this is a resume."""
     overrides = {
-        name: getattr(args, name) for name in CONFIG_FIELDS if getattr(args, name) is not None
+        name: getattr(args, name)
+        for name in CONFIG_FIELDS
+        if name not in EXECUTION_FIELDS and getattr(args, name) is not None
     }
     if args.resume:
         from ncrobust.training.trainer import resume_config
@@ -96,9 +107,49 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
 
 def run(args: argparse.Namespace) -> int:
     """Validate everything, then train; exit 2 on bad input before anything is written."""
+    from ncrobust.training import distributed
     from ncrobust.training.trainer import train
 
-    config, resume = config_from_args(args)
-    run_dir = train(config, resume=resume, overwrite=args.overwrite, progress=args.progress)
-    print(f"run directory: {run_dir.root}")
+    context = distributed.launch_context()
+    try:
+        config, resume = config_from_args(args)
+        run_dir = train(config, resume=resume, overwrite=args.overwrite, progress=args.progress)
+    except Exception as exc:
+        if not context.distributed:
+            raise
+        return _rank_failed(context, exc)
+    if context.is_main:
+        print(f"run directory: {run_dir.root}")
     return 0
+
+
+def _rank_failed(context: Any, exc: Exception) -> int:
+    """Under torchrun: one line naming this rank and the cause, and the exit status.
+
+    A non-finite loss is seen by every rank at once (the sums are all-reduced), so only rank 0
+    reports it; a failed collective means another rank died first (the launcher names it).
+    """
+    import sys
+
+    import torch.distributed as dist
+
+    from ncrobust.errors import TrainingDiverged
+
+    where = f"ncrobust train: rank {context.rank} of {context.world_size}"
+    if isinstance(exc, TrainingDiverged):
+        if context.is_main:
+            print(f"{where}: stopped: {exc}", file=sys.stderr)
+        return 1
+    if isinstance(exc, ValueError):
+        print(f"{where}: error: {exc}", file=sys.stderr)
+        return 2
+    # NCCL raises DistError when a peer is gone; gloo a RuntimeError from its transport
+    if isinstance(exc, dist.DistError) or (isinstance(exc, RuntimeError) and "gloo" in str(exc)):
+        text = str(exc).strip()
+        first = text.splitlines()[0][:300] if text else type(exc).__name__
+        print(
+            f"{where}: stopped: lost contact with another process of the job ({first})",
+            file=sys.stderr,
+        )
+        return 1
+    raise exc

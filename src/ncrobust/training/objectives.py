@@ -13,9 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ncrobust.attacks import pgd, trades_perturb
+from ncrobust.attacks import TRADES_START_STD, pgd, trades_perturb
+from ncrobust.attacks.ball import random_offsets
 from ncrobust.config import TrainConfig
 from ncrobust.runtime import eval_mode
+from ncrobust.training.distributed import Rows, draw_rows
 
 
 @dataclass
@@ -44,8 +46,11 @@ def _attack(
     y: torch.Tensor,
     config: TrainConfig,
     generator: torch.Generator | None,
+    rows: Rows | None = None,
 ) -> torch.Tensor:
-    """PGD with the run's threat model, in the model's current mode."""
+    """PGD with the run's threat model, in the model's current mode; its random start is drawn
+    for the whole global batch (``rows``: this process's part of it)."""
+    offsets = draw_rows(x, rows, lambda t: random_offsets(t, config.norm, config.eps, generator))
     return pgd(
         model,
         x,
@@ -54,7 +59,7 @@ def _attack(
         eps=config.eps,
         alpha=config.alpha,
         steps=config.steps,
-        generator=generator,
+        start=(x + offsets).clamp_(0.0, 1.0),
     )
 
 
@@ -65,6 +70,9 @@ def objective_step(
     config: TrainConfig,
     generator: torch.Generator | None,
     perturb: bool = True,
+    *,
+    attack_model: nn.Module | None = None,
+    rows: Rows | None = None,
 ) -> StepOutput:
     """Loss of ``config.mode`` on one batch, in the model's current (training) mode.
 
@@ -73,32 +81,39 @@ def objective_step(
     TRADES attacks in eval mode, then computes CE(clean) + beta * KL(clean ‖ adv) in train
     mode, as the original TRADES; ``trades_bn_eval`` keeps the model in eval mode throughout
     (the released code's frozen BN), which the trainer arranges.
+
+    Data-parallel training passes the ``DistributedDataParallel`` wrapper as ``model`` (the
+    loss's forward passes) and the model itself as ``attack_model`` (the attack's, which need
+    no gradient averaging), and ``rows``, this process's part of the global batch: the random
+    starts are drawn for the whole global batch, so they do not depend on the process count.
     """
+    attacked = model if attack_model is None else attack_model
     if config.mode == "st":
         logits = model(x)
         loss = F.cross_entropy(logits, y)
         inputs = x
         if perturb:  # ST's train_adv view: PGD against the training model, never trained on;
             # eval-mode BN so that the attack leaves ST's running statistics untouched
-            with eval_mode(model):
-                inputs = _attack(model, x, y, config, generator)
+            with eval_mode(attacked):
+                inputs = _attack(attacked, x, y, config, generator, rows)
         return StepOutput(loss, logits, inputs, {})
     if config.mode == "at":
-        x_adv = _attack(model, x, y, config, generator)
+        x_adv = _attack(attacked, x, y, config, generator, rows)
         logits = model(x_adv)
         return StepOutput(F.cross_entropy(logits, y), logits, x_adv, {})
     if config.mode == "trades":
         # the original TRADES attacks in eval mode; with trades_bn_eval the trainer already
         # holds the whole run in eval mode (the released code's frozen BN)
-        with eval_mode(model):
+        noise = draw_rows(x, rows, lambda t: t.normal_(generator=generator))
+        with eval_mode(attacked):
             x_adv = trades_perturb(
-                model,
+                attacked,
                 x,
                 eps=config.eps,
                 alpha=config.alpha,
                 steps=config.steps,
                 norm=config.norm,
-                generator=generator,
+                start=torch.add(x, noise, alpha=TRADES_START_STD),
             )
         logits = model(x)
         adv_logits = model(x_adv)

@@ -26,11 +26,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ncrobust.attacks import PIXEL_BOUNDS, Bounds, gaussian, pgd, target_labels
+from ncrobust.attacks.ball import Ball, random_offsets
+from ncrobust.attacks.validation import check_bounds
 from ncrobust.collapse import AttackStatistics, CollapseAccumulator
 from ncrobust.config import SPLITS, scaled_step, view_kind
 from ncrobust.data import Split
 from ncrobust.runs import OUTPUT_LAYER, metric_rows
 from ncrobust.runtime import autocast, eval_mode, make_generator
+from ncrobust.training.distributed import Rows, all_reduce_sum, draw_rows, shard_rows
 from ncrobust.training.missing_classes import (
     NCC_METRICS,
     SIMPLEX_METRICS,
@@ -120,7 +123,13 @@ def derive_seed(*parts: object) -> int:
 
 
 class Prober:
-    """Runs a :class:`ProbeSpec` against one model state."""
+    """Runs a :class:`ProbeSpec` against one model state.
+
+    ``shard=(rank, world_size)``: under torch.distributed each process measures its rows of
+    every measurement batch (and the ``train_adv`` samples it perturbed itself); the sums
+    all-reduce, and perturbations are drawn for the whole batch, so every process gets the
+    numbers of one process measuring everything.
+    """
 
     def __init__(
         self,
@@ -131,7 +140,10 @@ class Prober:
         weight: torch.Tensor | None,
         bias: torch.Tensor | None,
         device: torch.device,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
+        shard_rows(1, *shard)  # checks the rank
+        self.shard = shard
         self.model = model
         self.extractor = extractor
         self.spec = spec
@@ -222,18 +234,24 @@ class Prober:
     ) -> tuple[Reference | None, torch.Tensor]:
         """Measure one view; returns the clean train means (for the clean train view) and the
         view's logits."""
-        spec, device, n = self.spec, self.device, len(labels)
+        spec, device = self.spec, self.device
         layers = [] if layers_off else list(spec.layers)
         labels = labels.to(device)
         label, view = view, view_kind(view)  # rows carry the label; the view says what to do
+        parts = self._parts(len(labels), local=view == "train_adv")
+        m = sum(stop - start for start, stop, _, _ in parts)  # this process's samples
+        n = len(labels)  # samples over all processes
+        if view == "train_adv":  # each process holds the samples it perturbed
+            count = torch.tensor([float(m)], dtype=torch.float64, device=device)
+            n = int(all_reduce_sum(count).item())
         nc_labels = target_labels(labels, self.num_classes) if view == "targeted" else labels
         generator = make_generator(derive_seed(spec.seed, epoch, split_name, label), device)
         fresh = view in ("pgd", "targeted", "gaussian")
         inputs = None
         if fresh:
-            inputs = torch.empty((n, *images.shape[1:]), dtype=spec.input_dtype, device=device)
+            inputs = torch.empty((m, *images.shape[1:]), dtype=spec.input_dtype, device=device)
         own_reference = (split_name, view) == ("train", "clean")  # the reference of the others
-        absent = absent_classes(nc_labels, self.num_classes) if layers else []
+        absent = self._absent(nc_labels, local=view == "train_adv") if layers else []
         accumulators = {
             layer: CollapseAccumulator(
                 self.num_classes,
@@ -258,27 +276,30 @@ class Prober:
             statistics = {
                 layer: AttackStatistics(self.num_classes, reference[layer][0]) for layer in layers
             }
-        logits_all = torch.empty((n, self.num_classes), dtype=torch.float32, device=device)
+        logits_all = torch.empty((m, self.num_classes), dtype=torch.float32, device=device)
         cache: dict[str, torch.Tensor] | None = None
         totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss, correct, kl, hits
 
         # pass 1: make the view's inputs, forward once for all layers, class counts and sums
-        for start in range(0, n, spec.batch_size):
-            stop = min(start + spec.batch_size, n)
-            x = self._inputs(label, images, start, stop, labels, generator, inputs)
+        for start, stop, at, rows in parts:  # rows [start, stop) of the data, [at, ...) here
+            here = slice(at, at + stop - start)
+            x = self._inputs(label, images, start, stop, labels, generator, rows)
+            if inputs is not None:
+                inputs[here] = x
             with torch.no_grad():
                 logits, features = self.extractor(x, layers)
             logits = logits.float()
-            logits_all[start:stop] = logits
+            logits_all[here] = logits
             y = labels[start:stop]
-            totals[0] += F.cross_entropy(logits, y, reduction="sum").double()
+            # per-sample values summed in float64: the same total however the rows are batched
+            totals[0] += F.cross_entropy(logits, y, reduction="none").double().sum()
             totals[1] += (logits.argmax(1) == y).sum()
             if clean_logits is not None and view != "train_adv":
-                totals[2] += _kl_sum(clean_logits[start:stop], logits)
+                totals[2] += _kl_sum(clean_logits[here], logits)
             if view == "targeted":
                 totals[3] += (logits.argmax(1) == nc_labels[start:stop]).sum()
             if cache is None and accumulators:
-                cache = self._allocate_cache(features, n)
+                cache = self._allocate_cache(features, m)
             for layer in layers:
                 feats = features[layer].flatten(1)
                 if layer in accumulators:
@@ -288,26 +309,27 @@ class Prober:
                 if layer in statistics:
                     statistics[layer].update(feats, logits.argmax(1))
                 if cache is not None:
-                    cache[layer][start:stop] = feats
+                    cache[layer][here] = feats
 
         # pass 2: projected within-class spread and NCC agreement on the same inputs
         for accumulator in accumulators.values():
             accumulator.next_pass()
         if accumulators and record:
-            for start in range(0, n, spec.batch_size):
-                stop = min(start + spec.batch_size, n)
+            for start, stop, at, _ in parts:
+                here = slice(at, at + stop - start)
                 if cache is not None:
-                    features = {layer: cache[layer][start:stop] for layer in layers}
+                    features = {layer: cache[layer][here] for layer in layers}
                 else:
-                    x = self._stored_inputs(images, start, stop, inputs)
+                    x = self._stored_inputs(images, start, stop, inputs, here)
                     with torch.no_grad():
                         _, features = self.extractor(x, layers)
                 for layer in layers:
                     accumulators[layer].update(
-                        features[layer].flatten(1), nc_labels[start:stop], logits_all[start:stop]
+                        features[layer].flatten(1), nc_labels[start:stop], logits_all[here]
                     )
 
         if record:
+            all_reduce_sum(totals)
             output = {"accuracy": totals[1].item() / n, "loss": totals[0].item() / n}
             if clean_logits is not None and view != "train_adv" and view != "clean":
                 output["kl"] = totals[2].item() / n
@@ -369,6 +391,31 @@ class Prober:
             ]
         return rows
 
+    def _parts(self, count: int, local: bool) -> list[tuple[int, int, int, Rows | None]]:
+        """(start, stop, position here, rows of the global batch) of this process's batches.
+
+        ``local`` data (``train_adv``: already this process's own samples) is taken whole; any
+        other split is cut into global batches of which this process takes its rows.
+        """
+        rank, world = self.shard
+        size, parts, at = self.spec.batch_size, [], 0
+        for first in range(0, count, size):
+            total = min(first + size, count) - first
+            low, high = (0, total) if local else shard_rows(total, rank, world)
+            if high > low:
+                rows = None if local else (low, high, total)
+                parts.append((first + low, first + high, at, rows))
+                at += high - low
+        return parts
+
+    def _absent(self, labels: torch.Tensor, local: bool) -> list[int]:
+        """Classes with no sample in the view; ``local`` labels (``train_adv``) are counted over
+        every process, so that all processes agree on which accumulators exist."""
+        if not local or self.shard[1] == 1:
+            return absent_classes(labels, self.num_classes)
+        counts = torch.bincount(labels, minlength=self.num_classes).double()
+        return (all_reduce_sum(counts) == 0).nonzero().flatten().tolist()
+
     def _inputs(
         self,
         view: str,
@@ -377,9 +424,10 @@ class Prober:
         stop: int,
         labels: torch.Tensor,
         generator: torch.Generator,
-        store: torch.Tensor | None,
+        rows: Rows | None,
     ) -> torch.Tensor:
-        """The view's inputs for rows ``start:stop`` (``view`` a plan label), made and stored."""
+        """The view's inputs for rows ``start:stop`` (``view`` a plan label); random draws are
+        made for the whole global batch (``rows``: this process's part of it)."""
         x = _pixels(images[start:stop], self.device, self.spec.input_dtype)
         label, view = view, view_kind(view)
         if view in ("clean", "train_adv"):
@@ -390,31 +438,30 @@ class Prober:
             eps, alpha = spec.radii[label], scaled_step(spec.alpha, spec.eps, spec.radii[label])
         y = labels[start:stop]
         if view == "gaussian":
-            out = gaussian(x, spec.gaussian_std, generator=generator, bounds=spec.bounds)
-        else:
-            with torch.enable_grad(), autocast(self.device, spec.precision):
-                out = pgd(
-                    self.model,
-                    x,
-                    y,
-                    norm=spec.norm,
-                    eps=eps,
-                    alpha=alpha,
-                    steps=spec.steps,
-                    targeted=view == "targeted",
-                    generator=generator,
-                    bounds=spec.bounds,
-                )
-        assert store is not None
-        store[start:stop] = out
-        return out
+            noise = draw_rows(x, rows, lambda t: t.normal_(generator=generator))
+            return gaussian(x, spec.gaussian_std, noise=noise, bounds=spec.bounds)
+        offsets = draw_rows(x, rows, lambda t: random_offsets(t, spec.norm, eps, generator))
+        start_point = Ball(x, spec.norm, eps, check_bounds(spec.bounds, x)).clamp(x + offsets)
+        with torch.enable_grad(), autocast(self.device, spec.precision):
+            return pgd(
+                self.model,
+                x,
+                y,
+                norm=spec.norm,
+                eps=eps,
+                alpha=alpha,
+                steps=spec.steps,
+                targeted=view == "targeted",
+                bounds=spec.bounds,
+                start=start_point,
+            )
 
     def _stored_inputs(
-        self, images: Any, start: int, stop: int, store: torch.Tensor | None
+        self, images: Any, start: int, stop: int, store: torch.Tensor | None, here: slice
     ) -> torch.Tensor:
         """Pass 2 inputs: the stored perturbation, or the clean inputs again."""
         if store is not None:
-            return store[start:stop]
+            return store[here]
         return _pixels(images[start:stop], self.device, self.spec.input_dtype)
 
     def _allocate_cache(
@@ -441,9 +488,10 @@ def _pixels(
 
 def _kl_sum(clean_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """Sum over rows of KL(softmax(clean) ‖ softmax(perturbed))."""
-    return F.kl_div(
-        F.log_softmax(logits, 1), F.log_softmax(clean_logits, 1), reduction="sum", log_target=True
-    ).double()
+    kl = F.kl_div(
+        F.log_softmax(logits, 1), F.log_softmax(clean_logits, 1), reduction="none", log_target=True
+    )
+    return kl.sum(1).double().sum()
 
 
 # the table's names for AttackStatistics' keys (the paper's Figure 7 panels)

@@ -10,12 +10,13 @@ measure the planned views; each epoch's rows are appended atomically, then the r
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,8 @@ from ncrobust.data import ImageDataset, batches, load_dataset, num_batches
 from ncrobust.errors import TrainingDiverged, UsageError
 from ncrobust.models import TappedClassifier, create_model
 from ncrobust.runs import FIT_VIEW, JOB_ENTRIES, OUTPUT_LAYER, RunDirectory, metric_rows
-from ncrobust.runtime import autocast, eval_mode, make_generator, resolve_device, seed_everything
+from ncrobust.runtime import autocast, eval_mode, make_generator, seed_everything
+from ncrobust.training import distributed
 from ncrobust.training.checkpoint import LAST, epoch_name, load_checkpoint, restore, save_checkpoint
 from ncrobust.training.objectives import objective_step
 from ncrobust.training.probes import (
@@ -54,6 +56,13 @@ class Session:
     start_epoch: int
     progress: bool
     writer: Any = None
+    context: distributed.Context = field(default_factory=distributed.Context)
+    parallel: torch.nn.Module | None = None  # DistributedDataParallel to train through
+
+    @property
+    def trained(self) -> torch.nn.Module:
+        """The module the training loss is computed through (DDP under torchrun)."""
+        return self.model if self.parallel is None else self.parallel
 
 
 def prepare(
@@ -81,13 +90,25 @@ def prepare(
                 "or --overwrite to replace it"
             )
     config = validate(config)
-    device = resolve_device(config.device)
+    context = distributed.launch_context()
+    if config.batch_size % context.world_size:
+        raise UsageError(
+            f"batch_size {config.batch_size} (the global batch) is not divisible by the "
+            f"{context.world_size} processes launched: each process takes batch_size / processes"
+        )
+    device = distributed.process_device(config.device, context)
     if config.tensorboard:
         try:
             from torch.utils import tensorboard  # noqa: F401
         except ImportError as exc:  # pragma: no cover - tensorboard is a declared extra
             raise UsageError("--tensorboard needs the tensorboard package installed") from exc
     dataset = load_dataset(config.dataset, data_dir=config.data_dir)
+    last_batch = len(dataset.train) % config.batch_size
+    if 0 < last_batch < context.world_size:
+        raise UsageError(
+            f"the last batch of each epoch ({last_batch} of {len(dataset.train)} samples) is "
+            f"smaller than the {context.world_size} processes: choose another batch_size"
+        )
     seed_everything(config.seed)
     model = build_model(config, dataset)
     layers = validate_layers(config, model.layers())
@@ -99,6 +120,10 @@ def prepare(
     model = model.to(device)
     if device.type == "cuda" and config.channels_last:
         model = model.to(memory_format=torch.channels_last)  # NHWC convs run faster on tensor cores
+    # every rank has checked everything above before rank 0 touches the output directory
+    context, device = distributed.setup(config.device)
+    distributed.barrier()
+    parallel = distributed.wrap(model, device, config.sync_bn)  # SyncBN first: same parameters
     optimizer = torch.optim.SGD(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
@@ -108,13 +133,25 @@ def prepare(
         checkpoint = load_checkpoint(run.checkpoint_dir / LAST)
         restore(checkpoint, model, optimizer)
         start_epoch = checkpoint.epoch
-    elif out.exists() and overwrite:
+    elif out.exists() and overwrite and context.is_main:
         shutil.rmtree(out)
     dataset = dataset.to(device)
     if progress is None:
         progress = sys.stderr.isatty()
+    progress = progress and context.is_main
     return Session(
-        config, run, device, dataset, model, optimizer, layers, final_layers, start_epoch, progress
+        config,
+        run,
+        device,
+        dataset,
+        model,
+        optimizer,
+        layers,
+        final_layers,
+        start_epoch,
+        progress,
+        context=context,
+        parallel=None if parallel is model else parallel,
     )
 
 
@@ -141,26 +178,53 @@ def train(
     """Train (or continue) the run of ``config`` and return its directory.
 
     ``stop_after`` ends the session after that epoch as an interruption would (tests use it).
+    Under ``torchrun`` every process calls this; only rank 0 writes the run directory.
     """
+    joined = distributed.current().distributed  # a process group that the caller owns
+    try:
+        return _train(config, resume, overwrite, progress, stop_after)
+    finally:
+        if not joined:
+            distributed.shutdown()
+
+
+def _train(
+    config: TrainConfig,
+    resume: bool,
+    overwrite: bool,
+    progress: bool | None,
+    stop_after: int | None,
+) -> RunDirectory:
     session = prepare(config, resume=resume, overwrite=overwrite, progress=progress)
-    run, config = session.run, session.config
-    if resume:
+    run, config, main = session.run, session.config, session.context.is_main
+    world = session.context.world_size
+    ranks = distributed.describe_ranks(session.device)
+    recorded = config.world_size  # config.yaml records how the run is executed now
+    config = session.config = dataclasses.replace(config, world_size=world)
+    if main and resume:
         run.truncate_after(session.start_epoch)
-        run.log(f"resumed at epoch {session.start_epoch}")
-    else:
+        run.log(f"resumed at epoch {session.start_epoch} with {world} process(es): {ranks}")
+        if recorded != world:
+            run.log(f"world_size {recorded} -> {world}")
+            write_config(config, run.config_path)
+    elif main:
         run.root.mkdir(parents=True, exist_ok=True)
         write_config(config, run.config_path)
         run.log(f"run {run.root} on {session.device}: {_describe(config)}")
-    if config.tensorboard:
+        if world > 1:
+            sync = "synchronised" if config.sync_bn else "per-process"
+            run.log(f"{world} processes, {sync} BatchNorm: {ranks}")
+    if config.tensorboard and main:
         from torch.utils.tensorboard import SummaryWriter
 
         session.writer = SummaryWriter(str(run.tensorboard_dir))
     try:
         if not resume:
             rows, stats = measure(session, 0, None)
-            run.append(rows, stats)
-            _save(session, 0)
-            _scalars(session, 0, rows)
+            if main:
+                run.append(rows, stats)
+                _save(session, 0)
+                _scalars(session, 0, rows)
         for epoch in range(session.start_epoch + 1, config.epochs + 1):
             _epoch(session, epoch)
             if stop_after is not None and epoch >= stop_after and epoch < config.epochs:
@@ -168,7 +232,8 @@ def train(
     finally:
         if session.writer is not None:
             session.writer.close()
-    run.done_path.write_text(f"{config.epochs}\n")
+    if main:
+        run.done_path.write_text(f"{config.epochs}\n")
     return run
 
 
@@ -198,6 +263,7 @@ def _epoch(session: Session, epoch: int) -> None:
     started = time.perf_counter()
     fit, perturbed = _fit(session, epoch, keep_adv)
     seconds = time.perf_counter() - started
+    # the sums were all-reduced: every rank takes the same decision
     if not all(torch.isfinite(torch.tensor(v)) for v in fit.values()):
         last = run.checkpoint_dir / LAST
         raise TrainingDiverged(
@@ -211,6 +277,8 @@ def _epoch(session: Session, epoch: int) -> None:
         started = time.perf_counter()
         rows, stats = measure(session, epoch, perturbed)
         fit["measure_seconds"] = time.perf_counter() - started
+    if not session.context.is_main:
+        return
     rows = metric_rows(epoch, "train", FIT_VIEW, OUTPUT_LAYER, fit) + rows
     run.append(rows, stats)
     _save(session, epoch)
@@ -230,13 +298,20 @@ def _fit(
     train_split = session.dataset.train
     n = len(train_split)
     total = num_batches(n, config.batch_size)
+    rank, world = session.context.rank, session.context.world_size
+    trained = session.trained
     shuffle = make_generator(derive_seed(config.seed, "shuffle", epoch))
     attack = make_generator(derive_seed(config.seed, "attack", epoch), device)
     kept = None
-    if keep_adv:
+    if keep_adv:  # this rank's perturbed samples: its shard of the train_adv view
+        mine = sum(
+            _rows(n, config.batch_size, i, rank, world)[1]
+            - _rows(n, config.batch_size, i, rank, world)[0]
+            for i in range(total)
+        )
         kept = PerturbedSet(
-            torch.empty((n, *train_split.images.shape[1:]), dtype=torch.float32, device=device),
-            torch.empty(n, dtype=torch.int64, device=device),
+            torch.empty((mine, *train_split.images.shape[1:]), dtype=torch.float32, device=device),
+            torch.empty(mine, dtype=torch.int64, device=device),
         )
     sums: dict[str, torch.Tensor] = {}
     mode = eval_mode(model) if config.mode == "trades" and config.trades_bn_eval else nullcontext()
@@ -251,6 +326,7 @@ def _fit(
                     shuffle=True,
                     generator=shuffle,
                     augment=config.augment,
+                    shard=(rank, world),
                 ),
                 session,
                 total,
@@ -268,10 +344,16 @@ def _fit(
                 group["lr"] = lr
             if device.type == "cuda" and config.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
+            rows = _rows(n, config.batch_size, i, rank, world)
             with autocast(device, config.precision):
-                out = objective_step(model, x, y, config, attack, perturb=keep_adv)
+                out = objective_step(
+                    trained, x, y, config, attack, keep_adv, attack_model=model, rows=rows
+                )
             optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
+            loss = out.loss
+            if (rows[1] - rows[0]) * world != rows[2]:  # an uneven last batch: DDP averages
+                loss = loss * ((rows[1] - rows[0]) * world / rows[2])  # ranks, not samples
+            loss.backward()
             optimizer.step()
             batch = y.shape[0]
             # running sums stay on the device: no host synchronisation inside the epoch
@@ -283,9 +365,17 @@ def _fit(
                 kept.inputs[position : position + batch] = out.inputs.detach().float()
                 kept.labels[position : position + batch] = y
             position += batch
-    means = {name: value.item() / n for name, value in sums.items()}
+    names = list(sums)  # the same order on every rank: one all-reduce for all sums
+    totals = distributed.all_reduce_sum(torch.stack([sums[name] for name in names])).tolist()
+    means = {name: value / n for name, value in zip(names, totals, strict=True)}
     means["lr"] = lr
     return means, kept
+
+
+def _rows(n: int, batch_size: int, index: int, rank: int, world: int) -> distributed.Rows:
+    """This rank's rows (start, stop, total) of global batch ``index`` of an epoch of ``n``."""
+    total = min(batch_size, n - index * batch_size)
+    return (*distributed.shard_rows(total, rank, world), total)
 
 
 def _add(sums: dict[str, torch.Tensor], name: str, value: torch.Tensor) -> None:
@@ -319,6 +409,8 @@ def measure(
         radii=config.view_radii(),
     )
     model = session.model
+    if not config.sync_bn:
+        distributed.broadcast_buffers(model)  # every rank measures rank 0's BN statistics
     classifier = model.classifier
     prober = Prober(
         model,
@@ -328,6 +420,7 @@ def measure(
         classifier.weight,
         classifier.bias,
         session.device,
+        shard=(session.context.rank, session.context.world_size),
     )
     splits = {"train": session.dataset.train, "test": session.dataset.test}
     if not session.progress:
