@@ -13,7 +13,7 @@ from ncrobust.demo import DemoSettings, run_demo
 
 def test_reduced_demo_writes_runs_figures_and_report(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    settings = DemoSettings(epochs=2, measure_every=1, steps=2, jobs=2)
+    settings = DemoSettings(epochs=2, measure_every=1, steps=2, jobs=2, autoattack_points=30)
     paths = run_demo(settings, out)
     for mode in ("st", "at", "trades"):
         table = pd.read_parquet(out / mode / "metrics.parquet")
@@ -26,6 +26,11 @@ def test_reduced_demo_writes_runs_figures_and_report(tmp_path: Path) -> None:
     report = paths["report"].read_text()
     assert "## Findings" in report and "## Demo settings" in report
     assert "eps = 0.15" in report and "PGD-2" in report
+    for mode in ("st", "at", "trades"):
+        robustness = pd.read_parquet(out / mode / "robustness.parquet")
+        auto = robustness[(robustness.attack == "autoattack") & (robustness.metric == "points")]
+        assert auto.value.tolist() == [30.0] and auto.eps.tolist() == [0.15]
+    assert "## Robustness" in report and "autoattack" in report
 
 
 def test_demo_refuses_a_non_empty_output(

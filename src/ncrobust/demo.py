@@ -6,6 +6,8 @@ epochs and every layer at the end, then writes the paper's figures and the findi
 ``DIR/st``, ``DIR/at``, ``DIR/trades``, ``DIR/figures/*.png`` and ``DIR/report.md``.
 The three runs go to separate processes (one thread each), since small models on a CPU
 gain more from parallel runs than from threads within one.
+The final models are then evaluated with AutoAttack (``ncrobust eval``; skipped with a note
+when the optional torchattacks is missing), which the report's robustness table shows.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class DemoSettings:
     batch_size: int = 128
     seed: int = 1
     jobs: int = 2
+    autoattack_points: int | None = None  # test points AutoAttack evaluates (None: all 360)
 
     def config(self, mode: str, out: Path) -> TrainConfig:
         """The training config of one mode."""
@@ -133,6 +136,7 @@ def run_demo(settings: DemoSettings, out: Path, overwrite: bool = False) -> dict
     trained = time.perf_counter() - started
     from ncrobust.analysis import write_report
 
+    _autoattack(out, settings)
     report = write_report([out / mode for mode in MODES], out)  # also draws DIR/figures/*.png
     with report.open("a", encoding="utf-8") as handle:
         handle.write(settings.describe())
@@ -151,3 +155,34 @@ def _train_one(config: TrainConfig, threads: int | None) -> str:
         torch.set_num_threads(threads)
     run_dir = train(dataclasses.replace(config), progress=False)
     return str(run_dir.root)
+
+
+def _autoattack(out: Path, settings: DemoSettings) -> None:
+    """AutoAttack on each final model (test split, training eps), one process per run."""
+    import importlib.util
+
+    if importlib.util.find_spec("torchattacks") is None:
+        print("demo: AutoAttack skipped (needs torchattacks: pip install 'ncrobust[eval]')")
+        return
+    started = time.perf_counter()
+    runs = [str(out / mode) for mode in ("at", "trades", "st")]  # the costly ones first
+    limits = [settings.autoattack_points] * len(runs)
+    if settings.jobs == 1:
+        for run_dir, limit in zip(runs, limits, strict=True):
+            _autoattack_one(run_dir, limit, threads=None)
+    else:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=settings.jobs, mp_context=context) as pool:
+            for _ in pool.map(_autoattack_one, runs, limits, [1] * len(runs)):
+                pass
+    print(f"demo: AutoAttack of the final models in {time.perf_counter() - started:.0f}s")
+
+
+def _autoattack_one(run_dir: str, limit: int | None, threads: int | None) -> None:
+    import torch
+
+    from ncrobust.analysis.eval_cli import evaluate_runs
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    evaluate_runs([run_dir], attacks="autoattack", limit=limit, echo=None)

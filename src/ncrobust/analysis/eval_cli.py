@@ -10,6 +10,7 @@ Defaults come from the run: its norm, eps, PGD step (as a fraction of eps) and s
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from ncrobust.analysis.measure_cli import checkpoints
 from ncrobust.analysis.robust_accuracy import (
     ACCURACY,
     AUTOATTACK,
+    CLEAN,
     DEFAULT_STEP,
     POINTS,
     ROBUSTNESS_KEY,
@@ -134,59 +136,95 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
     return wide.reset_index()
 
 
-def run(args: argparse.Namespace) -> int:
-    """Validate every run, checkpoint and option, then evaluate and write as results come."""
-    attacks: list[AttackSpec] = parse_attacks(args.attacks)
-    splits = [s.strip() for s in args.splits.split(",") if s.strip()]
-    unknown = [s for s in splits if s not in SPLITS]
-    if unknown or not splits:
+def evaluate_runs(
+    runs: Sequence[str | Path],
+    *,
+    epochs: str = "last",
+    splits: str | Sequence[str] = ("test",),
+    attacks: str | Sequence[str | AttackSpec] = AUTOATTACK,
+    eps: str | None = None,
+    norm: str | None = None,
+    limit: int | None = None,
+    seed: int | None = None,
+    batch_size: int = 500,
+    device: str | None = None,
+    echo: Callable[[str], None] | None = print,
+) -> pd.DataFrame:
+    """Evaluate the chosen checkpoints of ``runs`` and merge the rows into each run's table.
+
+    Everything (runs, checkpoints, attacks, eps, splits) is checked before any attack runs;
+    each attack's rows are written as soon as they exist. Returns the new rows with a ``run``
+    column. ``eps`` is comma-separated text (k/255 accepted); defaults come from each run.
+    """
+    parsed: list[AttackSpec] = parse_attacks(attacks)
+    chosen = [s.strip() for s in splits.split(",")] if isinstance(splits, str) else list(splits)
+    chosen = [s for s in chosen if s]
+    unknown = [s for s in chosen if s not in SPLITS]
+    if unknown or not chosen:
         raise UsageError(f"--splits: unknown split(s) {unknown} (use train and/or test)")
-    if args.limit is not None and args.limit < 1:
+    if limit is not None and limit < 1:
         raise UsageError("--limit must be >= 1")
-    if args.batch_size < 1:
+    if batch_size < 1:
         raise UsageError("--batch-size must be >= 1")
-    if any(isinstance(a, AutoAttackSpec) for a in attacks):
+    if norm is not None and norm not in NORMS:
+        raise UsageError(f"unknown norm {norm!r} (known: {', '.join(NORMS)})")
+    if any(isinstance(a, AutoAttackSpec) for a in parsed):
         require_torchattacks()
-    plans = [
-        plan_run(p, args.epochs, args.eps, args.norm, args.seed) for p in find_run_dirs(args.runs)
-    ]
+    plans = [plan_run(p, epochs, eps, norm, seed) for p in find_run_dirs(runs)]
     results: list[pd.DataFrame] = []
     for plan in plans:
         config = plan.config
-        device = resolve_device(args.device or config.device)
+        target = resolve_device(device or config.device)
         dataset = load_dataset(config.dataset, data_dir=config.data_dir)
-        model = build_model(config, dataset).to(device)
+        model = build_model(config, dataset).to(target)
         for file in plan.files:
             checkpoint = load_checkpoint(file)
             restore(checkpoint, model)
 
             def write(rows: pd.DataFrame, plan: EvalPlan = plan) -> None:
                 merge_rows(plan.run.robustness_path, rows)
-                accuracy = rows[rows.metric == ACCURACY].value
-                attack = rows.attack.iloc[0]
-                where = f"eps {rows.eps.iloc[0]:.5g}" if attack != "clean" else "clean"
-                print(
-                    f"{plan.run.root}: epoch {rows.epoch.iloc[0]} {rows.split.iloc[0]} "
-                    f"{attack} {where}: accuracy {float(accuracy.iloc[0]):.4f}"
-                )
                 results.append(rows.assign(run=str(plan.run.root)))
+                if echo is not None:
+                    attack = str(rows.attack.iloc[0])
+                    where = f"eps {rows.eps.iloc[0]:.5g}" if attack != CLEAN else "clean"
+                    accuracy = float(rows[rows.metric == ACCURACY].value.iloc[0])
+                    echo(
+                        f"{plan.run.root}: epoch {rows.epoch.iloc[0]} {rows.split.iloc[0]} "
+                        f"{attack} {where}: accuracy {accuracy:.4f}"
+                    )
 
             evaluate(
                 model,
                 dataset,
-                attacks=attacks,
+                attacks=parsed,
                 norm=plan.norm,
                 eps=plan.eps,
                 seed=plan.seed,
                 step=plan.step,
-                splits=splits,
-                limit=args.limit,
-                batch_size=args.batch_size,
-                device=device,
+                splits=chosen,
+                limit=limit,
+                batch_size=batch_size,
+                device=target,
                 epoch=checkpoint.epoch,
                 on_result=write,
             )
-    table = summary(pd.concat(results, ignore_index=True))
+    return pd.concat(results, ignore_index=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate (see :func:`evaluate_runs`) and print one line per attack, then the table."""
+    results = evaluate_runs(
+        args.runs,
+        epochs=args.epochs,
+        splits=args.splits,
+        attacks=args.attacks,
+        eps=args.eps,
+        norm=args.norm,
+        limit=args.limit,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        device=args.device,
+    )
     with pd.option_context("display.width", 200, "display.max_columns", 20):
-        print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        print(summary(results).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     return 0
