@@ -133,7 +133,12 @@ def check_eps(value: object, norm: str) -> float:
     """A radius in [0,1] pixel units (``8/255`` accepted): > 0, and <= 1 for l_inf."""
     if norm not in NORMS:
         raise UsageError(f"unknown norm {norm!r} (known: {', '.join(NORMS)})")
-    eps = check_nonnegative("eps", parse_pixels(value, "eps"))
+    try:
+        eps = check_nonnegative("eps", parse_pixels(value, "eps"))
+    except UsageError:
+        raise
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
     if eps <= 0:
         raise UsageError(f"eps must be > 0, got {value!r}")
     if norm == "linf" and eps > 1:
