@@ -181,6 +181,8 @@ def robustness_table(study: Study, masking_gap: float = MASKING_GAP) -> Robustne
                 if a != CLEAN
             }
         )
+        if not models:
+            missing.append(group.label)
         for norm, eps in models:
             per_attack: dict[str, list[float]] = {}
             clean: list[float] = []
