@@ -224,6 +224,8 @@ def test_attack_specs() -> None:
             evaluate(model, (x, y), **({"attacks": "pgd", "eps": 0.1} | kwargs))
     with pytest.raises(UsageError, match="pixels in"):
         evaluate(model, (x * 3, y), attacks="pgd", eps=0.1)
+    with pytest.raises(UsageError, match=r"labels must lie in \[0, 2\)"):
+        evaluate(model, (x, y + 2), attacks="pgd", eps=0.1)
 
 
 def test_missing_torchattacks_gives_the_install_hint(

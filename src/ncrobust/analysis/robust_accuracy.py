@@ -376,15 +376,20 @@ def evaluate(
                     images, labels = images[:limit], labels[:limit]
                 target = _Target(images, labels, target_device)
                 everything = torch.arange(len(labels))
+                x0, _ = target.batch(everything[:1])
+                with torch.no_grad():
+                    num_classes = int(model(x0).shape[1])
+                if labels.min() < 0 or labels.max() >= num_classes:
+                    raise UsageError(
+                        f"split {split!r}: labels must lie in [0, {num_classes}) "
+                        "(the model's output width)"
+                    )
                 correct = torch.cat(
                     [
                         (_predict(model, x) == y).cpu()
                         for x, y in map(target.batch, _chunks(everything, batch_size))
                     ]
                 )
-                x0, _ = target.batch(everything[:1])
-                with torch.no_grad():
-                    num_classes = int(model(x0).shape[1])
 
                 points = float(len(labels))
                 emit(split, CLEAN, 0.0, {ACCURACY: float(correct.float().mean()), POINTS: points})
