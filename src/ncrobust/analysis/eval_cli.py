@@ -186,11 +186,11 @@ def evaluate_runs(
                 results.append(rows.assign(run=str(plan.run.root)))
                 if echo is not None:
                     attack = str(rows.attack.iloc[0])
-                    where = f"eps {rows.eps.iloc[0]:.5g}" if attack != CLEAN else "clean"
+                    where = f" {rows.norm.iloc[0]} eps {rows.eps.iloc[0]:.5g}"
                     accuracy = float(rows[rows.metric == ACCURACY].value.iloc[0])
                     echo(
                         f"{plan.run.root}: epoch {rows.epoch.iloc[0]} {rows.split.iloc[0]} "
-                        f"{attack} {where}: accuracy {accuracy:.4f}"
+                        f"{attack}{where if attack != CLEAN else ''}: accuracy {accuracy:.4f}"
                     )
 
             evaluate(
