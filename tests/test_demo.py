@@ -13,7 +13,7 @@ from ncrobust.demo import DemoSettings, run_demo
 
 def test_reduced_demo_writes_runs_figures_and_report(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    settings = DemoSettings(epochs=2, measure_every=1, steps=2, jobs=2, autoattack_points=30)
+    settings = DemoSettings(epochs=2, measure_every=1, steps=2, jobs=2, autoattack_points=0)
     paths = run_demo(settings, out)
     for mode in ("st", "at", "trades"):
         table = pd.read_parquet(out / mode / "metrics.parquet")
@@ -26,11 +26,31 @@ def test_reduced_demo_writes_runs_figures_and_report(tmp_path: Path) -> None:
     report = paths["report"].read_text()
     assert "## Findings" in report and "## Demo settings" in report
     assert "eps = 0.15" in report and "PGD-2" in report
-    for mode in ("st", "at", "trades"):
-        robustness = pd.read_parquet(out / mode / "robustness.parquet")
-        auto = robustness[(robustness.attack == "autoattack") & (robustness.metric == "points")]
-        assert auto.value.tolist() == [30.0] and auto.eps.tolist() == [0.15]
-    assert "## Robustness" in report and "autoattack" in report
+    assert "## Robustness" in report  # AutoAttack is off here (its cost); see the next test
+
+
+def test_demo_evaluates_its_final_models_with_autoattack(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The evaluation itself is tested in tests/analysis/test_evaluate.py; here, what the demo
+    asks for: AutoAttack and PGD-10 on each final model, on the configured test points."""
+    pytest.importorskip("torchattacks")
+    from ncrobust.analysis import eval_cli
+    from ncrobust.demo import _autoattack
+
+    calls: list[tuple[list[str], dict[str, object]]] = []
+    monkeypatch.setattr(
+        eval_cli, "evaluate_runs", lambda runs, **kw: calls.append((list(runs), kw))
+    )
+    _autoattack(tmp_path, DemoSettings(jobs=1))
+    assert sorted(run for runs, _ in calls for run in runs) == sorted(
+        str(tmp_path / mode) for mode in ("st", "at", "trades")
+    )
+    for _, options in calls:
+        assert options["attacks"] == "autoattack,pgd:steps=10" and options["limit"] == 180
+    calls.clear()
+    _autoattack(tmp_path, DemoSettings(jobs=1, autoattack_points=0))
+    assert calls == []
 
 
 def test_demo_refuses_a_non_empty_output(
