@@ -11,7 +11,7 @@ from ncrobust.cli import main
 from ncrobust.config import read_config
 from ncrobust.demo import MODES, DemoSettings, run_demo
 
-REDUCED = DemoSettings(epochs=2, measure_every=1, steps=2, jobs=2)
+REDUCED = DemoSettings(epochs=2, measure_every=1, steps=2, jobs=2, autoattack_points=0)
 
 
 def test_reduced_demo_writes_runs_figures_and_report(tmp_path: Path) -> None:
@@ -46,6 +46,31 @@ def test_reduced_demo_writes_runs_figures_and_report(tmp_path: Path) -> None:
     # a second demo with the same settings writes the same report
     again = run_demo(REDUCED, tmp_path / "again")["report"].read_text()
     assert again.replace(str(tmp_path / "again"), str(out)) == report
+    assert "## Robustness" in report  # AutoAttack is off here (its cost); see the next test
+
+
+def test_demo_evaluates_its_final_models_with_autoattack(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The evaluation itself is tested in tests/analysis/test_evaluate.py; here, what the demo
+    asks for: AutoAttack and PGD-10 on each final model, on the configured test points."""
+    pytest.importorskip("torchattacks")
+    from ncrobust.analysis import eval_cli
+    from ncrobust.demo import _autoattack
+
+    calls: list[tuple[list[str], dict[str, object]]] = []
+    monkeypatch.setattr(
+        eval_cli, "evaluate_runs", lambda runs, **kw: calls.append((list(runs), kw))
+    )
+    _autoattack(tmp_path, DemoSettings(jobs=1))
+    assert sorted(run for runs, _ in calls for run in runs) == sorted(
+        str(tmp_path / mode) for mode in MODES
+    )
+    for _, options in calls:
+        assert options["attacks"] == "autoattack,pgd:steps=10" and options["limit"] == 180
+    calls.clear()
+    _autoattack(tmp_path, DemoSettings(jobs=1, autoattack_points=0))
+    assert calls == []
 
 
 def test_demo_refuses_a_non_empty_output(

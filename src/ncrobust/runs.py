@@ -5,7 +5,8 @@ A run directory holds ``config.yaml`` (the fully resolved :class:`~ncrobust.conf
 ``attack_stats.parquet`` (the paper's Figure 7 statistics, one row per class and statistic:
 ``epoch, split, view, layer, class, statistic, value``), ``checkpoints/`` and ``log.txt``;
 ``ncrobust measure`` adds ``measurements.parquet`` and ``measurement_stats.parquet`` (the same
-schemas, from checkpoints after training) and ``eps_study.parquet`` (with an ``eps`` column).
+schemas, from checkpoints after training) and ``eps_study.parquet`` (with an ``eps`` column);
+``ncrobust eval`` adds ``robustness.parquet`` (``epoch, split, attack, norm, eps, metric, value``).
 Tables are rewritten whole through a temporary file and ``os.replace``, so a kill at any
 moment leaves either the old or the new table, never a torn one.
 """
@@ -142,6 +143,11 @@ class RunDirectory:
     @property
     def eps_study_path(self) -> Path:
         return self.root / "eps_study.parquet"
+
+    @property
+    def robustness_path(self) -> Path:
+        """Robust accuracy under strong attacks, written by ``ncrobust eval``."""
+        return self.root / "robustness.parquet"
 
     @property
     def checkpoint_dir(self) -> Path:

@@ -1,4 +1,4 @@
-"""Analysis of runs: measure any model, sweep grids, aggregate seeds, figures and the report."""
+"""Analysis of runs: measure and attack any model, sweep grids, aggregate seeds, figures, report."""
 
 from ncrobust.analysis.aggregate import (
     RunGroup,
@@ -27,6 +27,7 @@ from ncrobust.analysis.plots import (
     write_figures,
 )
 from ncrobust.analysis.report import write_report
+from ncrobust.analysis.robust_accuracy import evaluate
 from ncrobust.analysis.study import Study, parse_where
 from ncrobust.analysis.sweep import Grid, expand, run_sweep
 from ncrobust.analysis.taps import HookedExtractor
@@ -49,6 +50,7 @@ __all__ = [
     "aggregate_eps_study",
     "aggregate_metrics",
     "aggregate_stats",
+    "evaluate",
     "evaluate_findings",
     "expand",
     "figure2",

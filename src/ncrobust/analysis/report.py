@@ -18,7 +18,15 @@ from pathlib import Path
 from ncrobust.analysis.aggregate import format_eps
 from ncrobust.analysis.findings import CLAIMS, Finding, Thresholds, Verdict, evaluate_findings
 from ncrobust.analysis.plots import CAPTIONS, FIGURES, figure_names, render_figures
+from ncrobust.analysis.robustness import (
+    MASKING_GAP,
+    RobustnessTable,
+    robustness_html,
+    robustness_markdown,
+    robustness_table,
+)
 from ncrobust.analysis.study import WHERE_KEYS, Study, parse_where
+from ncrobust.errors import UsageError
 from ncrobust.runs import RunDirectory, atomic_write_text
 
 FIGURE_DIR = "figures"
@@ -33,6 +41,7 @@ class Report:
     thresholds: Thresholds
     figures: dict[str, list[Path]]
     skipped: dict[str, str]
+    robustness: RobustnessTable | None = None
 
 
 def _number(value: float) -> str:
@@ -202,6 +211,7 @@ def render_markdown(report: Report) -> str:
     parts += [
         "## Thresholds",
         _md_table(THRESHOLD_HEADER, _threshold_rows(report.thresholds)),
+        *([robustness_markdown(report.robustness)] if report.robustness else []),
         "## Figures",
     ]
     for name in FIGURES:
@@ -277,6 +287,7 @@ def render_html(report: Report) -> str:
     parts += [
         "<h2>Thresholds</h2>",
         _html_table(THRESHOLD_HEADER, _threshold_rows(report.thresholds)),
+        *([robustness_html(report.robustness)] if report.robustness else []),
         "<h2>Figures</h2>",
     ]
     for name in FIGURES:
@@ -300,7 +311,11 @@ def render_html(report: Report) -> str:
 
 
 def build_report(
-    study: Study, out_dir: str | Path, thresholds: Thresholds, figures: Sequence[str]
+    study: Study,
+    out_dir: str | Path,
+    thresholds: Thresholds,
+    figures: Sequence[str],
+    masking_gap: float = MASKING_GAP,
 ) -> Report:
     """Draw the named figures into ``out_dir/figures`` and evaluate every finding."""
     written, skipped = (
@@ -308,7 +323,9 @@ def build_report(
         if figures
         else ({}, {})
     )
-    return Report(study, evaluate_findings(study, thresholds), thresholds, written, skipped)
+    robustness = robustness_table(study, masking_gap)
+    findings = evaluate_findings(study, thresholds)
+    return Report(study, findings, thresholds, written, skipped, robustness)
 
 
 def save_report(report: Report, out_dir: str | Path) -> Path:
@@ -324,6 +341,7 @@ def write_report(
     out_dir: str | Path,
     thresholds: Thresholds | None = None,
     figures: Iterable[str] = tuple(FIGURES),
+    masking_gap: float = MASKING_GAP,
 ) -> Path:
     """Write ``out_dir/report.md``, ``out_dir/report.html`` and ``out_dir/figures/*.png``.
 
@@ -333,7 +351,7 @@ def write_report(
     chosen = list(figures)
     names = figure_names(chosen) if chosen else []
     study = run_dirs if isinstance(run_dirs, Study) else Study.from_paths(run_dirs)
-    report = build_report(study, out_dir, thresholds or Thresholds(), names)
+    report = build_report(study, out_dir, thresholds or Thresholds(), names, masking_gap)
     return save_report(report, out_dir)
 
 
@@ -359,6 +377,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"only runs matching KEY=VALUE,... (keys: {', '.join(WHERE_KEYS)}), "
         "e.g. dataset=cifar100,norm=l2",
     )
+    parser.add_argument(
+        "--masking-gap",
+        type=float,
+        default=MASKING_GAP,
+        help="flag PGD-10 accuracy above AutoAttack's by more than this as possible gradient "
+        f"masking (default: {MASKING_GAP:g})",
+    )
     group = parser.add_argument_group("thresholds of the verdicts")
     defaults = Thresholds()
     for name, meaning in Thresholds.describe().items():
@@ -376,9 +401,11 @@ def run(args: argparse.Namespace) -> int:
     thresholds = Thresholds(**{name: getattr(args, name) for name in Thresholds.describe()})
     chosen = [] if args.figures.strip().lower() == "none" else args.figures.split(",")
     names = figure_names(chosen) if chosen else []  # unknown names refused before reading
+    if not args.masking_gap >= 0:
+        raise UsageError(f"--masking-gap must be >= 0, got {args.masking_gap}")
     where = parse_where(args.where)
     study = Study.from_paths(args.runs, where)
-    report = build_report(study, args.out, thresholds, names)
+    report = build_report(study, args.out, thresholds, names, args.masking_gap)
     path = save_report(report, args.out)
     print(f"wrote {path} and {path.with_suffix('.html')}")
     for name, reason in report.skipped.items():

@@ -1,0 +1,230 @@
+"""``ncrobust eval``: robust accuracy of a run's kept checkpoints under strong attacks.
+
+Each chosen checkpoint is rebuilt with the run's own config and evaluated by
+:func:`ncrobust.analysis.robust_accuracy.evaluate` (AutoAttack, PGD with restarts); the rows go
+to ``RUN/robustness.parquet`` as soon as each attack finishes (rows with the same epoch, split,
+attack, norm, eps and metric are replaced), so a kill loses nothing already evaluated.
+Defaults come from the run: its norm, eps, PGD step (as a fraction of eps) and seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ncrobust.analysis.loading import find_run_dirs
+from ncrobust.analysis.measure_cli import checkpoints
+from ncrobust.analysis.robust_accuracy import (
+    ACCURACY,
+    AUTOATTACK,
+    CLEAN,
+    DEFAULT_STEP,
+    POINTS,
+    ROBUSTNESS_KEY,
+    AttackSpec,
+    AutoAttackSpec,
+    check_eps,
+    evaluate,
+    parse_attacks,
+    require_torchattacks,
+    robustness_frame,
+)
+from ncrobust.attacks import NORMS
+from ncrobust.config import TrainConfig, read_config
+from ncrobust.data import load_dataset
+from ncrobust.errors import UsageError
+from ncrobust.runs import RunDirectory, atomic_write_parquet
+from ncrobust.runtime import resolve_device
+from ncrobust.training.checkpoint import load_checkpoint, restore
+from ncrobust.training.trainer import build_model
+
+SPLITS = ("train", "test")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``ncrobust eval``."""
+    parser.add_argument(
+        "runs", nargs="+", metavar="RUN", help="run directories, or folders holding run directories"
+    )
+    parser.add_argument(
+        "--epochs",
+        default="last",
+        help="kept checkpoints to evaluate: last (default), all, or comma-separated epochs",
+    )
+    parser.add_argument("--splits", default="test", help="train and/or test (default: test)")
+    parser.add_argument(
+        "--attacks",
+        default=AUTOATTACK,
+        help="comma-separated: autoattack (the standard suite), pgd:steps=S:restarts=R[:step=F] "
+        "(F: step as a fraction of eps; default the run's alpha/eps). Default: autoattack",
+    )
+    parser.add_argument("--eps", help="comma-separated radii (k/255 accepted); default: the run's")
+    parser.add_argument("--norm", choices=NORMS, help="threat model; default: the run's")
+    parser.add_argument("--limit", type=int, help="evaluate only the first N points of each split")
+    parser.add_argument("--seed", type=int, help="seed of the attacks (default: the run's seed)")
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--device", default=None, help="default: the run's device")
+
+
+@dataclass(frozen=True)
+class EvalPlan:
+    """One run's validated evaluation: what to load and how to attack it."""
+
+    run: RunDirectory
+    config: TrainConfig
+    files: list[Path]
+    norm: str
+    eps: list[float]
+    step: float
+    seed: int
+
+
+def plan_run(
+    path: Path,
+    epochs: str,
+    eps: str | None,
+    norm: str | None,
+    seed: int | None,
+) -> EvalPlan:
+    """Check one run directory and its checkpoints; resolve the run's defaults."""
+    run = RunDirectory(path)
+    if not run.exists():
+        raise UsageError(f"{path} is not a run directory (no config.yaml)")
+    try:
+        config = read_config(run.config_path)
+    except ValueError as exc:
+        raise UsageError(f"{run.config_path}: {exc}") from exc
+    files = checkpoints(run, epochs)
+    chosen_norm = norm or config.norm
+    texts = [e for e in (eps or "").split(",") if e.strip()]
+    if not texts and not config.eps > 0:
+        raise UsageError(f"{path} was trained with eps = 0: pass --eps")
+    given: list[object] = list(texts) if texts else [config.eps]
+    radii = [check_eps(e, chosen_norm) for e in given]
+    return EvalPlan(
+        run=run,
+        config=config,
+        files=files,
+        norm=chosen_norm,
+        eps=radii,
+        step=config.alpha / config.eps if config.eps > 0 else DEFAULT_STEP,
+        seed=config.seed if seed is None else seed,
+    )
+
+
+def merge_rows(path: Path, new: pd.DataFrame) -> None:
+    """Write ``new`` over the rows of ``path`` with the same key, atomically."""
+    frame = robustness_frame(new)
+    if path.exists():
+        frame = pd.concat([robustness_frame(pd.read_parquet(path)), frame])
+        frame = frame.drop_duplicates(ROBUSTNESS_KEY, keep="last")
+    atomic_write_parquet(frame.reset_index(drop=True), path)
+
+
+def summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """One line per evaluated (run, epoch, split, attack, eps): accuracy, stages, points."""
+    keys = ["run", "epoch", "split", "attack", "norm", "eps"]
+    wide = frame.pivot_table(index=keys, columns="metric", values="value", sort=False)
+    stages = [c for c in wide.columns if c not in (ACCURACY, POINTS)]
+    order = [ACCURACY, *stages, POINTS]
+    wide = wide[[c for c in order if c in wide.columns]]
+    wide.columns.name = None
+    return wide.reset_index()
+
+
+def evaluate_runs(
+    runs: Sequence[str | Path],
+    *,
+    epochs: str = "last",
+    splits: str | Sequence[str] = ("test",),
+    attacks: str | Sequence[str | AttackSpec] = AUTOATTACK,
+    eps: str | None = None,
+    norm: str | None = None,
+    limit: int | None = None,
+    seed: int | None = None,
+    batch_size: int = 500,
+    device: str | None = None,
+    echo: Callable[[str], None] | None = print,
+) -> pd.DataFrame:
+    """Evaluate the chosen checkpoints of ``runs`` and merge the rows into each run's table.
+
+    Everything (runs, checkpoints, attacks, eps, splits) is checked before any attack runs;
+    each attack's rows are written as soon as they exist. Returns the new rows with a ``run``
+    column. ``eps`` is comma-separated text (k/255 accepted); defaults come from each run.
+    """
+    parsed: list[AttackSpec] = parse_attacks(attacks)
+    chosen = [s.strip() for s in splits.split(",")] if isinstance(splits, str) else list(splits)
+    chosen = [s for s in chosen if s]
+    unknown = [s for s in chosen if s not in SPLITS]
+    if unknown or not chosen:
+        raise UsageError(f"--splits: unknown split(s) {unknown} (use train and/or test)")
+    if limit is not None and limit < 1:
+        raise UsageError("--limit must be >= 1")
+    if batch_size < 1:
+        raise UsageError("--batch-size must be >= 1")
+    if norm is not None and norm not in NORMS:
+        raise UsageError(f"unknown norm {norm!r} (known: {', '.join(NORMS)})")
+    if any(isinstance(a, AutoAttackSpec) for a in parsed):
+        require_torchattacks()
+    plans = [plan_run(p, epochs, eps, norm, seed) for p in find_run_dirs(runs)]
+    results: list[pd.DataFrame] = []
+    for plan in plans:
+        config = plan.config
+        target = resolve_device(device or config.device)
+        dataset = load_dataset(config.dataset, data_dir=config.data_dir)
+        model = build_model(config, dataset).to(target)
+        for file in plan.files:
+            checkpoint = load_checkpoint(file)
+            restore(checkpoint, model)
+
+            def write(rows: pd.DataFrame, plan: EvalPlan = plan) -> None:
+                merge_rows(plan.run.robustness_path, rows)
+                results.append(rows.assign(run=str(plan.run.root)))
+                if echo is not None:
+                    attack = str(rows.attack.iloc[0])
+                    where = f" {rows.norm.iloc[0]} eps {rows.eps.iloc[0]:.5g}"
+                    accuracy = float(rows[rows.metric == ACCURACY].value.iloc[0])
+                    echo(
+                        f"{plan.run.root}: epoch {rows.epoch.iloc[0]} {rows.split.iloc[0]} "
+                        f"{attack}{where if attack != CLEAN else ''}: accuracy {accuracy:.4f}"
+                    )
+
+            evaluate(
+                model,
+                dataset,
+                attacks=parsed,
+                norm=plan.norm,
+                eps=plan.eps,
+                seed=plan.seed,
+                step=plan.step,
+                splits=chosen,
+                limit=limit,
+                batch_size=batch_size,
+                device=target,
+                epoch=checkpoint.epoch,
+                on_result=write,
+            )
+    return pd.concat(results, ignore_index=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate (see :func:`evaluate_runs`) and print one line per attack, then the table."""
+    results = evaluate_runs(
+        args.runs,
+        epochs=args.epochs,
+        splits=args.splits,
+        attacks=args.attacks,
+        eps=args.eps,
+        norm=args.norm,
+        limit=args.limit,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        device=args.device,
+    )
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(summary(results).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    return 0
