@@ -20,10 +20,11 @@ def test_labels_round_trip_with_six_significant_digits() -> None:
 @pytest.mark.parametrize(
     ("label", "message"),
     [
-        ("pgd@eps=abc", "is not a number"),
-        ("pgd@eps=1.5", "eps in \\[0, 1\\]"),
-        ("pgd@eps=nan", "eps in \\[0, 1\\]"),
-        ("@eps=0.1", "needs a view name"),
+        ("pgd@eps=abc", "expected a number or k/255"),
+        ("pgd@eps=0", "eps must be a finite number > 0"),
+        ("pgd@eps=nan", "eps must be a finite number > 0"),
+        ("@eps=0.1", "unknown view ''"),
+        ("clean@eps=0.1", "only pgd and targeted take a radius"),
     ],
 )
 def test_malformed_labels_are_refused(label: str, message: str) -> None:
@@ -39,3 +40,5 @@ def test_views_of_one_kind_by_radius() -> None:
     }
     assert views_of(labels, "targeted") == {0.25: "targeted@eps=0.25"}
     assert views_of(["pgd@eps=bad"], "pgd") == {}
+    # l_2 radii may exceed 1 (ImageNette's 1536/255): still a view with its own radius
+    assert views_of(["pgd@eps=6.02353"], "pgd") == {6.02353: "pgd@eps=6.02353"}

@@ -1,11 +1,16 @@
 """View labels of the metrics table: plain names (``clean``, ``pgd``) or a view with its own
-attack radius, ``"{view}@eps={eps:.6g}"`` with eps in [0, 1] pixel units (``pgd@eps=0.00784314``).
+attack radius, ``"{view}@eps={eps:.6g}"`` with eps in pixel units (``pgd@eps=0.00784314``).
+
+The grammar is :func:`ncrobust.config.parse_view`'s (a label is a valid view spec); this module
+reads labels back from tables, where other rows (``fit``) are plain names too.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+
+from ncrobust.config import ViewSpec
+from ncrobust.config import parse_view as parse_spec
 
 EPS_MARK = "@eps="
 
@@ -23,24 +28,19 @@ class ViewLabel:
 
 def view_label(base: str, eps: float | None = None) -> str:
     """The metrics table's label of ``base`` attacked at ``eps`` (plain ``base`` when None)."""
-    return base if eps is None else f"{base}{EPS_MARK}{eps:.6g}"
+    return ViewSpec(base, None, eps).label
 
 
 def parse_view(label: str) -> ViewLabel:
     """Split ``"pgd@eps=0.0313725"`` into ``ViewLabel("pgd", 0.0313725)``; plain names pass.
 
-    Raises ValueError for a radius that is not a number in [0, 1] or a label with no view name.
+    Raises ValueError (a UsageError) for a label whose radius part is not a valid view spec.
     """
-    base, mark, rest = str(label).partition(EPS_MARK)
-    if not mark:
-        return ViewLabel(base)
-    try:
-        eps = float(rest)
-    except ValueError:
-        raise ValueError(f"view label {label!r}: radius {rest!r} is not a number") from None
-    if not base or not math.isfinite(eps) or not 0.0 <= eps <= 1.0:
-        raise ValueError(f"view label {label!r}: needs a view name and an eps in [0, 1]")
-    return ViewLabel(base, eps)
+    text = str(label)
+    if EPS_MARK not in text:
+        return ViewLabel(text)
+    spec = parse_spec(text)
+    return ViewLabel(spec.view, spec.eps)
 
 
 def views_of(labels: list[str], base: str) -> dict[float, str]:
