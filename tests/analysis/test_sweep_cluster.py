@@ -295,7 +295,9 @@ def test_a_job_of_several_tasks_sets_the_torch_distributed_environment(
         return "trained"
 
     for name in (*DIST_ENV, "LOCAL_WORLD_SIZE", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):
-        monkeypatch.delenv(name, raising=False)
+        # setenv first records the name's state, so that what the job exports is undone after
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     slurm_task = {  # task 1 of a 2-task job, as srun starts it
         "SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "77", "SLURM_NTASKS": "2",
         "SLURM_JOB_NUM_NODES": "1", "SLURM_NODEID": "0", "SLURM_PROCID": "1",
