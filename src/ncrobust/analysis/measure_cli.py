@@ -15,14 +15,24 @@ import re
 from pathlib import Path
 
 import pandas as pd
+import torch
 
-from ncrobust.config import parse_pixels, read_config
+from ncrobust.config import (
+    SPLITS,
+    VIEWS,
+    TrainConfig,
+    check_device,
+    check_radius,
+    parse_pixels,
+    read_config,
+)
 from ncrobust.data import load_dataset
 from ncrobust.errors import UsageError
+from ncrobust.runlock import RunLock
 from ncrobust.runs import METRIC_COLUMNS, RunDirectory, atomic_write_parquet
 from ncrobust.runtime import resolve_device
 from ncrobust.training.checkpoint import LAST, load_checkpoint, restore
-from ncrobust.training.trainer import build_model
+from ncrobust.training.trainer import build_model, run_identity
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,25 +81,56 @@ def checkpoints(run: RunDirectory, which: str) -> list[Path]:
 
 def run(args: argparse.Namespace) -> int:
     """Validate the run, its checkpoints and the options, then measure and write the tables."""
-    from ncrobust.analysis.measure import AttackSettings, measure_tables
-
     run_dir = RunDirectory(Path(args.run))
     if not run_dir.exists():
         raise UsageError(f"{args.run} is not a run directory (no config.yaml)")
-    config = read_config(run_dir.config_path)
+    config = read_config(run_dir.config_path)  # validated as a whole
     views = [v for v in args.views.split(",") if v]
     if any(v.partition("@")[0] == "train_adv" for v in views):
         raise UsageError("train_adv is recorded during training only; it cannot be re-measured")
-    files = [Path(args.checkpoint)] if args.checkpoint else checkpoints(run_dir, args.epochs)
+    for view in views:
+        if view.partition("@")[0] not in VIEWS:
+            raise UsageError(f"--views: unknown view {view!r} (known: {', '.join(VIEWS)})")
+    splits = [s for s in args.splits.split(",") if s]
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown or not splits:
+        raise UsageError(f"--splits: expected train and/or test, got {args.splits!r}")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.pool is not None and args.pool < 1:
+        raise UsageError(f"--pool must be >= 1, got {args.pool}")
     eps_list = [parse_pixels(e, "eps") for e in (args.eps or "").split(",") if e.strip()]
-    if any(e <= 0 for e in eps_list):
-        raise UsageError("--eps values must be > 0")
-    loaded = [load_checkpoint(f) for f in files]  # every file is checked before any compute
+    for eps in eps_list:
+        if not eps > 0:
+            raise UsageError("--eps values must be > 0")
+        check_radius(config.norm, eps, config.dataset, "eps")
+    if args.device is not None:
+        check_device(args.device)
     device = resolve_device(args.device or config.device)
+    with RunLock(run_dir.root):  # one writer per run directory (a training run included)
+        return _measure(args, run_dir, config, views, splits, eps_list, device)
+
+
+def _measure(
+    args: argparse.Namespace,
+    run_dir: RunDirectory,
+    config: TrainConfig,
+    views: list[str],
+    splits: list[str],
+    eps_list: list[float],
+    device: torch.device,
+) -> int:
+    from ncrobust.analysis.measure import AttackSettings, measure_tables
+
+    files = [Path(args.checkpoint)] if args.checkpoint else checkpoints(run_dir, args.epochs)
+    loaded = [load_checkpoint(f) for f in files]  # every file is checked before any compute
     dataset = load_dataset(config.dataset, data_dir=config.data_dir)
+    identity = run_identity(config, dataset)
+    for checkpoint in loaded:
+        checkpoint.check_identity(identity)
+        checkpoint.check_epoch(config.epochs)
     model = build_model(config, dataset).to(device)
     layers = [layer for layer in args.layers.split(",") if layer]
-    splits = [s for s in args.splits.split(",") if s]
     data = {name: dataset.split(name) for name in splits if name in ("train", "test")}
     if "train" not in data:
         data["train"] = dataset.train  # the reference means; its rows are dropped below

@@ -10,12 +10,12 @@ measure the planned views; each epoch's rows are appended atomically, then the r
 
 from __future__ import annotations
 
-import shutil
+import contextlib
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +23,17 @@ import torch
 
 from ncrobust.config import TrainConfig, read_config, validate, validate_layers, write_config
 from ncrobust.data import ImageDataset, batches, load_dataset, num_batches
-from ncrobust.errors import TrainingDiverged, UsageError
+from ncrobust.errors import DiskFull, Terminated, TrainingDiverged, UsageError
 from ncrobust.models import TappedClassifier, create_model
-from ncrobust.runs import FIT_VIEW, OUTPUT_LAYER, RunDirectory, metric_rows
+from ncrobust.runs import (
+    FIT_VIEW,
+    OUTPUT_LAYER,
+    Claim,
+    RunDirectory,
+    atomic_copy,
+    metric_rows,
+)
+from ncrobust.runs import claim as claim_run
 from ncrobust.runtime import autocast, eval_mode, make_generator, resolve_device, seed_everything
 from ncrobust.training.checkpoint import LAST, epoch_name, load_checkpoint, restore, save_checkpoint
 from ncrobust.training.objectives import objective_step
@@ -54,6 +62,9 @@ class Session:
     start_epoch: int
     progress: bool
     writer: Any = None
+    claim: Claim | None = None  # the run directory's lock, held for the session's life
+    identity: dict[str, Any] = field(default_factory=dict)
+    saved_epoch: int = -1  # the epoch of the newest checkpoint on disk
 
 
 def prepare(
@@ -63,21 +74,10 @@ def prepare(
     overwrite: bool = False,
     progress: bool | None = None,
 ) -> Session:
-    """Check the configuration, data, model and output directory; write nothing on failure."""
-    out = Path(config.out)
-    if resume:
-        if not (out / "config.yaml").is_file():
-            raise UsageError(f"cannot resume: {out} holds no run (no config.yaml)")
-        if overwrite:
-            raise UsageError("--resume and --overwrite exclude each other")
-    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
-        if not out.is_dir():
-            raise UsageError(f"output path {out} exists and is not a directory")
-        if not overwrite:
-            raise UsageError(
-                f"output directory {out} is not empty: pass --resume {out} to continue that run "
-                "or --overwrite to replace it"
-            )
+    """Check the configuration, lock the output directory, load data and model, and restore
+    the checkpoint of a resumed run; on any failure, nothing is written or changed."""
+    if resume and overwrite:
+        raise UsageError("--resume and --overwrite exclude each other")
     config = validate(config)
     device = resolve_device(config.device)
     if config.tensorboard:
@@ -85,6 +85,20 @@ def prepare(
             from torch.utils import tensorboard  # noqa: F401
         except ImportError as exc:  # pragma: no cover - tensorboard is a declared extra
             raise UsageError("--tensorboard needs the tensorboard package installed") from exc
+    claim = claim_run(Path(config.out), resume=resume, overwrite=overwrite, checkpoint=LAST)
+    try:
+        session = _load(config, device, claim)
+    except BaseException:
+        claim.abandon()
+        raise
+    if progress is None:
+        progress = sys.stderr.isatty()
+    session.progress = progress
+    return session
+
+
+def _load(config: TrainConfig, device: torch.device, claim: Claim) -> Session:
+    """Data, model and optimizer of ``config``; a resumed run's checkpoint verified and loaded."""
     dataset = load_dataset(config.dataset, data_dir=config.data_dir)
     seed_everything(config.seed)
     model = build_model(config, dataset)
@@ -100,20 +114,70 @@ def prepare(
     optimizer = torch.optim.SGD(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
-    run = RunDirectory(out)
+    run = claim.run
+    identity = run_identity(config, dataset)
     start_epoch = 0
-    if resume:
+    if claim.state == "resume":
         checkpoint = load_checkpoint(run.checkpoint_dir / LAST)
+        checkpoint.check_identity(identity)
+        checkpoint.check_epoch(config.epochs)
         restore(checkpoint, model, optimizer)
         start_epoch = checkpoint.epoch
-    elif out.exists():
-        shutil.rmtree(out)
-    dataset = dataset.to(device)
-    if progress is None:
-        progress = sys.stderr.isatty()
-    return Session(
-        config, run, device, dataset, model, optimizer, layers, final_layers, start_epoch, progress
+        run.check_tables(start_epoch)
+        _verify_kept(config, run, start_epoch)
+    session = Session(
+        config,
+        run,
+        device,
+        dataset.to(device),
+        model,
+        optimizer,
+        layers,
+        final_layers,
+        start_epoch,
+        False,
+        claim=claim,
+        identity=identity,
+        saved_epoch=start_epoch if claim.state == "resume" else -1,
     )
+    return session
+
+
+def run_identity(config: TrainConfig, dataset: ImageDataset) -> dict[str, Any]:
+    """What a checkpoint must match to belong to this run (stored in its metadata)."""
+    return {
+        "model": config.model,
+        "dataset": config.dataset,
+        "num_classes": dataset.num_classes,
+        "in_channels": dataset.channels,
+        "image_size": dataset.image_size,
+    }
+
+
+def is_kept(config: TrainConfig, epoch: int) -> bool:
+    """Whether ``epoch``'s checkpoint is kept (every ``checkpoint_every`` epochs, and the last)."""
+    every = config.checkpoint_every
+    return epoch == config.epochs or (every > 0 and epoch % every == 0)
+
+
+def kept_epochs(config: TrainConfig, upto: int) -> list[int]:
+    """Epochs ``<= upto`` whose checkpoints are kept."""
+    return [epoch for epoch in range(upto + 1) if is_kept(config, epoch)]
+
+
+def _verify_kept(config: TrainConfig, run: RunDirectory, upto: int) -> None:
+    """Check the kept checkpoints a resume builds on; re-link the one a kill cut off."""
+    for epoch in kept_epochs(config, upto):
+        path = run.checkpoint_dir / epoch_name(epoch)
+        if not path.exists():
+            if epoch == upto:  # killed between the rolling checkpoint and its kept copy
+                atomic_copy(run.checkpoint_dir / LAST, path)
+            else:
+                run.log(f"warning: kept checkpoint {path} is missing (deleted?)")
+            continue
+        kept = load_checkpoint(path)
+        if kept.epoch != epoch:
+            raise UsageError(f"checkpoint {path} holds epoch {kept.epoch}, not {epoch}")
 
 
 def build_model(config: TrainConfig, dataset: ImageDataset) -> TappedClassifier:
@@ -138,23 +202,20 @@ def train(
 ) -> RunDirectory:
     """Train (or continue) the run of ``config`` and return its directory.
 
+    The run directory is locked for the whole session. A resumed run without a checkpoint
+    (killed during start-up) starts again from scratch, which gives the same result.
     ``stop_after`` ends the session after that epoch as an interruption would (tests use it).
     """
     session = prepare(config, resume=resume, overwrite=overwrite, progress=progress)
     run, config = session.run, session.config
-    if resume:
-        run.truncate_after(session.start_epoch)
-        run.log(f"resumed at epoch {session.start_epoch}")
-    else:
-        run.root.mkdir(parents=True, exist_ok=True)
-        write_config(config, run.config_path)
-        run.log(f"run {run.root} on {session.device}: {_describe(config)}")
-    if config.tensorboard:
-        from torch.utils.tensorboard import SummaryWriter
-
-        session.writer = SummaryWriter(str(run.tensorboard_dir))
+    assert session.claim is not None
     try:
-        if not resume:
+        _start(session)
+        if config.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            session.writer = SummaryWriter(str(run.tensorboard_dir))
+        if session.claim.state != "resume":
             rows, stats = measure(session, 0, None)
             run.append(rows, stats)
             _save(session, 0)
@@ -163,11 +224,58 @@ def train(
             _epoch(session, epoch)
             if stop_after is not None and epoch >= stop_after and epoch < config.epochs:
                 return run
+        run.mark_done(config.epochs)
+    except KeyboardInterrupt as exc:
+        signal_name = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
+        message = f"{signal_name} after epoch {session.saved_epoch}" + _resumable(session)
+        _log_quietly(run, f"interrupted: {message}")
+        raise type(exc)(message) from None
+    except DiskFull as exc:
+        message = f"{exc}" + _resumable(session)
+        _log_quietly(run, f"stopped: {message}")
+        raise DiskFull(message, exc.path, exc.needed) from None
+    except TrainingDiverged as exc:
+        _log_quietly(run, f"stopped: {exc}")
+        raise
     finally:
         if session.writer is not None:
             session.writer.close()
-    run.done_path.write_text(f"{config.epochs}\n")
+        session.claim.release()
     return run
+
+
+def _start(session: Session) -> None:
+    """Set up the directory for the session: fresh files for a new run, tidy for a resume."""
+    run, config, claim = session.run, session.config, session.claim
+    assert claim is not None
+    run.remove_temporaries()
+    if claim.state == "resume":
+        run.truncate_after(session.start_epoch)
+        run.log(f"resumed at epoch {session.start_epoch}")
+        return
+    if claim.state == "restart":
+        run.clear(keep=("config.yaml", "log.txt"))
+        run.log("no checkpoint was written yet: starting again from epoch 0")
+    else:
+        if claim.state == "replace":
+            run.clear()
+        write_config(config, run.config_path)
+    run.log(f"run {run.root} on {session.device}: {_describe(config)}")
+
+
+def _resumable(session: Session) -> str:
+    if session.saved_epoch < 0:
+        return f"; ncrobust train --resume {session.run.root} starts it again"
+    return (
+        f"; the tables up to epoch {session.saved_epoch} and its checkpoint are kept: "
+        f"ncrobust train --resume {session.run.root} continues"
+    )
+
+
+def _log_quietly(run: RunDirectory, line: str) -> None:
+    """Log a stop message; a log that cannot be written (a full disk) must not hide it."""
+    with contextlib.suppress(OSError, DiskFull):
+        run.log(line)
 
 
 def resume_config(out: str | Path, device: str | None = None) -> TrainConfig:
@@ -345,12 +453,11 @@ def measure(
 
 def _save(session: Session, epoch: int) -> None:
     config, run = session.config, session.run
-    save_checkpoint(run.checkpoint_dir / LAST, session.model, session.optimizer, epoch)
-    keep = epoch == config.epochs or (
-        config.checkpoint_every > 0 and epoch % config.checkpoint_every == 0
-    )
-    if keep:
-        shutil.copyfile(run.checkpoint_dir / LAST, run.checkpoint_dir / epoch_name(epoch))
+    last = run.checkpoint_dir / LAST
+    save_checkpoint(last, session.model, session.optimizer, epoch, identity=session.identity)
+    session.saved_epoch = epoch
+    if is_kept(config, epoch):
+        atomic_copy(last, run.checkpoint_dir / epoch_name(epoch))
 
 
 # -- reporting -----------------------------------------------------------------------------
