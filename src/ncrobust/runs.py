@@ -64,7 +64,8 @@ OWN_IN_FOLDER = {
     "tensorboard": re.compile(r"events\.out\.tfevents\..+"),
 }
 LOCK_NAME = ".lock"  # ncrobust.runlock's lock file
-FAULT_ENV = "NCROBUST_FAULT"
+FAULT_ENV = "NCROBUST_FAULT"  # e.g. "kill@3": SIGKILL this process during its 3rd file write
+TRACE_ENV = "NCROBUST_WRITE_TRACE"  # a file to which every write appends "index<TAB>path"
 _writes = 0  # file writes of this process so far (the fault-injection hook counts them)
 
 
@@ -91,6 +92,10 @@ def _fault_point(path: Path, handle: BinaryIO | None) -> None:
     """
     global _writes
     _writes += 1
+    trace = os.environ.get(TRACE_ENV)
+    if trace:
+        with open(trace, "a", encoding="utf-8") as log:
+            log.write(f"{_writes}\t{path}\n")
     if FAULT_ENV not in os.environ:
         return
     action = _fault_plan().get(_writes)
