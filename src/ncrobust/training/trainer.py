@@ -273,9 +273,13 @@ def _resumable(session: Session) -> str:
 
 
 def _log_quietly(run: RunDirectory, line: str) -> None:
-    """Log a stop message; a log that cannot be written (a full disk) must not hide it."""
-    with contextlib.suppress(OSError, DiskFull):
-        run.log(line)
+    """Log a stop message; a log that cannot be written (a full disk) must not hide it.
+
+    Before ``config.yaml`` exists the directory is not a run yet and stays free of logs.
+    """
+    if run.config_path.is_file():
+        with contextlib.suppress(OSError, DiskFull):
+            run.log(line)
 
 
 def resume_config(out: str | Path, device: str | None = None) -> TrainConfig:
