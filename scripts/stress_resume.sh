@@ -59,7 +59,7 @@ for ((i = 1; i <= N; i++)); do
     sleep "$delay"
     kill -KILL "$pid" 2>/dev/null || true
     set +e
-    wait "$pid"
+    wait "$pid" 2>/dev/null
     status=$?
     set -e
   fi
