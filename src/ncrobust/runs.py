@@ -537,30 +537,40 @@ def claim(root: Path, *, resume: bool, overwrite: bool, checkpoint: str) -> Clai
         created = not root.exists()
         if resume and not run.config_path.is_file():
             raise UsageError(f"cannot resume: {root} holds no run (no config.yaml)")
-        lock.acquire()
+        _decide(run, resume=resume, overwrite=overwrite, checkpoint=checkpoint)  # no lock file
+        lock.acquire()  # in a directory that is refused anyway
     except OSError as exc:
         raise UsageError(out_problem(root, exc)) from None
     result = Claim(run, lock, "new", created)
-    try:
-        if resume:
-            result.state = "resume" if (run.checkpoint_dir / checkpoint).is_file() else "restart"
-        elif not run.is_empty():
-            if not overwrite:
-                raise UsageError(
-                    f"output directory {root} is not empty: pass --resume {root} to continue "
-                    "that run or --overwrite to replace it"
-                )
-            if not run.is_run():
-                shown = ", ".join(run.foreign_entries()[:5] or run.entries()[:5])
-                raise UsageError(
-                    f"--overwrite replaces only a run directory, and {root} holds no ncrobust "
-                    f"config.yaml (it holds {shown}); choose another --out"
-                )
-            result.state = "replace"
+    try:  # decided again under the lock: another writer may have started meanwhile
+        result.state = _decide(run, resume=resume, overwrite=overwrite, checkpoint=checkpoint)
     except BaseException:
         result.abandon()
         raise
     return result
+
+
+def _decide(run: RunDirectory, *, resume: bool, overwrite: bool, checkpoint: str) -> str:
+    """How a writer starts in ``run`` (see :func:`claim`), or the reason it may not."""
+    root = run.root
+    if resume:
+        if not run.config_path.is_file():
+            raise UsageError(f"cannot resume: {root} holds no run (no config.yaml)")
+        return "resume" if (run.checkpoint_dir / checkpoint).is_file() else "restart"
+    if run.is_empty():
+        return "new"
+    if not overwrite:
+        raise UsageError(
+            f"output directory {root} is not empty: pass --resume {root} to continue "
+            "that run or --overwrite to replace it"
+        )
+    if not run.is_run():
+        shown = ", ".join(run.foreign_entries()[:5] or run.entries()[:5])
+        raise UsageError(
+            f"--overwrite replaces only a run directory, and {root} holds no ncrobust "
+            f"config.yaml (it holds {shown}); choose another --out"
+        )
+    return "replace"
 
 
 def out_problem(root: Path, exc: OSError) -> str:
