@@ -488,6 +488,10 @@ def read_config(path: Path) -> TrainConfig:
         data = _mapping(yaml.safe_load(text), f"config file {path}")
     except yaml.YAMLError as exc:
         raise UsageError(f"config file {path} is not valid YAML: {exc}") from exc
+    try:
+        config = apply_overrides(TrainConfig(), data)
+    except UsageError as exc:
+        raise UsageError(f"config file {path}: {exc}") from None
     if not text.startswith(CONFIG_HEADER):
         missing = [name for name in CONFIG_FIELDS if name not in data]
         if missing:
@@ -496,6 +500,7 @@ def read_config(path: Path) -> TrainConfig:
                 "config"
             )
     try:
-        return validate(apply_overrides(TrainConfig(), data))
+        validate(resolve(config))  # a copy: fields left to their defaults stay as stored
     except UsageError as exc:
         raise UsageError(f"config file {path}: {exc}") from None
+    return config
