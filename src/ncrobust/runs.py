@@ -6,8 +6,12 @@ A run directory holds ``config.yaml`` (the fully resolved :class:`~ncrobust.conf
 ``epoch, split, view, layer, class, statistic, value``), ``checkpoints/`` and ``log.txt``;
 ``ncrobust measure`` adds ``measurements.parquet`` and ``measurement_stats.parquet`` (the same
 schemas, from checkpoints after training) and ``eps_study.parquet`` (with an ``eps`` column).
-Tables are rewritten whole through a temporary file and ``os.replace``, so a kill at any
-moment leaves either the old or the new table, never a torn one.
+Every file is written through :func:`atomic_write_bytes` (temporary file, fsync, rename), so a
+kill at any moment leaves either the old or the new file, never a torn one; a full disk raises
+:class:`~ncrobust.errors.DiskFull` naming the file. ``NCROBUST_FAULT=ACTION@K`` makes the K-th
+write of a process fail (``enospc``, ``edquot``, ``interrupt``) or kill it (``kill``, ``term``)
+half-way, for deterministic crash tests. :func:`claim` locks a run directory for one writer
+and decides how it starts; only files ncrobust writes are ever deleted.
 """
 
 from __future__ import annotations
@@ -502,7 +506,11 @@ class Claim:
 
     def abandon(self) -> None:
         """Undo the claim after a failure before anything was written: drop the lock, and the
-        directory too when this claim created it."""
+        directory too when this claim created it.
+
+        The lock file is deleted only from a directory holding nothing else; every writer
+        takes the lock without waiting, so no other process is queued on the deleted file.
+        """
         self.lock.release()
         if self.state in ("new", "replace") and self.run.entries() == []:
             (self.run.root / LOCK_NAME).unlink(missing_ok=True)

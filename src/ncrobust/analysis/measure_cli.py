@@ -29,7 +29,7 @@ from ncrobust.config import (
 from ncrobust.data import load_dataset
 from ncrobust.errors import UsageError
 from ncrobust.runlock import RunLock
-from ncrobust.runs import METRIC_COLUMNS, RunDirectory, atomic_write_parquet
+from ncrobust.runs import METRIC_COLUMNS, RunDirectory, atomic_write_parquet, out_problem
 from ncrobust.runtime import resolve_device
 from ncrobust.training.checkpoint import LAST, load_checkpoint, restore
 from ncrobust.training.trainer import build_model, run_identity
@@ -107,8 +107,15 @@ def run(args: argparse.Namespace) -> int:
     if args.device is not None:
         check_device(args.device)
     device = resolve_device(args.device or config.device)
-    with RunLock(run_dir.root):  # one writer per run directory (a training run included)
+    lock = RunLock(run_dir.root)  # one writer per run directory (a training run included)
+    try:
+        lock.acquire()
+    except OSError as exc:
+        raise UsageError(out_problem(run_dir.root, exc)) from None
+    try:
         return _measure(args, run_dir, config, views, splits, eps_list, device)
+    finally:
+        lock.release()
 
 
 def _measure(
