@@ -31,38 +31,37 @@ writes=$(wc -l < "$WORK/trace.txt")
 echo "reference run: $((duration_ms / 1000)) s, $writes file writes"
 
 RUN="$WORK/killed"
-launch() {  # start or continue the killed run; extra environment in "$@"
+command_for_run() {  # CMD: start the killed run, or continue it once config.yaml exists
   if [ -f "$RUN/config.yaml" ]; then
-    env "$@" "$PYTHON" -m ncrobust.cli train --resume "$RUN" --quiet
+    CMD=("$PYTHON" -m ncrobust.cli train --resume "$RUN" --quiet)
   else
-    env "$@" "$PYTHON" -m ncrobust.cli train "${ARGS[@]}" --out "$RUN"
+    CMD=("$PYTHON" -m ncrobust.cli train "${ARGS[@]}" --out "$RUN")
   fi
 }
 kills=0
 for ((i = 1; i <= N; i++)); do
   if [ -f "$RUN/DONE" ]; then
-    rm -rf "$RUN"  # finished early: compare it, then start a new run for the next kill
+    rm -rf "$RUN"  # finished between kills: start a new run for the next kill
   fi
+  command_for_run
+  set +e
   if ((i % 2 == 1)); then
     index=$((1 + RANDOM % writes))
     how="during file write $index"
-    set +e
-    launch NCROBUST_FAULT="kill@$index" >/dev/null 2>>"$WORK/stderr.txt"
+    NCROBUST_FAULT="kill@$index" "${CMD[@]}" >/dev/null 2>>"$WORK/stderr.txt"
     status=$?
-    set -e
   else
-    delay_ms=$((duration_ms * RANDOM / 32768))
+    delay_ms=$((duration_ms * 3 / 4 * RANDOM / 32768))  # resumed runs are shorter
     delay=$(printf '%d.%03d' $((delay_ms / 1000)) $((delay_ms % 1000)))
     how="after $delay s"
-    launch >/dev/null 2>>"$WORK/stderr.txt" &
-    pid=$!
+    "${CMD[@]}" >/dev/null 2>>"$WORK/stderr.txt" &
+    pid=$!  # the Python process itself (a simple command, forked and exec'd)
     sleep "$delay"
-    kill -KILL "$pid" 2>/dev/null || true
-    set +e
+    kill -KILL "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
     status=$?
-    set -e
   fi
+  set -e
   if ((status == 137)); then
     kills=$((kills + 1))
     echo "kill $i: SIGKILL $how"
@@ -70,7 +69,8 @@ for ((i = 1; i <= N; i++)); do
     echo "kill $i: the process ended first ($how, exit $status)"
   fi
 done
-launch >/dev/null 2>>"$WORK/stderr.txt"
+command_for_run
+"${CMD[@]}" >/dev/null 2>>"$WORK/stderr.txt"
 "$PYTHON" - "$WORK/reference" "$RUN" <<'PY'
 import sys
 from pathlib import Path
