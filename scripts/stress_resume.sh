@@ -48,8 +48,8 @@ for ((i = 1; i <= N; i++)); do
   if ((i % 2 == 1)); then
     index=$((1 + RANDOM % writes))
     how="during file write $index"
-    NCROBUST_FAULT="kill@$index" "${CMD[@]}" >/dev/null 2>>"$WORK/stderr.txt"
-    status=$?
+    { NCROBUST_FAULT="kill@$index" "${CMD[@]}" >/dev/null 2>>"$WORK/stderr.txt"; } 2>/dev/null
+    status=$?  # the braces keep bash's own "Killed" notice off the terminal
   else
     delay_ms=$((duration_ms * 3 / 4 * RANDOM / 32768))  # resumed runs are shorter
     delay=$(printf '%d.%03d' $((delay_ms / 1000)) $((delay_ms % 1000)))
