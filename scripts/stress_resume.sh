@@ -38,40 +38,8 @@ command_for_run() {  # CMD: start the killed run, or continue it once config.yam
     CMD=("$PYTHON" -m ncrobust.cli train "${ARGS[@]}" --out "$RUN")
   fi
 }
-kills=0
-for ((i = 1; i <= N; i++)); do
-  if [ -f "$RUN/DONE" ]; then
-    rm -rf "$RUN"  # finished between kills: start a new run for the next kill
-  fi
-  command_for_run
-  set +e
-  if ((i % 2 == 1)); then
-    index=$((1 + RANDOM % writes))
-    how="during file write $index"
-    { NCROBUST_FAULT="kill@$index" "${CMD[@]}" >/dev/null 2>>"$WORK/stderr.txt"; } 2>/dev/null
-    status=$?  # the braces keep bash's own "Killed" notice off the terminal
-  else
-    delay_ms=$((duration_ms * 3 / 4 * RANDOM / 32768))  # resumed runs are shorter
-    delay=$(printf '%d.%03d' $((delay_ms / 1000)) $((delay_ms % 1000)))
-    how="after $delay s"
-    "${CMD[@]}" >/dev/null 2>>"$WORK/stderr.txt" &
-    pid=$!  # the Python process itself (a simple command, forked and exec'd)
-    sleep "$delay"
-    kill -KILL "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null
-    status=$?
-  fi
-  set -e
-  if ((status == 137)); then
-    kills=$((kills + 1))
-    echo "kill $i: SIGKILL $how"
-  else
-    echo "kill $i: the process ended first ($how, exit $status)"
-  fi
-done
-command_for_run
-"${CMD[@]}" >/dev/null 2>>"$WORK/stderr.txt"
-"$PYTHON" - "$WORK/reference" "$RUN" <<'PY'
+compare() {  # the finished killed run against the reference; fails the script if not equal
+  "$PYTHON" - "$WORK/reference" "$RUN" <<'PY'
 import sys
 from pathlib import Path
 
@@ -102,4 +70,42 @@ leftovers = [p for p in Path(sys.argv[2]).rglob(".*.tmp")]
 assert not leftovers, f"temporary files left: {leftovers}"
 print(f"identical: {len(reference.read_metrics())} metric rows, {len(names)} checkpoints")
 PY
-echo "stress_resume: $kills SIGKILLs, resumed run identical to the uninterrupted one"
+  compared=$((compared + 1))
+}
+kills=0
+compared=0
+for ((i = 1; i <= N; i++)); do
+  if [ -f "$RUN/DONE" ]; then
+    compare
+    rm -rf "$RUN"  # finished between kills: compared, then a new run for the next kill
+  fi
+  command_for_run
+  set +e
+  if ((i % 2 == 1)); then
+    index=$((1 + RANDOM % writes))
+    how="during file write $index"
+    { NCROBUST_FAULT="kill@$index" "${CMD[@]}" >/dev/null 2>>"$WORK/stderr.txt"; } 2>/dev/null
+    status=$?  # the braces keep bash's own "Killed" notice off the terminal
+  else
+    delay_ms=$((duration_ms * 3 / 4 * RANDOM / 32768))  # resumed runs are shorter
+    delay=$(printf '%d.%03d' $((delay_ms / 1000)) $((delay_ms % 1000)))
+    how="after $delay s"
+    "${CMD[@]}" >/dev/null 2>>"$WORK/stderr.txt" &
+    pid=$!  # the Python process itself (a simple command, forked and exec'd)
+    sleep "$delay"
+    kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    status=$?
+  fi
+  set -e
+  if ((status == 137)); then
+    kills=$((kills + 1))
+    echo "kill $i: SIGKILL $how"
+  else
+    echo "kill $i: the process ended first ($how, exit $status)"
+  fi
+done
+command_for_run
+"${CMD[@]}" >/dev/null 2>>"$WORK/stderr.txt"
+compare
+echo "stress_resume: $kills SIGKILLs, $compared resumed runs identical to the uninterrupted one"
