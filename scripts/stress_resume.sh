@@ -80,14 +80,16 @@ for ((i = 1; i <= N; i++)); do
     rm -rf "$RUN"  # finished between kills: compared, then a new run for the next kill
   fi
   command_for_run
+  span=1  # a resumed process has about half a run left: aim inside it
+  [ "${CMD[4]}" = "--resume" ] && span=2
   set +e
   if ((i % 2 == 1)); then
-    index=$((1 + RANDOM % writes))
+    index=$((1 + RANDOM % (writes / span)))
     how="during file write $index"
     { NCROBUST_FAULT="kill@$index" "${CMD[@]}" >/dev/null 2>>"$WORK/stderr.txt"; } 2>/dev/null
     status=$?  # the braces keep bash's own "Killed" notice off the terminal
   else
-    delay_ms=$((duration_ms * 3 / 4 * RANDOM / 32768))  # resumed runs are shorter
+    delay_ms=$((duration_ms / span * RANDOM / 32768))
     delay=$(printf '%d.%03d' $((delay_ms / 1000)) $((delay_ms % 1000)))
     how="after $delay s"
     "${CMD[@]}" >/dev/null 2>>"$WORK/stderr.txt" &
