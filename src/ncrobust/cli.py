@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 from collections.abc import Sequence
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 from ncrobust import __version__
-from ncrobust.errors import TrainingDiverged
+from ncrobust.errors import DiskFull, Terminated, TrainingDiverged
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -73,23 +75,48 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``ncrobust`` console script; returns the exit status."""
+    """Entry point of the ``ncrobust`` console script; returns the exit status.
+
+    Bad input exits 2, a diverged run or a full disk 1, Ctrl-C 130 and SIGTERM 143 (128 plus
+    the signal), each with one line on stderr; SIGTERM is raised like Ctrl-C so that every
+    temporary file is removed and the run stays resumable.
+    """
     args_list = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(args_list)
-    args = parser.parse_args(args_list)
-    module: CommandModule = args._module
-    label = args.command if args.command != "bench" else f"bench {args.benchmark}"
+    label = args_list[0] if args_list else "ncrobust"
+    previous = _on_sigterm()
     try:
+        parser = build_parser(args_list)
+        args = parser.parse_args(args_list)
+        module: CommandModule = args._module
+        label = args.command if args.command != "bench" else f"bench {args.benchmark}"
         return int(module.run(args))
     except ValueError as exc:
         print(f"ncrobust {label}: error: {exc}", file=sys.stderr)
         return 2
-    except TrainingDiverged as exc:
+    except (TrainingDiverged, DiskFull) as exc:
         print(f"ncrobust {label}: stopped: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"ncrobust {label}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        what = "terminated (SIGTERM)" if terminated else "interrupted"
+        detail = f": {exc}" if str(exc) else ""
+        print(f"ncrobust {label}: {what}{detail}", file=sys.stderr)
+        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one clean shutdown; a second TERM waits
+    raise Terminated()
+
+
+def _on_sigterm() -> Any:
+    """Make SIGTERM raise :class:`Terminated`; returns the previous handler (None off-main)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,7 +8,9 @@ by :func:`validate`, and written back in full as the run directory's ``config.ya
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -222,6 +224,10 @@ def parse_pixels(value: object, name: str = "value") -> float:
     return numerator / denominator
 
 
+INT_RANGE = (-(2**63), 2**63 - 1)  # what torch and the file formats can hold
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
 def _coerce(name: str, value: Any) -> Any:
     """Convert a YAML/flag value to the field's type, with a clear message on failure."""
     if name not in CONFIG_FIELDS:
@@ -249,20 +255,40 @@ def _coerce(name: str, value: Any) -> Any:
         if text in ("0", "false", "no", "off"):
             return False
         raise UsageError(f"{name}: expected true/false, got {value!r}")
+    if isinstance(value, bool) or value is None or isinstance(value, list | tuple | dict):
+        kind = "an integer" if isinstance(default, int) else "a number"
+        kind = "a string" if isinstance(default, str) else kind
+        raise UsageError(f"{name}: expected {kind}, got {_show_raw(value)}")
     if isinstance(default, int):
-        try:
-            number = float(value)
-        except (TypeError, ValueError) as exc:
-            raise UsageError(f"{name}: expected an integer, got {value!r}") from exc
-        if not number.is_integer():
-            raise UsageError(f"{name}: expected an integer, got {value!r}")
-        return int(number)
+        return _integer(name, value)
     if isinstance(default, float):
         try:
             return float(value)
         except (TypeError, ValueError) as exc:
             raise UsageError(f"{name}: expected a number, got {value!r}") from exc
     return str(value)
+
+
+def _show_raw(value: Any) -> str:
+    return "null" if value is None else repr(value)
+
+
+def _integer(name: str, value: Any) -> int:
+    """An exact integer from an int, an integral float or a string, within :data:`INT_RANGE`."""
+    text = str(value).strip()
+    if isinstance(value, int) or _INTEGER.fullmatch(text):
+        number = int(value) if isinstance(value, int) else int(text)
+    else:
+        try:
+            real = float(text)
+        except ValueError as exc:
+            raise UsageError(f"{name}: expected an integer, got {value!r}") from exc
+        if not real.is_integer():
+            raise UsageError(f"{name}: expected an integer, got {value!r}")
+        number = int(real)
+    if not INT_RANGE[0] <= number <= INT_RANGE[1]:
+        raise UsageError(f"{name}: {text} is out of range (at most {INT_RANGE[1]} in magnitude)")
+    return number
 
 
 def apply_overrides(config: TrainConfig, values: Mapping[str, Any]) -> TrainConfig:
@@ -293,7 +319,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise UsageError(f"config file {p} does not exist")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml.safe_load(_config_text(p))
     except yaml.YAMLError as exc:
         raise UsageError(f"config file {p} is not valid YAML: {exc}") from exc
     return _mapping(data, f"config file {p}")
@@ -351,6 +377,7 @@ def validate(config: TrainConfig) -> TrainConfig:
         if not condition:
             raise UsageError(message)
 
+    _check_types(config)
     need(
         config.dataset in DATASETS,
         f"unknown dataset {config.dataset!r} (known: {', '.join(DATASETS)})",
@@ -359,6 +386,7 @@ def validate(config: TrainConfig) -> TrainConfig:
     need(config.model in models, f"unknown model {config.model!r} (known: {', '.join(models)})")
     need(config.mode in MODES, f"unknown mode {config.mode!r} (known: {', '.join(MODES)})")
     need(config.norm in NORMS, f"unknown norm {config.norm!r} (known: {', '.join(NORMS)})")
+    check_device(config.device)
     need(config.precision in PRECISIONS, f"unknown precision {config.precision!r} (fp32 or bf16)")
     for name in ("eps", "alpha", "gaussian_std", "lr", "trades_beta", "weight_decay", "momentum"):
         value = getattr(config, name)
@@ -367,17 +395,8 @@ def validate(config: TrainConfig) -> TrainConfig:
         )
     need(config.alpha > 0, f"alpha must be > 0, got {config.alpha}")
     need(config.lr > 0, f"lr must be > 0, got {config.lr}")
-    if config.norm == "linf":
-        need(
-            config.eps <= 1,
-            f"eps={config.eps:g} is larger than the whole [0,1] pixel range for linf; "
-            f"write it as a fraction, e.g. --eps {config.eps:g}/255",
-        )
-        need(
-            config.alpha <= 1,
-            f"alpha={config.alpha:g} exceeds the [0,1] pixel range; "
-            f"e.g. --alpha {config.alpha:g}/255",
-        )
+    check_radius(config.norm, config.eps, config.dataset, "eps")
+    check_radius(config.norm, config.alpha, config.dataset, "alpha")
     need(config.gaussian_std <= 1, f"gaussian_std={config.gaussian_std:g} exceeds the pixel range")
     need(config.steps >= 1, f"steps must be >= 1, got {config.steps}")
     need(config.epochs >= 1, f"epochs must be >= 1, got {config.epochs}")
@@ -413,7 +432,83 @@ def validate(config: TrainConfig) -> TrainConfig:
         )
     need(bool(config.layers), "layers must not be empty (use 'penultimate' or 'all')")
     need(bool(config.out), "out must name a directory")
+    check_path(config.out, "out")
+    if config.data_dir is not None:
+        check_path(config.data_dir, "data_dir")
+    need(0 <= config.seed < 2**63, f"seed must be in [0, 2**63), got {config.seed}")
     return config
+
+
+# Input values (C*H*W) per dataset: the l_2 diameter of the [0,1] image box is their root.
+INPUT_VALUES = {"cifar10": 3072, "cifar100": 3072, "imagenette": 3 * 160 * 160, "digits": 64}
+INPUT_VALUES["synthetic"] = 3 * 32 * 32
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")
+
+
+def check_radius(norm: str, value: float, dataset: str, name: str = "eps") -> None:
+    """Refuse a radius beyond the [0,1] image box: 1 for l_inf, sqrt(C*H*W) for l_2.
+
+    A larger ball contains every image, so such a value is almost surely k meant as k/255.
+    """
+    if norm == "linf":
+        bound, where = 1.0, "the whole [0,1] pixel range for linf"
+    else:
+        values = INPUT_VALUES.get(dataset, 3 * 32 * 32)
+        bound = math.sqrt(values)
+        where = f"the l2 diameter of {dataset}'s [0,1] image box (sqrt({values}) = {bound:.4g})"
+    if not value <= bound:
+        flag = "--" + name.replace("_", "-")
+        raise UsageError(
+            f"{name}={value:g} is larger than {where}; "
+            f"write it as a fraction, e.g. {flag} {value:g}/255"
+        )
+
+
+def check_device(name: object) -> None:
+    """Refuse device names ncrobust cannot run on (``meta``, ``xpu``, typos) before any work."""
+    if not isinstance(name, str) or not DEVICE_PATTERN.fullmatch(name):
+        raise UsageError(f"unknown device {name!r} (use auto, cpu, cuda, cuda:N or mps)")
+
+
+def check_path(value: object, name: str) -> None:
+    """Refuse a path the file system cannot encode (e.g. lone surrogates) or that is absurd."""
+    if not isinstance(value, str):
+        raise UsageError(f"{name}: expected a path, got {_show_raw(value)}")
+    if "\0" in value:
+        raise UsageError(f"{name}: a path cannot contain a NUL character")
+    try:
+        os.fsencode(value)
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise UsageError(
+            f"{name}: {value.encode('utf-8', 'backslashreplace').decode()!r} cannot be encoded "
+            "as a file name"
+        ) from exc
+
+
+def _check_types(config: TrainConfig) -> None:
+    """Every field holds its declared type (the Python API skips :func:`_coerce`)."""
+    defaults = TrainConfig()
+    for name in CONFIG_FIELDS:
+        value, default = getattr(config, name), getattr(defaults, name)
+        if name == "data_dir":
+            ok = value is None or isinstance(value, str)
+        elif isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(default, float):
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+        elif isinstance(default, list):
+            ok = isinstance(value, list) and all(
+                isinstance(v, str) or (name == "lr_milestones" and isinstance(v, int | float))
+                for v in value
+            )
+        else:
+            ok = isinstance(value, str)
+        if not ok:
+            kind = type(default).__name__ if name != "data_dir" else "str or None"
+            raise UsageError(f"{name}: expected {kind}, got {_show_raw(value)}")
 
 
 def validate_layers(config: TrainConfig, available: list[str]) -> list[str]:
@@ -429,13 +524,83 @@ def validate_layers(config: TrainConfig, available: list[str]) -> list[str]:
     return list(config.layers)
 
 
+CONFIG_HEADER = "# ncrobust config sha256="
+
+
 def write_config(config: TrainConfig, path: Path) -> None:
-    """Write the fully resolved config as YAML (atomically)."""
+    """Write the fully resolved config as YAML (atomically), headed by the body's checksum."""
     from ncrobust.runs import atomic_write_text
 
-    atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
+    body = yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True)
+    digest = hashlib.sha256(body.encode("utf-8")).hexdigest()
+    atomic_write_text(path, f"{CONFIG_HEADER}{digest}\n{body}")
+
+
+def _config_text(path: Path) -> str:
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read config file {path}: {exc.strerror}") from exc
+    if not data.strip():
+        raise UsageError(f"config file {path} is empty")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(
+            f"config file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
+
+
+def is_ncrobust_config(path: Path) -> bool:
+    """Whether ``path`` looks written by ncrobust: its checksum header, or a mapping of fields."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    if text.startswith(CONFIG_HEADER):
+        return True
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return False
+    return isinstance(data, dict) and {"dataset", "model"} <= set(data) <= set(CONFIG_FIELDS)
 
 
 def read_config(path: Path) -> TrainConfig:
-    """Load a run's ``config.yaml`` back into a :class:`TrainConfig` (unknown keys refused)."""
-    return apply_overrides(TrainConfig(), load_yaml(path))
+    """Load a run's ``config.yaml`` back, validated as a whole.
+
+    A file with ncrobust's checksum header must match it (a file cut mid-value or edited
+    fails); a file without one (older runs, or a hand edit with the header line removed)
+    must name every field, so a cut file is refused rather than completed with defaults.
+    """
+    text = _config_text(path)
+    if text.startswith(CONFIG_HEADER):
+        header, _, body = text.partition("\n")
+        stored = header[len(CONFIG_HEADER) :].strip()
+        if hashlib.sha256(body.encode("utf-8")).hexdigest() != stored:
+            raise UsageError(
+                f"config file {path} does not match its checksum: it is truncated or was edited "
+                "(to accept a deliberate edit, delete its first line)"
+            )
+    try:
+        data = _mapping(yaml.safe_load(text), f"config file {path}")
+    except yaml.YAMLError as exc:
+        raise UsageError(f"config file {path} is not valid YAML: {exc}") from exc
+    try:
+        config = apply_overrides(TrainConfig(), data)
+    except UsageError as exc:
+        raise UsageError(f"config file {path}: {exc}") from None
+    if not text.startswith(CONFIG_HEADER):
+        missing = [name for name in CONFIG_FIELDS if name not in data]
+        if missing:
+            raise UsageError(
+                f"config file {path} lacks {', '.join(missing)}: it is truncated or not a run's "
+                "config"
+            )
+    try:
+        validate(resolve(config))  # a copy: fields left to their defaults stay as stored
+    except UsageError as exc:
+        raise UsageError(f"config file {path}: {exc}") from None
+    return config

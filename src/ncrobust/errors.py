@@ -7,3 +7,16 @@ class UsageError(ValueError):
 
 class TrainingDiverged(RuntimeError):
     """The loss became non-finite; the run stops and keeps its last good state."""
+
+
+class DiskFull(RuntimeError):
+    """A write failed for lack of disk space or quota; everything written before stays valid."""
+
+    def __init__(self, message: str, path: object = None, needed: int = 0) -> None:
+        super().__init__(message)
+        self.path = path
+        self.needed = needed
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what ``kill`` and SLURM send), raised like Ctrl-C so cleanup runs."""

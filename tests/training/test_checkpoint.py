@@ -83,3 +83,114 @@ def test_pickle_payload_is_never_loaded(tmp_path: Path) -> None:
     torch.save({"model": torch.zeros(1)}, path)  # a pickle file under a safetensors name
     with pytest.raises(UsageError):
         load_checkpoint(path)
+
+
+def _flip(path: Path, offset_from_end: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[-offset_from_end] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_flipped_byte_is_refused_as_corrupt(tmp_path: Path) -> None:
+    model, optimizer = _trained(1)
+    path = tmp_path / "last.safetensors"
+    save_checkpoint(path, model, optimizer, epoch=2)
+    assert load_checkpoint(path).verified
+    _flip(path, 1)  # in the last tensor's data: still a well-formed safetensors file
+    with pytest.raises(UsageError, match=f"checkpoint {path} is corrupt"):
+        load_checkpoint(path)
+
+
+def test_metadata_edit_is_caught_by_the_checksum(tmp_path: Path) -> None:
+    model, optimizer = _trained(1)
+    path = tmp_path / "c.safetensors"
+    save_checkpoint(path, model, optimizer, epoch=3)
+    data = path.read_bytes().replace(b'"epoch":"3"', b'"epoch":"9"')
+    assert data != path.read_bytes()
+    path.write_bytes(data)
+    with pytest.raises(UsageError, match="does not match its checksum"):
+        load_checkpoint(path)
+
+
+def test_identity_and_epoch_range_are_checked(tmp_path: Path) -> None:
+    model, optimizer = _trained(1)
+    path = tmp_path / "c.safetensors"
+    identity = {"model": "small_cnn", "dataset": "digits", "num_classes": 10}
+    save_checkpoint(path, model, optimizer, epoch=99, identity=identity)
+    checkpoint = load_checkpoint(path)
+    checkpoint.check_identity({"model": "small_cnn", "dataset": "digits", "num_classes": 10})
+    with pytest.raises(UsageError, match=r"belongs to another run: dataset digits \(this run: c"):
+        checkpoint.check_identity({"model": "small_cnn", "dataset": "cifar10", "num_classes": 10})
+    with pytest.raises(UsageError, match=r"claims epoch 99, outside this run's \[0, 4\]"):
+        checkpoint.check_epoch(4)
+    save_checkpoint(path, model, optimizer, epoch=-3)
+    with pytest.raises(UsageError, match="epoch -3, which is negative"):
+        load_checkpoint(path)
+
+
+def _resave(path: Path, change) -> None:  # type: ignore[no-untyped-def]
+    """Rewrite a checkpoint with ``change`` applied to its tensors, checksum recomputed."""
+    from safetensors.torch import load_file, safe_open
+    from safetensors.torch import save_file as save
+
+    from ncrobust.training.checkpoint import checksum
+
+    with safe_open(str(path), "pt") as handle:
+        metadata = dict(handle.metadata())
+    tensors = load_file(str(path))
+    change(tensors)
+    metadata["checksum"] = checksum(tensors, metadata)
+    save(tensors, str(path), metadata=metadata)
+
+
+def test_bad_optimizer_index_and_rng_state_are_refused(tmp_path: Path) -> None:
+    model, optimizer = _trained(1)
+    path = tmp_path / "c.safetensors"
+    save_checkpoint(path, model, optimizer, epoch=1)
+
+    def bad_index(tensors: dict[str, torch.Tensor]) -> None:
+        tensors["optim.99.momentum_buffer"] = tensors.pop("optim.0.momentum_buffer")
+
+    _resave(path, bad_index)
+    fresh, fresh_opt = _trained(0)
+    with pytest.raises(UsageError, match=f"checkpoint {path}: optimizer state 'optim.99"):
+        restore(load_checkpoint(path), fresh, fresh_opt)
+    save_checkpoint(path, model, optimizer, epoch=1)
+
+    def bad_rng(tensors: dict[str, torch.Tensor]) -> None:
+        tensors["rng.cpu"] = tensors["rng.cpu"][:100].clone()
+
+    _resave(path, bad_rng)
+    rng = torch.get_rng_state()
+    with pytest.raises(UsageError, match=f"checkpoint {path}: the RNG state is malformed"):
+        restore(load_checkpoint(path), fresh, fresh_opt)
+    assert torch.equal(torch.get_rng_state(), rng)  # nothing was changed
+
+
+def test_legacy_checkpoint_without_checksum_loads_with_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ncrobust.training.checkpoint import LEGACY_FORMATS
+
+    model, optimizer = _trained(1)
+    path = tmp_path / "old.safetensors"
+    save_checkpoint(path, model, optimizer, epoch=1)
+
+    def legacy(tensors: dict[str, torch.Tensor]) -> None:
+        pass
+
+    from safetensors.torch import load_file, safe_open
+
+    with safe_open(str(path), "pt") as handle:
+        metadata = dict(handle.metadata())
+    metadata.pop("checksum")
+    metadata.pop("identity")
+    metadata["format"] = LEGACY_FORMATS[0]
+    save_file(load_file(str(path)), str(path), metadata=metadata)
+    checkpoint = load_checkpoint(path)
+    assert not checkpoint.verified and checkpoint.epoch == 1
+    assert "predates checksums" in capsys.readouterr().err
+    metadata["format"] = "ncrobust-checkpoint-2"  # the current format must carry a checksum
+    save_file(load_file(str(path)), str(path), metadata=metadata)
+    with pytest.raises(UsageError, match="has no checksum"):
+        load_checkpoint(path)

@@ -156,3 +156,81 @@ def test_view_radius_needs_a_positive_run_eps_and_round_trips(tmp_path: Path) ->
     assert config.views == ["clean", "pgd@eps=2/255"]  # recorded as given
     write_config(config, tmp_path / "config.yaml")
     assert read_config(tmp_path / "config.yaml").view_radii() == config.view_radii()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"norm": "l2", "eps": "128"}, "--eps 128/255"),  # digits: l2 diameter sqrt(64) = 8
+        ({"dataset": "cifar10", "norm": "l2", "eps": "128"}, r"sqrt\(3072\)"),
+        ({"norm": "l2", "alpha": "9"}, "--alpha 9/255"),
+        ({"device": "meta"}, "unknown device 'meta'"),
+        ({"device": "xpu"}, "unknown device 'xpu'"),
+        ({"seed": "1e30"}, "seed: 1e30 is out of range"),
+        ({"seed": "-1"}, "seed must be in"),
+        ({"epochs": True}, "epochs: expected an integer, got True"),
+        ({"lr": True}, "lr: expected a number, got True"),
+        ({"out": None}, "out: expected a string, got null"),
+        ({"model": None}, "model: expected a string, got null"),
+        ({"out": "runs/\udcff\ud800"}, "cannot be encoded"),
+    ],
+)
+def test_more_bad_settings_name_their_setting(overrides: dict[str, object], message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        build_config("digits", overrides=overrides)
+
+
+def test_l2_radius_within_the_box_and_big_integers_exact() -> None:
+    config = build_config(overrides={"norm": "l2", "eps": "128/255", "seed": "2305843009213693951"})
+    assert config.eps == pytest.approx(128 / 255)
+    assert config.seed == 2**61 - 1  # parsed exactly, not through a float
+    assert build_config(overrides={"dataset": "imagenette", "norm": "l2", "eps": "6"}).eps == 6
+
+
+def test_python_api_gets_the_same_validation() -> None:
+    from ncrobust.config import validate
+
+    with pytest.raises(UsageError, match="epochs: expected int, got True"):
+        validate(build_config().__class__(epochs=True, out="x", views=["clean"]))  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="out: expected str, got null"):
+        validate(TrainConfig(out=None, views=["clean"]))  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="--eps 128/255"):
+        validate(TrainConfig(norm="l2", eps=128.0, out="x", views=["clean"]))
+
+
+def _stored(tmp_path: Path) -> Path:
+    path = tmp_path / "config.yaml"
+    write_config(build_config("digits", overrides={"out": "x"}), path)
+    return path
+
+
+def test_stored_config_cut_mid_value_is_refused(tmp_path: Path) -> None:
+    path = _stored(tmp_path)
+    text = path.read_text()
+    cut = text[: text.index("gaussian_std: ") + len("gaussian_std: 0.0")]
+    path.write_text(cut)
+    with pytest.raises(UsageError, match="does not match its checksum"):
+        read_config(path)
+    path.write_text(cut.partition("\n")[2])  # without the checksum line: every field required
+    with pytest.raises(UsageError, match="lacks feature_cache_mb, out"):
+        read_config(path)
+
+
+def test_stored_config_edited_without_header_is_accepted_when_complete(tmp_path: Path) -> None:
+    path = _stored(tmp_path)
+    body = path.read_text().partition("\n")[2].replace("seed: 1", "seed: 4")
+    path.write_text(body)
+    assert read_config(path).seed == 4
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"", "is empty"), (b"  \n", "is empty"), (b"dataset: \xff\xfe\n", "is not UTF-8")],
+)
+def test_empty_or_binary_config_names_the_file(
+    tmp_path: Path, content: bytes, message: str
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(content)
+    with pytest.raises(UsageError, match=f"config file {path} {message}"):
+        read_config(path)

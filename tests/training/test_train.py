@@ -145,9 +145,15 @@ def test_existing_output_is_kept_unless_asked(
     assert (out / "precious.txt").read_text() == "keep me"
     assert main(["train", "--resume", str(out)]) == 2  # not a run directory
     assert (out / "precious.txt").read_text() == "keep me"
-    assert _train(out, "--epochs", "1", "--overwrite") == 0
-    assert not (out / "precious.txt").exists() and RunDirectory(out).is_complete()
-    assert main(["train", "--resume", str(out), "--epochs", "5"]) == 2
+    assert _train(out, "--epochs", "1", "--overwrite") == 2  # not a run: never deleted
+    assert "holds no ncrobust config.yaml" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["precious.txt"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    inode = empty.stat().st_ino
+    assert _train(empty, "--epochs", "1") == 0  # an empty --out is used as it is
+    assert empty.stat().st_ino == inode and RunDirectory(empty).is_complete()
+    assert main(["train", "--resume", str(empty), "--epochs", "5"]) == 2
     assert "cannot change it" in capsys.readouterr().err
 
 
@@ -167,6 +173,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_state(
     kept = table[(table.view != "fit") & ~table.metric.isin(TIMINGS)]
     assert kept[kept.epoch == 0].value.notna().all()
     assert all(torch.isfinite(t).all() for t in last.model_state.values())
+    assert f"stopped: non-finite training loss in epoch {bad_epoch}" in run.log_path.read_text()
 
 
 def test_progress_bars_and_tensorboard_scalars(

@@ -19,13 +19,23 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ncrobust.config import TrainConfig, parse_pixels, read_config, scaled_step
+from ncrobust.config import (
+    SPLITS,
+    TrainConfig,
+    check_device,
+    check_radius,
+    parse_pixels,
+    parse_view,
+    read_config,
+    scaled_step,
+)
 from ncrobust.data import load_dataset
 from ncrobust.errors import UsageError
-from ncrobust.runs import METRIC_COLUMNS, RunDirectory, atomic_write_parquet
+from ncrobust.runlock import RunLock
+from ncrobust.runs import METRIC_COLUMNS, RunDirectory, atomic_write_parquet, out_problem
 from ncrobust.training import distributed
-from ncrobust.training.checkpoint import LAST, Checkpoint, load_checkpoint, restore
-from ncrobust.training.trainer import build_model
+from ncrobust.training.checkpoint import LAST, load_checkpoint, restore
+from ncrobust.training.trainer import build_model, run_identity
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -81,23 +91,40 @@ def run(args: argparse.Namespace) -> int:
     run_dir = RunDirectory(Path(args.run))
     if not run_dir.exists():
         raise UsageError(f"{args.run} is not a run directory (no config.yaml)")
-    config = read_config(run_dir.config_path)
+    config = read_config(run_dir.config_path)  # validated as a whole
     views = [v for v in args.views.split(",") if v]
-    if any(v.partition("@")[0] == "train_adv" for v in views):
-        raise UsageError("train_adv is recorded during training only; it cannot be re-measured")
-    files = [Path(args.checkpoint)] if args.checkpoint else checkpoints(run_dir, args.epochs)
+    for view in views:
+        if parse_view(view, config.norm).view == "train_adv":
+            raise UsageError("train_adv is recorded during training only; it cannot be re-measured")
+    splits = [s for s in args.splits.split(",") if s]
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown or not splits:
+        raise UsageError(f"--splits: expected train and/or test, got {args.splits!r}")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.pool is not None and args.pool < 1:
+        raise UsageError(f"--pool must be >= 1, got {args.pool}")
     eps_list = [parse_pixels(e, "eps") for e in (args.eps or "").split(",") if e.strip()]
-    if any(e <= 0 for e in eps_list):
-        raise UsageError("--eps values must be > 0")
-    loaded = [load_checkpoint(f) for f in files]  # every file is checked before any compute
+    for eps in eps_list:
+        if not eps > 0:
+            raise UsageError("--eps values must be > 0")
+        check_radius(config.norm, eps, config.dataset, "eps")
+    if args.device is not None:
+        check_device(args.device)
+    lock = RunLock(run_dir.root)  # one writer per run directory (a training run included)
+    if distributed.launch_context().is_main:  # under torchrun, rank 0 writes
+        try:
+            lock.acquire()
+        except OSError as exc:
+            raise UsageError(out_problem(run_dir.root, exc)) from None
     joined = distributed.current().distributed
-    context, device = distributed.setup(args.device or config.device)
     try:
-        _measure(args, run_dir, config, views, eps_list, loaded, device, context.is_main)
+        context, device = distributed.setup(args.device or config.device)
+        return _measure(args, run_dir, config, views, splits, eps_list, device, context.is_main)
     finally:
+        lock.release()
         if not joined:
             distributed.shutdown()
-    return 0
 
 
 def _measure(
@@ -105,18 +132,23 @@ def _measure(
     run_dir: RunDirectory,
     config: TrainConfig,
     views: list[str],
+    splits: list[str],
     eps_list: list[float],
-    loaded: list[Checkpoint],
     device: torch.device,
     main: bool,
-) -> None:
+) -> int:
     from ncrobust.analysis.measure import AttackSettings, measure_tables
 
+    files = [Path(args.checkpoint)] if args.checkpoint else checkpoints(run_dir, args.epochs)
+    loaded = [load_checkpoint(f) for f in files]  # every file is checked before any compute
     dataset = load_dataset(config.dataset, data_dir=config.data_dir)
+    identity = run_identity(config, dataset)
+    for checkpoint in loaded:
+        checkpoint.check_identity(identity)
+        checkpoint.check_epoch(config.epochs)
     model = build_model(config, dataset).to(device)
     chosen = args.layers if args.layers is not None else ("penultimate" if eps_list else "all")
     layers = [layer for layer in chosen.split(",") if layer]
-    splits = [s for s in args.splits.split(",") if s]
     data = {name: dataset.split(name) for name in splits if name in ("train", "test")}
     if "train" not in data:
         data["train"] = dataset.train  # the reference means; its rows are dropped below
@@ -175,7 +207,7 @@ def _measure(
                 at = f" at eps {eps:.5g}" if eps_list else ""
                 print(f"measured epoch {checkpoint.epoch}{at}")
     if not main:
-        return  # rank 0 writes
+        return 0  # rank 0 writes
     keys = ["epoch", "split", "view", "layer", "metric"]
     if eps_list:
         _merge(run_dir.eps_study_path, pd.concat(eps_frames), ["eps", *keys])
@@ -186,6 +218,7 @@ def _measure(
             pd.concat(stat_frames),
             ["epoch", "split", "view", "layer", "class", "statistic"],
         )
+    return 0
 
 
 def _merge(path: Path, new: pd.DataFrame, keys: list[str]) -> None:

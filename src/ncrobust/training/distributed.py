@@ -154,6 +154,15 @@ def barrier() -> None:
         dist.barrier()
 
 
+def share(value: Any) -> Any:
+    """Rank 0's ``value`` on every rank (a picklable object; ``value`` itself in one process)."""
+    if not current().distributed:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def all_reduce_sum(tensor: Tensor) -> Tensor:
     """Sum ``tensor`` over all ranks in place and return it (unchanged in one process)."""
     if current().distributed:

@@ -10,8 +10,8 @@ measure the planned views; each epoch's rows are appended atomically, then the r
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -24,9 +24,17 @@ import torch
 
 from ncrobust.config import TrainConfig, read_config, validate, validate_layers, write_config
 from ncrobust.data import ImageDataset, batches, load_dataset, num_batches
-from ncrobust.errors import TrainingDiverged, UsageError
+from ncrobust.errors import DiskFull, Terminated, TrainingDiverged, UsageError
 from ncrobust.models import TappedClassifier, create_model
-from ncrobust.runs import FIT_VIEW, JOB_ENTRIES, OUTPUT_LAYER, RunDirectory, metric_rows
+from ncrobust.runs import (
+    FIT_VIEW,
+    OUTPUT_LAYER,
+    Claim,
+    RunDirectory,
+    atomic_copy,
+    metric_rows,
+)
+from ncrobust.runs import claim as claim_run
 from ncrobust.runtime import autocast, eval_mode, make_generator, seed_everything
 from ncrobust.training import distributed
 from ncrobust.training.checkpoint import LAST, epoch_name, load_checkpoint, restore, save_checkpoint
@@ -56,6 +64,10 @@ class Session:
     start_epoch: int
     progress: bool
     writer: Any = None
+    state: str = "new"  # how the session started: new, replace, resume or restart (runs.claim)
+    claim: Claim | None = None  # the run directory's lock (rank 0), held for the session's life
+    identity: dict[str, Any] = field(default_factory=dict)
+    saved_epoch: int = -1  # the epoch of the newest checkpoint on disk
     context: distributed.Context = field(default_factory=distributed.Context)
     parallel: torch.nn.Module | None = None  # DistributedDataParallel to train through
 
@@ -72,23 +84,14 @@ def prepare(
     overwrite: bool = False,
     progress: bool | None = None,
 ) -> Session:
-    """Check the configuration, data, model and output directory; write nothing on failure."""
-    out = Path(config.out)
-    if resume:
-        if not (out / "config.yaml").is_file():
-            raise UsageError(f"cannot resume: {out} holds no run (no config.yaml)")
-        if overwrite:
-            raise UsageError("--resume and --overwrite exclude each other")
-    elif out.exists() and (
-        not out.is_dir() or any(p.name not in JOB_ENTRIES for p in out.iterdir())
-    ):
-        if not out.is_dir():
-            raise UsageError(f"output path {out} exists and is not a directory")
-        if not overwrite:
-            raise UsageError(
-                f"output directory {out} is not empty: pass --resume {out} to continue that run "
-                "or --overwrite to replace it"
-            )
+    """Check the configuration, lock the output directory, load data and model, and restore
+    the checkpoint of a resumed run; on any failure, nothing is written or changed.
+
+    Under ``torchrun`` rank 0 alone locks and inspects the directory and tells the others how
+    the run starts.
+    """
+    if resume and overwrite:
+        raise UsageError("--resume and --overwrite exclude each other")
     config = validate(config)
     context = distributed.launch_context()
     if config.batch_size % context.world_size:
@@ -102,6 +105,25 @@ def prepare(
             from torch.utils import tensorboard  # noqa: F401
         except ImportError as exc:  # pragma: no cover - tensorboard is a declared extra
             raise UsageError("--tensorboard needs the tensorboard package installed") from exc
+    claim = None
+    if context.is_main:
+        claim = claim_run(Path(config.out), resume=resume, overwrite=overwrite, checkpoint=LAST)
+    try:
+        session = _load(config, context, device, claim)
+    except BaseException:
+        if claim is not None:
+            claim.abandon()
+        raise
+    if progress is None:
+        progress = sys.stderr.isatty()
+    session.progress = progress and session.context.is_main
+    return session
+
+
+def _load(
+    config: TrainConfig, context: distributed.Context, device: torch.device, claim: Claim | None
+) -> Session:
+    """Data, model and optimizer of ``config``; a resumed run's checkpoint verified and loaded."""
     dataset = load_dataset(config.dataset, data_dir=config.data_dir)
     last_batch = len(dataset.train) % config.batch_size
     if 0 < last_batch < context.world_size:
@@ -120,39 +142,81 @@ def prepare(
     model = model.to(device)
     if device.type == "cuda" and config.channels_last:
         model = model.to(memory_format=torch.channels_last)  # NHWC convs run faster on tensor cores
-    # every rank has checked everything above before rank 0 touches the output directory
+    # every rank has checked everything above before the process group forms
     context, device = distributed.setup(config.device)
-    distributed.barrier()
+    state = distributed.share(claim.state if claim is not None else None)
     parallel = distributed.wrap(model, device, config.sync_bn)  # SyncBN first: same parameters
     optimizer = torch.optim.SGD(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
-    run = RunDirectory(out)
+    run = RunDirectory(Path(config.out))
+    identity = run_identity(config, dataset)
     start_epoch = 0
-    if resume:
+    if state == "resume":
         checkpoint = load_checkpoint(run.checkpoint_dir / LAST)
+        checkpoint.check_identity(identity)
+        checkpoint.check_epoch(config.epochs)
         restore(checkpoint, model, optimizer)
         start_epoch = checkpoint.epoch
-    elif out.exists() and overwrite and context.is_main:
-        shutil.rmtree(out)
-    dataset = dataset.to(device)
-    if progress is None:
-        progress = sys.stderr.isatty()
-    progress = progress and context.is_main
+        if context.is_main:
+            run.check_tables(start_epoch)
+            _verify_kept(config, run, start_epoch)
+    distributed.barrier()
     return Session(
         config,
         run,
         device,
-        dataset,
+        dataset.to(device),
         model,
         optimizer,
         layers,
         final_layers,
         start_epoch,
-        progress,
+        False,
+        state=state,
+        claim=claim,
+        identity=identity,
+        saved_epoch=start_epoch if state == "resume" else -1,
         context=context,
         parallel=None if parallel is model else parallel,
     )
+
+
+def run_identity(config: TrainConfig, dataset: ImageDataset) -> dict[str, Any]:
+    """What a checkpoint must match to belong to this run (stored in its metadata)."""
+    return {
+        "model": config.model,
+        "dataset": config.dataset,
+        "num_classes": dataset.num_classes,
+        "in_channels": dataset.channels,
+        "image_size": dataset.image_size,
+    }
+
+
+def is_kept(config: TrainConfig, epoch: int) -> bool:
+    """Whether ``epoch``'s checkpoint is kept (every ``checkpoint_every`` epochs, and the last)."""
+    every = config.checkpoint_every
+    return epoch == config.epochs or (every > 0 and epoch % every == 0)
+
+
+def kept_epochs(config: TrainConfig, upto: int) -> list[int]:
+    """Epochs ``<= upto`` whose checkpoints are kept."""
+    return [epoch for epoch in range(upto + 1) if is_kept(config, epoch)]
+
+
+def _verify_kept(config: TrainConfig, run: RunDirectory, upto: int) -> None:
+    """Check the kept checkpoints a resume builds on; re-link the one a kill cut off."""
+    for epoch in kept_epochs(config, upto):
+        path = run.checkpoint_dir / epoch_name(epoch)
+        if not path.exists():
+            if epoch == upto:  # killed between the rolling checkpoint and its kept copy
+                atomic_copy(run.checkpoint_dir / LAST, path)
+            else:
+                run.log(f"warning: kept checkpoint {path} is missing (deleted?)")
+            continue
+        kept = load_checkpoint(path)
+        if kept.epoch != epoch:
+            raise UsageError(f"checkpoint {path} holds epoch {kept.epoch}, not {epoch}")
 
 
 def build_model(config: TrainConfig, dataset: ImageDataset) -> TappedClassifier:
@@ -177,6 +241,8 @@ def train(
 ) -> RunDirectory:
     """Train (or continue) the run of ``config`` and return its directory.
 
+    The run directory is locked for the whole session. A resumed run without a checkpoint
+    (killed during start-up) starts again from scratch, which gives the same result.
     ``stop_after`` ends the session after that epoch as an interruption would (tests use it).
     Under ``torchrun`` every process calls this; only rank 0 writes the run directory.
     """
@@ -196,30 +262,15 @@ def _train(
     stop_after: int | None,
 ) -> RunDirectory:
     session = prepare(config, resume=resume, overwrite=overwrite, progress=progress)
-    run, config, main = session.run, session.config, session.context.is_main
-    world = session.context.world_size
-    ranks = distributed.describe_ranks(session.device)
-    recorded = config.world_size  # config.yaml records how the run is executed now
-    config = session.config = dataclasses.replace(config, world_size=world)
-    if main and resume:
-        run.truncate_after(session.start_epoch)
-        run.log(f"resumed at epoch {session.start_epoch} with {world} process(es): {ranks}")
-        if recorded != world:
-            run.log(f"world_size {recorded} -> {world}")
-            write_config(config, run.config_path)
-    elif main:
-        run.root.mkdir(parents=True, exist_ok=True)
-        write_config(config, run.config_path)
-        run.log(f"run {run.root} on {session.device}: {_describe(config)}")
-        if world > 1:
-            sync = "synchronised" if config.sync_bn else "per-process"
-            run.log(f"{world} processes, {sync} BatchNorm: {ranks}")
-    if config.tensorboard and main:
-        from torch.utils.tensorboard import SummaryWriter
-
-        session.writer = SummaryWriter(str(run.tensorboard_dir))
+    run, main = session.run, session.context.is_main
     try:
-        if not resume:
+        _start(session)
+        config = session.config
+        if config.tensorboard and main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            session.writer = SummaryWriter(str(run.tensorboard_dir))
+        if session.state != "resume":
             rows, stats = measure(session, 0, None)
             if main:
                 run.append(rows, stats)
@@ -229,12 +280,78 @@ def _train(
             _epoch(session, epoch)
             if stop_after is not None and epoch >= stop_after and epoch < config.epochs:
                 return run
+        if main:
+            run.mark_done(config.epochs)
+    except KeyboardInterrupt as exc:
+        signal_name = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
+        message = f"{signal_name} after epoch {session.saved_epoch}" + _resumable(session)
+        _log_quietly(session, f"interrupted: {message}")
+        raise type(exc)(message) from None
+    except DiskFull as exc:
+        message = f"{exc}" + _resumable(session)
+        _log_quietly(session, f"stopped: {message}")
+        raise DiskFull(message, exc.path, exc.needed) from None
+    except TrainingDiverged as exc:
+        _log_quietly(session, f"stopped: {exc}")
+        raise
     finally:
         if session.writer is not None:
             session.writer.close()
-    if main:
-        run.done_path.write_text(f"{config.epochs}\n")
+        if session.claim is not None:
+            session.claim.release()
     return run
+
+
+def _start(session: Session) -> None:
+    """Set up the directory for the session (rank 0): fresh files for a new run, tidy for a
+    resume; ``config.yaml`` records the number of processes the run executes on now."""
+    run, world = session.run, session.context.world_size
+    ranks = distributed.describe_ranks(session.device)  # every rank takes part
+    recorded = session.config.world_size
+    config = session.config = dataclasses.replace(session.config, world_size=world)
+    if not session.context.is_main:
+        return
+    run.remove_temporaries()
+    if session.state == "resume":
+        run.truncate_after(session.start_epoch)
+        run.log(f"resumed at epoch {session.start_epoch} with {world} process(es): {ranks}")
+        if recorded != world:
+            run.log(f"world_size {recorded} -> {world}")
+            write_config(config, run.config_path)
+        return
+    if session.state == "restart":
+        run.clear(keep=("config.yaml", "log.txt"))
+        run.log("no checkpoint was written yet: starting again from epoch 0")
+        if recorded != world:
+            write_config(config, run.config_path)
+    else:
+        if session.state == "replace":
+            run.clear()
+        write_config(config, run.config_path)
+    run.log(f"run {run.root} on {session.device}: {_describe(config)}")
+    if world > 1:
+        sync = "synchronised" if config.sync_bn else "per-process"
+        run.log(f"{world} processes, {sync} BatchNorm: {ranks}")
+
+
+def _resumable(session: Session) -> str:
+    if session.saved_epoch < 0:
+        return f"; ncrobust train --resume {session.run.root} starts it again"
+    return (
+        f"; the tables up to epoch {session.saved_epoch} and its checkpoint are kept: "
+        f"ncrobust train --resume {session.run.root} continues"
+    )
+
+
+def _log_quietly(session: Session, line: str) -> None:
+    """Log a stop message (rank 0); a log that cannot be written (a full disk) must not hide it.
+
+    Before ``config.yaml`` exists the directory is not a run yet and stays free of logs.
+    """
+    run = session.run
+    if session.context.is_main and run.config_path.is_file():
+        with contextlib.suppress(OSError, DiskFull):
+            run.log(line)
 
 
 def resume_config(out: str | Path, device: str | None = None) -> TrainConfig:
@@ -441,12 +558,11 @@ def measure(
 
 def _save(session: Session, epoch: int) -> None:
     config, run = session.config, session.run
-    save_checkpoint(run.checkpoint_dir / LAST, session.model, session.optimizer, epoch)
-    keep = epoch == config.epochs or (
-        config.checkpoint_every > 0 and epoch % config.checkpoint_every == 0
-    )
-    if keep:
-        shutil.copyfile(run.checkpoint_dir / LAST, run.checkpoint_dir / epoch_name(epoch))
+    last = run.checkpoint_dir / LAST
+    save_checkpoint(last, session.model, session.optimizer, epoch, identity=session.identity)
+    session.saved_epoch = epoch
+    if is_kept(config, epoch):
+        atomic_copy(last, run.checkpoint_dir / epoch_name(epoch))
 
 
 # -- reporting -----------------------------------------------------------------------------

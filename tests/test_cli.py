@@ -1,0 +1,93 @@
+"""The command line's contract: one line and a fixed exit status for bad input and signals."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ncrobust import runs
+from ncrobust.cli import main
+
+FAST = ["--dataset", "digits", "--epochs", "1", "--device", "cpu", "--quiet"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--seed", "1e30"], "seed: 1e30 is out of range"),
+        (["--device", "meta"], "unknown device 'meta'"),
+        (["--device", "xpu"], "unknown device 'xpu'"),
+        (["--norm", "l2", "--eps", "128"], "--eps 128/255"),
+        (["--epochs", "true"], "epochs: expected an integer"),
+    ],
+)
+def test_bad_flags_are_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    out = tmp_path / "never"
+    assert main(["train", *FAST, "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not out.exists()
+
+
+def test_null_out_in_yaml_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("out: null\nepochs: 1\n")
+    os.chdir(tmp_path)
+    assert main(["train", "--config", str(config), *FAST]) == 2
+    assert "out: expected a string, got null" in capsys.readouterr().err
+    assert not (tmp_path / "None").exists()
+
+
+def test_non_encodable_out_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    out = os.fsencode(tmp_path) + b"/caf\xe9-run"  # Latin-1 bytes: not a UTF-8 name
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
+    code = (
+        "import os, sys; from ncrobust.cli import main; "
+        "sys.exit(main(['train', '--dataset', 'digits', '--quiet', '--out', "
+        "os.fsdecode(sys.argv[1].encode('latin-1'))]))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, out.decode("latin-1")],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "cannot be encoded as a file name" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_during_start_up_is_one_line_and_leaves_no_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    monkeypatch.setenv(runs.FAULT_ENV, f"interrupt@{runs.write_count() + 1}")  # config.yaml
+    assert main(["train", *FAST, "--out", str(out)]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ncrobust train: interrupted"), err
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]  # no run, no temporary
+    monkeypatch.delenv(runs.FAULT_ENV)
+    assert main(["train", "--resume", str(out)]) == 2  # not a run; a plain start is allowed
+
+
+def test_sigterm_during_import_is_one_line_and_143(tmp_path: Path) -> None:
+    code = (
+        "import os, signal, sys; from ncrobust import cli; "
+        "real = cli._load\n"
+        "def slow(name):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    return real(name)\n"
+        "cli._load = slow; sys.exit(cli.main(['train', '--help']))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, cwd=tmp_path
+    )
+    assert proc.returncode == 143
+    assert proc.stderr.strip().splitlines() == ["ncrobust train: terminated (SIGTERM)"]
