@@ -43,9 +43,11 @@ def test_reduced_demo_writes_runs_figures_and_report(tmp_path: Path) -> None:
     train = hits[hits.split == "train"].value.item()
     assert "radius eps = 0.3 (step 0.075" in report
     assert f"{train:.1%} (train)" in report
-    # a second demo with the same settings writes the same report
-    again = run_demo(REDUCED, tmp_path / "again")["report"].read_text()
-    assert again.replace(str(tmp_path / "again"), str(out)) == report
+    # a second demo with the same settings, replacing the first, writes the same report
+    (out / "figures" / "stale.png").write_bytes(b"an old figure")
+    again = run_demo(REDUCED, out, overwrite=True)["report"].read_text()
+    assert again == report
+    assert not (out / "figures" / "stale.png").exists()  # the old demo's figures are gone
     assert "## Robustness" in report  # AutoAttack is off here (its cost); see the next test
 
 
@@ -80,6 +82,16 @@ def test_demo_refuses_a_non_empty_output(
     assert main(["demo", "--out", str(tmp_path), "--epochs", "1"]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert (tmp_path / "keep.txt").read_text() == "x"
+    # --overwrite replaces an earlier demo only: other contents are never deleted
+    assert main(["demo", "--out", str(tmp_path), "--epochs", "1", "--overwrite"]) == 2
+    assert "holds keep.txt: choose another --out" in capsys.readouterr().err
+    assert (tmp_path / "keep.txt").read_text() == "x"
+    (tmp_path / "keep.txt").unlink()
+    (tmp_path / "st").mkdir()
+    (tmp_path / "st" / "notes.txt").write_text("mine")  # a folder of a run's name, not a run
+    assert main(["demo", "--out", str(tmp_path), "--epochs", "1", "--overwrite"]) == 2
+    assert "holds st: choose another --out" in capsys.readouterr().err
+    assert (tmp_path / "st" / "notes.txt").read_text() == "mine"
     assert main(["demo", "--out", str(tmp_path / "new"), "--targeted-eps", "2"]) == 2
     assert "targeted@eps=2/255" in capsys.readouterr().err  # linf: larger than the pixel range
     assert not (tmp_path / "new").exists()

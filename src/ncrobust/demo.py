@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import multiprocessing
-import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -162,19 +161,19 @@ def run_demo(settings: DemoSettings, out: Path, overwrite: bool = False) -> dict
     if settings.jobs < 1:
         raise UsageError("--jobs must be >= 1")
     configs = [settings.config(mode, out) for mode in SCHEDULE]  # validated before any work
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise UsageError(f"{out} is not empty: pass --overwrite to replace it")
-        shutil.rmtree(out)
+    replace = _check_out(out, overwrite)
+    if replace:
+        _clear_figures(out / "figures")
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     if settings.jobs == 1:
         for config in configs:
-            _report_cpu(*_train_one(config, threads=None))
+            _report_cpu(*_train_one(config, None, replace))
     else:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=settings.jobs, mp_context=context) as pool:
-            for root, cpu in pool.map(_train_one, configs, [1] * len(configs)):
+            jobs = pool.map(_train_one, configs, [1] * len(configs), [replace] * len(configs))
+            for root, cpu in jobs:
                 _report_cpu(root, cpu)
     trained = time.perf_counter() - started
     from ncrobust.analysis import write_report
@@ -190,6 +189,54 @@ def run_demo(settings: DemoSettings, out: Path, overwrite: bool = False) -> dict
         f"total {total:.0f}s"
     )
     return {"report": report, "figures": out / "figures"}
+
+
+REPORT_FILES = ("report.md", "report.html")
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
+
+
+def _check_out(out: Path, overwrite: bool) -> bool:
+    """Whether ``out`` holds an earlier demo to replace; refuse anything else that is not empty.
+
+    Only what a demo writes may be replaced (its run directories, through the trainer's own
+    ``--overwrite``, its report and its figures): a folder holding anything else is refused.
+    """
+    from ncrobust.runs import RunDirectory
+
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out} exists and is not a directory")
+    entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if not entries:
+        return False
+    if not overwrite:
+        raise UsageError(f"{out} is not empty: pass --overwrite to replace the demo in it")
+    own = {*MODES, "figures", *REPORT_FILES}
+    foreign = [name for name in entries if name not in own]
+    foreign += [
+        name
+        for name in MODES
+        if name in entries
+        and not (RunDirectory(out / name).is_run() or RunDirectory(out / name).is_empty())
+    ]
+    figures = out / "figures"
+    if figures.is_dir():
+        foreign += [
+            f"figures/{p.name}" for p in figures.iterdir() if p.suffix not in FIGURE_SUFFIXES
+        ]
+    if foreign:
+        raise UsageError(
+            f"--overwrite replaces only an earlier demo, and {out} holds "
+            f"{', '.join(sorted(foreign)[:5])}: choose another --out"
+        )
+    return True
+
+
+def _clear_figures(folder: Path) -> None:
+    """Delete the figure files of an earlier demo (the report is rewritten atomically)."""
+    if folder.is_dir():
+        for path in folder.iterdir():
+            if path.suffix in FIGURE_SUFFIXES and path.is_file():
+                path.unlink()
 
 
 def _target_accuracy(run: Path, settings: DemoSettings) -> dict[str, float]:
@@ -211,7 +258,9 @@ def _report_cpu(root: str, cpu: float) -> None:
     print(f"demo: {Path(root).name} took {cpu:.0f}s of CPU", flush=True)
 
 
-def _train_one(config: TrainConfig, threads: int | None) -> tuple[str, float]:
+def _train_one(
+    config: TrainConfig, threads: int | None, overwrite: bool = False
+) -> tuple[str, float]:
     import torch
 
     from ncrobust.training import train
@@ -219,7 +268,7 @@ def _train_one(config: TrainConfig, threads: int | None) -> tuple[str, float]:
     if threads is not None:
         torch.set_num_threads(threads)
     started = time.process_time()
-    run_dir = train(dataclasses.replace(config), progress=False)
+    run_dir = train(dataclasses.replace(config), overwrite=overwrite, progress=False)
     return str(run_dir.root), time.process_time() - started
 
 
