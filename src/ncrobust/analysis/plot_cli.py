@@ -17,7 +17,7 @@ from ncrobust.analysis.plots import (
     figure_names,
     render_figures,
 )
-from ncrobust.analysis.study import WHERE_KEYS, Study, parse_where
+from ncrobust.analysis.study import Study, add_where_argument, parse_where
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,12 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="png,pdf",
         help="comma-separated file formats: png, pdf, svg (default: png,pdf)",
     )
-    parser.add_argument(
-        "--where",
-        default=None,
-        help=f"only runs matching KEY=VALUE,... (keys: {', '.join(WHERE_KEYS)}), "
-        "e.g. dataset=cifar100,norm=l2",
-    )
+    add_where_argument(parser)
     parser.add_argument(
         "--paper",
         action="store_true",

@@ -25,7 +25,7 @@ from ncrobust.analysis.robustness import (
     robustness_markdown,
     robustness_table,
 )
-from ncrobust.analysis.study import WHERE_KEYS, Study, parse_where
+from ncrobust.analysis.study import Study, add_where_argument, parse_where
 from ncrobust.errors import UsageError
 from ncrobust.runs import RunDirectory, atomic_write_text
 
@@ -371,12 +371,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"comma-separated figures to include ({', '.join(FIGURES)}), "
         "'all' (default) or 'none'",
     )
-    parser.add_argument(
-        "--where",
-        default=None,
-        help=f"only runs matching KEY=VALUE,... (keys: {', '.join(WHERE_KEYS)}), "
-        "e.g. dataset=cifar100,norm=l2",
-    )
+    add_where_argument(parser)
     parser.add_argument(
         "--masking-gap",
         type=float,

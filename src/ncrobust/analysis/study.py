@@ -7,6 +7,7 @@ order of a group, never touching raw tables themselves.
 
 from __future__ import annotations
 
+import argparse
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -351,6 +352,16 @@ def _eps_key(eps: float) -> float:
 
 class MissingRuns(UsageError):
     """No run matches a selection (``--where``)."""
+
+
+def add_where_argument(parser: argparse.ArgumentParser) -> None:
+    """The ``--where KEY=VALUE,...`` run selection of ``plot`` and ``report``."""
+    parser.add_argument(
+        "--where",
+        default=None,
+        help=f"only runs matching KEY=VALUE,... (keys: {', '.join(WHERE_KEYS)}), "
+        "e.g. dataset=cifar100,norm=l2",
+    )
 
 
 def parse_where(text: str | None) -> dict[str, list[str]]:
