@@ -313,3 +313,78 @@ def test_a_job_of_several_tasks_sets_the_torch_distributed_environment(
     }  # fmt: skip
     assert seen["MASTER_PORT"].isdigit()
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "0,1"  # each rank picks its LOCAL_RANK's GPU
+
+
+JOB_TASK = (
+    "import json, sys; from ncrobust.analysis.sweep_runs import RunJob; "
+    "print(RunJob(json.loads(sys.argv[1]))())"
+)
+
+
+def test_a_two_task_job_trains_one_data_parallel_run(tmp_path: Path) -> None:
+    """--gpus-per-run 2 on CPU: the two tasks srun starts join one gloo run through torchrun's
+    environment, written by rank 0 alone, and train what one process trains."""
+    import random
+    import socket
+
+    overrides = {"epochs": 2, "steps": 1, "device": "cpu", "views": "clean", "batch_size": 128}
+    single = build_config("digits", overrides={**overrides, "out": str(tmp_path / "one")})
+    parallel = build_config("digits", overrides={**overrides, "out": str(tmp_path / "two")})
+    job = 4242  # submitit derives the master port from the job id: take one whose port is free
+    while True:
+        port = random.Random(str(job)).randint(20000, 60000)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+                break
+            except OSError:
+                job += 1
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SUBMITIT_"))}
+    for name in (
+        "RANK",
+        "WORLD_SIZE",
+        "LOCAL_RANK",
+        "LOCAL_WORLD_SIZE",
+        "MASTER_ADDR",
+        "MASTER_PORT",
+    ):
+        env.pop(name, None)
+    env |= {
+        "OMP_NUM_THREADS": "1", "SUBMITIT_EXECUTOR": "slurm",
+        "SLURM_JOB_ID": str(job), "SLURM_NTASKS": "2", "SLURM_JOB_NUM_NODES": "1",
+        "SLURM_NODEID": "0", "SLURM_JOB_NODELIST": "localhost",
+    }  # fmt: skip
+    tasks = [
+        subprocess.Popen(
+            [sys.executable, "-c", JOB_TASK, json.dumps(parallel.to_dict())],
+            env=env | {"SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    outputs = [task.communicate(timeout=240) for task in tasks]
+    assert [task.returncode for task in tasks] == [0, 0], outputs
+    assert all(out.strip().endswith("trained") for out, _ in outputs)
+    train(single, progress=False)
+    two, one = RunDirectory(Path(parallel.out)), RunDirectory(Path(single.out))
+    assert two.is_complete()
+    stored = two.config_path.read_text()
+    assert "world_size: 2" in stored and "sync_bn: true" in stored
+    assert "2 processes, synchronised BatchNorm" in two.log_path.read_text()
+    keys = ["epoch", "split", "view", "layer", "metric"]
+    tables = one.read_metrics().merge(two.read_metrics(), on=keys, suffixes=("_1", "_2"))
+    timing = ["seconds", "measure_seconds"]
+    tables = tables[~tables.metric.isin(timing)]
+    first = one.read_metrics()
+    assert len(tables) == (~first.metric.isin(timing)).sum()  # every row once, timings aside
+    assert not two.read_metrics().duplicated(keys).any()  # one writer
+    # the same model at epoch 0: every measurement equal (the sums all-reduce, the draws are
+    # the global batch's); after training, the same run up to reduction order, which SGD grows
+    # (step-by-step equality of the two paths: tests/training/test_distributed.py)
+    start = tables[tables.epoch == 0]
+    assert len(start) > 20 and start.view.isin(["clean", "pgd"]).all()
+    assert ((start.value_1 - start.value_2).abs() <= 1e-9 * (1 + start.value_1.abs())).all()
+    loss = tables[(tables.epoch == 2) & (tables.view == "fit") & (tables.metric == "loss")]
+    assert loss.value_2.item() == pytest.approx(loss.value_1.item(), rel=1e-3)

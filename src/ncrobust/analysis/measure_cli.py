@@ -118,13 +118,16 @@ def run(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise UsageError(out_problem(run_dir.root, exc)) from None
     joined = distributed.current().distributed
+    finished = False
     try:
         context, device = distributed.setup(args.device or config.device)
-        return _measure(args, run_dir, config, views, splits, eps_list, device, context.is_main)
+        status = _measure(args, run_dir, config, views, splits, eps_list, device, context.is_main)
+        finished = True
+        return status
     finally:
         lock.release()
         if not joined:
-            distributed.shutdown()
+            distributed.shutdown(wait=finished)
 
 
 def _measure(

@@ -142,9 +142,12 @@ def setup(device_name: str) -> tuple[Context, torch.device]:
     return current(), device
 
 
-def shutdown() -> None:
-    """Leave the process group (a no-op without one)."""
+def shutdown(wait: bool = False) -> None:
+    """Leave the process group (a no-op without one); ``wait``: first wait for every rank, so
+    that rank 0, which may host the group's store, leaves last (after a failure, never wait)."""
     if dist.is_available() and dist.is_initialized():
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 

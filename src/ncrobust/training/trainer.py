@@ -248,10 +248,14 @@ def train(
     """
     joined = distributed.current().distributed  # a process group that the caller owns
     try:
-        return _train(config, resume, overwrite, progress, stop_after)
-    finally:
+        run = _train(config, resume, overwrite, progress, stop_after)
+    except BaseException:
         if not joined:
             distributed.shutdown()
+        raise
+    if not joined:
+        distributed.shutdown(wait=True)
+    return run
 
 
 def _train(
