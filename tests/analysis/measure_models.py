@@ -3,12 +3,34 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
+import pandas as pd
+import pytest
 import torch
 from torch import Tensor, nn
 
+from ncrobust.analysis import AttackSettings
+
 CLASSES = 3
+
+ATTACK = AttackSettings(eps=0.1, alpha=0.05, steps=2)
+KEYS = ["split", "view", "layer", "metric"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """One intra-op thread for these tiny models (imported by the tests that use it)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def values(table: pd.DataFrame) -> pd.Series:
+    """A measure table's values indexed by split, view, layer and metric."""
+    return table.astype({"layer": str}).set_index(KEYS).value.sort_index()
 
 
 class Net1D(nn.Module):

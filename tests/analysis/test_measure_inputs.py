@@ -15,22 +15,17 @@ from torch.utils.data import DataLoader, Dataset, SubsetRandomSampler, TensorDat
 from ncrobust.analysis import AttackSettings, measure
 from ncrobust.errors import UsageError
 
-from .measure_models import CLASSES, ConvNet, Net1D, images, sequences, with_bn_stats
-
-ATTACK = AttackSettings(eps=0.1, alpha=0.05, steps=2)
-KEYS = ["split", "view", "layer", "metric"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _values(table: pd.DataFrame) -> pd.Series:
-    return table.astype({"layer": str}).set_index(KEYS).value.sort_index()
+from .measure_models import (
+    ATTACK,
+    CLASSES,
+    ConvNet,
+    Net1D,
+    images,
+    one_thread,  # noqa: F401 - the autouse fixture
+    sequences,
+    values,
+    with_bn_stats,
+)
 
 
 def test_uint8_float_and_numpy_inputs_give_the_same_numbers() -> None:
@@ -39,7 +34,7 @@ def test_uint8_float_and_numpy_inputs_give_the_same_numbers() -> None:
     x8, y = images(6, seed=1)
     xt8, yt = images(3, seed=2)
     options = dict(layers=["conv", "bn", "penultimate"], views=["clean", "pgd"], attack=ATTACK)
-    base = _values(measure(model, {"train": (x8, y), "test": (xt8, yt)}, **options))
+    base = values(measure(model, {"train": (x8, y), "test": (xt8, yt)}, **options))
     assert len(base) > 40
     same = [
         {"train": (x8.float() / 255, y), "test": (xt8.float() / 255, yt)},  # float pixels
@@ -48,13 +43,13 @@ def test_uint8_float_and_numpy_inputs_give_the_same_numbers() -> None:
         {"train": ((x8.float() / 255).numpy(), y.numpy().astype(np.int32)), "test": (xt8, yt)},
     ]
     for data in same:
-        pd.testing.assert_series_equal(_values(measure(model, data, **options)), base)
+        pd.testing.assert_series_equal(values(measure(model, data, **options)), base)
     close = [
         {"train": (x8.double() / 255, y), "test": (xt8.double() / 255, yt)},
         {"train": (x8.bfloat16() / 255, y), "test": (xt8, yt)},
     ]
     for data in close[:1]:  # float64 rounds to the model's float32 like x / 255 does, nearly
-        other = _values(measure(model, data, **options))
+        other = values(measure(model, data, **options))
         assert np.allclose(other.to_numpy(), base.to_numpy(), rtol=1e-4, atol=1e-6)
     table = measure(model, close[1], **options)  # bfloat16 pixels are accepted (and rounded)
     assert set(table.split) == {"train", "test"}
@@ -136,7 +131,7 @@ def test_normalisation_outside_the_model_equals_inside() -> None:
     outside = measure(inner, (x, y), normalize=(mean, std), layers=["bn", "penultimate"], **options)
     inside = measure(Normalised(), (x, y), layers=["net.bn", "penultimate"], **options)
     inside["layer"] = inside.layer.astype(str).str.removeprefix("net.")
-    a, b = _values(outside), _values(inside)
+    a, b = values(outside), values(inside)
     assert np.allclose(a.to_numpy(), b.to_numpy(), rtol=1e-5, atol=1e-7)
     plain = measure(inner, (x, y), layers=["penultimate"], views=["clean"])
     acc = plain.query("metric == 'accuracy'").value.item()
@@ -150,12 +145,12 @@ def test_datasets_and_loaders_stream_with_the_same_numbers() -> None:
     xt, yt = sequences(4, seed=6)
     options = dict(layers=["conv2", "penultimate"], views=["clean", "pgd"], attack=ATTACK,
                    batch_size=8, cache_mb=0)  # fmt: skip
-    base = _values(measure(net, {"train": (x, y), "test": (xt, yt)}, **options))
+    base = values(measure(net, {"train": (x, y), "test": (xt, yt)}, **options))
     streamed = {
         "train": TensorDataset(x, y),
         "test": DataLoader(TensorDataset(xt, yt), batch_size=5, shuffle=False),
     }
-    other = _values(measure(net, streamed, **options))
+    other = values(measure(net, streamed, **options))
     assert np.allclose(other.to_numpy(), base.to_numpy(), rtol=1e-6, atol=1e-9)
     assert list(other.index) == list(base.index)
     shuffled = DataLoader(TensorDataset(x, y), batch_size=5, shuffle=True)
@@ -176,7 +171,7 @@ def test_datasets_and_loaders_stream_with_the_same_numbers() -> None:
     per_channel = measure(net, NumpyPairs(), views=["clean"], layers=["conv2", "penultimate"],
                           bounds=(torch.zeros(1), torch.ones(1)), batch_size=8)  # fmt: skip
     clean = base.loc["train", "clean"]
-    assert np.allclose(_values(per_channel).loc["train", "clean"].to_numpy(), clean.to_numpy())
+    assert np.allclose(values(per_channel).loc["train", "clean"].to_numpy(), clean.to_numpy())
 
 
 def _bad_cases() -> list[tuple[dict, str]]:

@@ -11,36 +11,24 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from ncrobust.analysis import AttackSettings, list_layers, measure
+from ncrobust.analysis import list_layers, measure
 from ncrobust.analysis.measure import _pooled
 from ncrobust.analysis.taps import HookedExtractor, pool_features
 from ncrobust.errors import UsageError
 
 from .measure_models import (
+    ATTACK,
     CLASSES,
     ConvNet,
     DictNet,
     Net1D,
     Output,
     images,
+    one_thread,  # noqa: F401 - the autouse fixture
     sequences,
+    values,
     with_bn_stats,
 )
-
-ATTACK = AttackSettings(eps=0.1, alpha=0.05, steps=2)
-KEYS = ["split", "view", "layer", "metric"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _values(table: pd.DataFrame) -> pd.Series:
-    return table.astype({"layer": str}).set_index(KEYS).value.sort_index()
 
 
 def _rows(table: pd.DataFrame, split: str = "train", view: str = "clean") -> pd.Series:
@@ -104,7 +92,7 @@ def test_dict_tuple_and_dataclass_outputs() -> None:
     wrapped = nn.Sequential()
     wrapped.add_module("inner", net)
     plain = measure(wrapped, (x, y), **options)
-    pd.testing.assert_series_equal(_values(base), _values(plain))
+    pd.testing.assert_series_equal(values(base), values(plain))
 
     class TupleNet(nn.Module):
         def __init__(self) -> None:
@@ -119,14 +107,14 @@ def test_dict_tuple_and_dataclass_outputs() -> None:
             return Output(None, self.inner(x))
 
     for model in (TupleNet(), DataclassNet()):
-        pd.testing.assert_series_equal(_values(measure(model, (x, y), **options)), _values(base))
+        pd.testing.assert_series_equal(values(measure(model, (x, y), **options)), values(base))
     odd = DictNet(net, key="scores")
     with pytest.raises(UsageError, match=r"cannot tell the logits .* pass output="):
         measure(odd, (x, y))
     picked = measure(odd, (x, y), output="scores", **options)
-    pd.testing.assert_series_equal(_values(picked), _values(base))
+    pd.testing.assert_series_equal(values(picked), values(base))
     by_callable = measure(odd, (x, y), output=lambda out: out["scores"], **options)
-    pd.testing.assert_series_equal(_values(by_callable), _values(base))
+    pd.testing.assert_series_equal(values(by_callable), values(base))
     with pytest.raises(UsageError, match="output='nope'"):
         measure(odd, (x, y), output="nope")
 
@@ -346,7 +334,7 @@ def test_a_split_missing_a_class_returns_its_defined_metrics() -> None:
     assert {"nc1", "nc4", "nc3", "simplex_similarity"} <= set(missing.metric)
     alone = measure(net, {"train": (x, y)}, **options)  # the train split is unaffected
     train = table[table.split == "train"]
-    pd.testing.assert_series_equal(_values(train), _values(alone))
+    pd.testing.assert_series_equal(values(train), values(alone))
 
 
 def test_layers_in_depth_order_and_attack_statistics() -> None:
