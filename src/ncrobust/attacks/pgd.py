@@ -59,7 +59,8 @@ def pgd(
     released code's ``renorm`` divides by ‖delta‖ + 1e-7 instead) and the input clamped to
     ``bounds``. The random start is U(-eps, eps) per pixel (l_inf) or a Gaussian direction of
     length U(0,1)·eps per sample (l_2), clamped likewise; its draws come from ``generator`` (on
-    x's device) or the global RNG.
+    x's device) or the global RNG. ``start`` replaces it by a given first iterate, clamped to
+    ``bounds`` here (e.g. x plus this batch's rows of offsets drawn for a larger batch).
 
     ``bounds`` is the input box ``(lo, hi)``: numbers, or tensors with one value per channel
     (``[C]``) or per input element; ``None`` leaves the inputs unbounded. The default is [0,1]
@@ -99,7 +100,7 @@ def pgd(
     if start is not None:
         if start.shape != x.shape:
             raise ValueError(f"start has shape {tuple(start.shape)}, x has {tuple(x.shape)}")
-        x_adv = start.detach().to(x.dtype)
+        x_adv = ball.clamp(start.detach().to(x.dtype, copy=True))
     else:
         x_adv = ball.random_start(generator) if random_start else ball.x0.clone()
     step = -alpha if targeted else alpha  # targeted: descend the loss to the target

@@ -59,7 +59,7 @@ def _attack(
         eps=config.eps,
         alpha=config.alpha,
         steps=config.steps,
-        start=(x + offsets).clamp_(0.0, 1.0),
+        start=x + offsets,  # clamped to the pixel box by pgd
     )
 
 

@@ -26,8 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ncrobust.attacks import PIXEL_BOUNDS, Bounds, gaussian, pgd, target_labels
-from ncrobust.attacks.ball import Ball, random_offsets
-from ncrobust.attacks.validation import check_bounds
+from ncrobust.attacks.ball import random_offsets
 from ncrobust.collapse import AttackStatistics, CollapseAccumulator
 from ncrobust.config import SPLITS, scaled_step, view_kind
 from ncrobust.data import Split
@@ -441,7 +440,6 @@ class Prober:
             noise = draw_rows(x, rows, lambda t: t.normal_(generator=generator))
             return gaussian(x, spec.gaussian_std, noise=noise, bounds=spec.bounds)
         offsets = draw_rows(x, rows, lambda t: random_offsets(t, spec.norm, eps, generator))
-        start_point = Ball(x, spec.norm, eps, check_bounds(spec.bounds, x)).clamp(x + offsets)
         with torch.enable_grad(), autocast(self.device, spec.precision):
             return pgd(
                 self.model,
@@ -453,7 +451,7 @@ class Prober:
                 steps=spec.steps,
                 targeted=view == "targeted",
                 bounds=spec.bounds,
-                start=start_point,
+                start=x + offsets,  # clamped to the bounds by pgd
             )
 
     def _stored_inputs(
