@@ -425,11 +425,8 @@ def _fit(
     attack = make_generator(derive_seed(config.seed, "attack", epoch), device)
     kept = None
     if keep_adv:  # this rank's perturbed samples: its shard of the train_adv view
-        mine = sum(
-            _rows(n, config.batch_size, i, rank, world)[1]
-            - _rows(n, config.batch_size, i, rank, world)[0]
-            for i in range(total)
-        )
+        shards = (_rows(n, config.batch_size, i, rank, world) for i in range(total))
+        mine = sum(stop - start for start, stop, _ in shards)
         kept = PerturbedSet(
             torch.empty((mine, *train_split.images.shape[1:]), dtype=torch.float32, device=device),
             torch.empty(mine, dtype=torch.int64, device=device),
