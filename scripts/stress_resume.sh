@@ -46,7 +46,7 @@ from pathlib import Path
 import pandas as pd
 from safetensors.torch import load_file
 
-from ncrobust.runs import RunDirectory
+from ncrobust.runs.directory import RunDirectory
 
 reference, killed = (RunDirectory(Path(p)) for p in sys.argv[1:])
 timings = {"seconds", "measure_seconds"}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ncrobust import runs
+from ncrobust import atomic
 from ncrobust.cli import main
 
 FAST = ["--dataset", "digits", "--epochs", "1", "--device", "cpu", "--quiet"]
@@ -68,12 +68,12 @@ def test_ctrl_c_during_start_up_is_one_line_and_leaves_no_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "run"
-    monkeypatch.setenv(runs.FAULT_ENV, f"interrupt@{runs.write_count() + 1}")  # config.yaml
+    monkeypatch.setenv(atomic.FAULT_ENV, f"interrupt@{atomic.write_count() + 1}")  # config.yaml
     assert main(["train", *FAST, "--out", str(out)]) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("ncrobust train: interrupted"), err
     assert sorted(p.name for p in out.iterdir()) == [".lock"]  # no run, no temporary
-    monkeypatch.delenv(runs.FAULT_ENV)
+    monkeypatch.delenv(atomic.FAULT_ENV)
     assert main(["train", "--resume", str(out)]) == 2  # not a run; a plain start is allowed
 
 

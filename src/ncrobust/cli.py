@@ -21,13 +21,13 @@ from ncrobust.errors import DiskFull, Terminated, TrainingDiverged
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("ncrobust.training.cli", "train ST / AT / TRADES with Neural Collapse tracked"),
-    "demo": ("ncrobust.demo", "the main job on the embedded default data (digits)"),
-    "measure": ("ncrobust.analysis.measure_cli", "measure NC of checkpoints or a run directory"),
-    "eval": ("ncrobust.analysis.eval_cli", "robust accuracy of checkpoints under AutoAttack / PGD"),
-    "sweep": ("ncrobust.analysis.sweep", "run a grid of training runs, resuming where needed"),
-    "plot": ("ncrobust.analysis.plot_cli", "draw the paper's figures from run directories"),
-    "report": ("ncrobust.analysis.report", "write the findings report for run directories"),
+    "train": ("ncrobust.commands.train", "train ST / AT / TRADES with Neural Collapse tracked"),
+    "demo": ("ncrobust.commands.demo", "the main job on the embedded default data (digits)"),
+    "measure": ("ncrobust.commands.measure", "measure NC of checkpoints or a run directory"),
+    "eval": ("ncrobust.commands.eval", "robust accuracy of checkpoints under AutoAttack / PGD"),
+    "sweep": ("ncrobust.commands.sweep", "run a grid of training runs, resuming where needed"),
+    "plot": ("ncrobust.commands.plot", "draw the paper's figures from run directories"),
+    "report": ("ncrobust.commands.report", "write the findings report for run directories"),
 }
 
 BENCHMARKS: dict[str, tuple[str, str]] = {

@@ -12,7 +12,7 @@ import hashlib
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
@@ -20,13 +20,15 @@ from typing import Any
 
 import yaml
 
+from ncrobust.atomic import atomic_write_text
+from ncrobust.attacks import NORMS
+from ncrobust.data import DATASETS
 from ncrobust.errors import UsageError
+from ncrobust.models import available_models
+from ncrobust.runtime import PRECISIONS
+from ncrobust.views import SPLITS, VIEWS, parse_pixels, parse_view, probe_plan, view_radii
 
 MODES = ("st", "at", "trades")
-NORMS = ("linf", "l2")
-VIEWS = ("clean", "pgd", "train_adv", "gaussian", "targeted")
-SPLITS = ("train", "test")
-PRECISIONS = ("fp32", "bf16")
 
 # The paper's views per mode: ST measures fresh attacks; AT/TRADES measure the perturbed
 # inputs of the epoch's own training, and fresh PGD on the (smaller) test split only.
@@ -97,131 +99,21 @@ class TrainConfig:
         return view_radii(self.views)
 
 
-def probe_plan(views: Sequence[str], splits: Sequence[str]) -> list[tuple[str, str]]:
-    """(split, view label) pairs of ``views`` (``VIEW@split`` limits one) on ``splits``.
-
-    ``train_adv`` exists on the train split only, and the clean train view comes first: its
-    class means are every other view's reference. A view with its own radius appears under
-    its label (:attr:`ViewSpec.label`).
-    """
-    parsed = [parse_view(spec) for spec in views]
-    plan: list[tuple[str, str]] = []
-    for split in SPLITS:
-        if split not in splits:
-            continue
-        for view in parsed:
-            if (view.split and view.split != split) or (
-                view.view == "train_adv" and split != "train"
-            ):
-                continue
-            plan.append((split, view.label))
-    if ("train", "clean") in plan:
-        plan.remove(("train", "clean"))
-        plan.insert(0, ("train", "clean"))
-    return plan
-
-
-# -- view specs: VIEW, VIEW@split, VIEW@eps=E, VIEW@split@eps=E ----------------------------
-
-RADIUS_VIEWS = ("pgd", "targeted")  # the attack views a spec may give a radius of their own
-
-
-@dataclass(frozen=True)
-class ViewSpec:
-    """One entry of ``views``: a view, optionally limited to one split, optionally with its own
-    attack radius ``eps`` (pixel units; the PGD step scales linearly, alpha · eps / config eps)."""
-
-    view: str
-    split: str | None = None
-    eps: float | None = None
-
-    @property
-    def label(self) -> str:
-        """The view's name in the metrics table: ``pgd``, or ``pgd@eps=0.00784314``."""
-        return self.view if self.eps is None else f"{self.view}@eps={self.eps:.6g}"
-
-
-def parse_view(spec: str, norm: str | None = None) -> ViewSpec:
-    """Parse and check one view spec ``VIEW[@SPLIT][@eps=E]`` (E a number or k/255).
-
-    With ``norm`` the radius is checked against the threat model as the config's eps is
-    (l_inf: at most the whole [0,1] pixel range; l_2: any positive radius).
-    """
-    text = str(spec).strip()
-    view, *parts = text.split("@")
-    if view not in VIEWS:
-        where = f" in {text!r}" if parts else ""
-        raise UsageError(f"unknown view {view!r}{where} (known: {', '.join(VIEWS)}, or 'all')")
-    split: str | None = None
-    eps: float | None = None
-    for part in parts:
-        key, sep, value = part.partition("=")
-        if sep and key.strip() == "eps" and eps is None:
-            eps = parse_pixels(value, f"eps of view {text!r}")
-        elif not sep and part in SPLITS and split is None:
-            split = part
-        else:
-            raise UsageError(
-                f"cannot read {part!r} in view {text!r}: expected VIEW[@SPLIT][@eps=E] "
-                f"with SPLIT one of {', '.join(SPLITS)} and E a number or k/255"
-            )
-    if eps is not None:
-        if view not in RADIUS_VIEWS:
-            raise UsageError(
-                f"view {text!r}: only {' and '.join(RADIUS_VIEWS)} take a radius of their own"
-            )
-        if not (math.isfinite(eps) and eps > 0):
-            raise UsageError(f"view {text!r}: eps must be a finite number > 0, got {eps:g}")
-        if norm == "linf" and eps > 1:
-            raise UsageError(
-                f"view {text!r}: eps={eps:g} is larger than the whole [0,1] pixel range for "
-                f"linf; write it as a fraction, e.g. {view}@eps={eps:g}/255"
-            )
-    return ViewSpec(view, split, eps)
-
-
-def view_kind(label: str) -> str:
-    """The view of a plan label (``pgd@eps=0.25`` -> ``pgd``)."""
-    return label.partition("@")[0]
-
-
-def view_radii(views: Sequence[str]) -> dict[str, float]:
-    """Label -> own radius of the views in ``views`` that carry one."""
-    return {v.label: v.eps for v in map(parse_view, views) if v.eps is not None}
-
-
-def scaled_step(alpha: float, eps: float, view_eps: float) -> float:
-    """The PGD step at radius ``view_eps`` of a threat model (``eps``, ``alpha``): linear in eps,
-    as the paper's small-eps study (Appendix H) scales it."""
-    if eps <= 0:
-        raise UsageError("a view with its own eps needs the run's eps > 0 to scale the step")
-    return alpha * (view_eps / eps)  # exactly alpha at the run's own eps
-
-
 CONFIG_FIELDS = {f.name: f for f in fields(TrainConfig)}
 # Fields that record how a run was executed rather than what it computes: set by the launch,
 # not offered as flags, and two configs that differ only in them describe the same run.
 EXECUTION_FIELDS = frozenset({"world_size"})
+# Fields that say where or how a run executes, not what it computes: a stored run that differs
+# from a grid point only in them is that grid point's run.
+PLACEMENT_FIELDS = EXECUTION_FIELDS | {
+    "out",
+    "device",
+    "data_dir",
+    "tensorboard",
+    "feature_cache_mb",
+}
 _LIST_FIELDS = {"lr_milestones", "views", "splits", "layers", "final_layers"}
 _PIXEL_FIELDS = {"eps", "alpha", "gaussian_std"}
-
-
-def parse_pixels(value: object, name: str = "value") -> float:
-    """A pixel-unit amount given as a number or a fraction such as ``8/255``."""
-    if isinstance(value, bool):
-        raise UsageError(f"{name}: expected a number or k/255, got {value!r}")
-    if isinstance(value, int | float):
-        return float(value)
-    text = str(value).strip()
-    match = re.fullmatch(r"([0-9.eE+-]+)\s*/\s*([0-9.eE+-]+)", text)
-    parts = match.groups() if match else (text, "1")
-    try:
-        numerator, denominator = (float(part) for part in parts)
-    except ValueError as exc:
-        raise UsageError(f"{name}: expected a number or k/255, got {text!r}") from exc
-    if denominator == 0:
-        raise UsageError(f"{name}: division by zero in {text!r}")
-    return numerator / denominator
 
 
 INT_RANGE = (-(2**63), 2**63 - 1)  # what torch and the file formats can hold
@@ -370,8 +262,6 @@ def default_out(config: TrainConfig) -> str:
 
 def validate(config: TrainConfig) -> TrainConfig:
     """Refuse every inconsistent or absurd setting with one clear message; return ``config``."""
-    from ncrobust.data import DATASETS
-    from ncrobust.models import available_models
 
     def need(condition: bool, message: str) -> None:
         if not condition:
@@ -529,8 +419,6 @@ CONFIG_HEADER = "# ncrobust config sha256="
 
 def write_config(config: TrainConfig, path: Path) -> None:
     """Write the fully resolved config as YAML (atomically), headed by the body's checksum."""
-    from ncrobust.runs import atomic_write_text
-
     body = yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True)
     digest = hashlib.sha256(body.encode("utf-8")).hexdigest()
     atomic_write_text(path, f"{CONFIG_HEADER}{digest}\n{body}")
@@ -604,3 +492,22 @@ def read_config(path: Path) -> TrainConfig:
     except UsageError as exc:
         raise UsageError(f"config file {path}: {exc}") from None
     return config
+
+
+# -- the run's cadence ----------------------------------------------------------------
+
+
+def is_measured(config: TrainConfig, epoch: int) -> bool:
+    """Whether the probes run after ``epoch`` (0, every k-th and the last)."""
+    return epoch == 0 or epoch % config.measure_every == 0 or epoch == config.epochs
+
+
+def is_kept(config: TrainConfig, epoch: int) -> bool:
+    """Whether ``epoch``'s checkpoint is kept (every ``checkpoint_every`` epochs, and the last)."""
+    every = config.checkpoint_every
+    return epoch == config.epochs or (every > 0 and epoch % every == 0)
+
+
+def kept_epochs(config: TrainConfig, upto: int) -> list[int]:
+    """Epochs ``<= upto`` whose checkpoints are kept."""
+    return [epoch for epoch in range(upto + 1) if is_kept(config, epoch)]

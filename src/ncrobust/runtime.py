@@ -11,6 +11,8 @@ import torch
 
 from ncrobust.errors import UsageError
 
+PRECISIONS = ("fp32", "bf16")  # fp32, or bf16 autocast on CUDA
+
 
 def resolve_device(name: str = "auto") -> torch.device:
     """Map ``auto``/``cpu``/``cuda``/``cuda:N``/``mps`` to a usable device, refusing absent ones."""

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ncrobust.analysis.sweep import read_rates
 from ncrobust.cli import main
+from ncrobust.experiments.grids import read_rates
 
 
 def test_quick_bench_train_reports_every_mode(

@@ -22,8 +22,8 @@ from torch import nn
 
 from ncrobust.cli import main
 from ncrobust.config import build_config
+from ncrobust.distributed import SyncBatchNorm, convert_sync_batchnorm, shard_rows
 from ncrobust.training import train
-from ncrobust.training.distributed import SyncBatchNorm, convert_sync_batchnorm, shard_rows
 
 RUN_ARGS = [
     "--dataset", "digits", "--model", "small_cnn", "--steps", "2", "--eps", "0.15",

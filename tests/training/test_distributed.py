@@ -23,10 +23,10 @@ from ncrobust.attacks.ball import Ball, random_offsets
 from ncrobust.cli import main
 from ncrobust.config import read_config
 from ncrobust.data.batching import shard_rows
-from ncrobust.runs import RunDirectory
+from ncrobust.distributed import draw_rows
+from ncrobust.runs.checkpoint import LAST, load_checkpoint
+from ncrobust.runs.directory import RunDirectory
 from ncrobust.runtime import make_generator
-from ncrobust.training.checkpoint import LAST, load_checkpoint
-from ncrobust.training.distributed import draw_rows
 
 WORKER = Path(__file__).with_name("_distributed_worker.py")
 MODES = ("st", "at", "trades")

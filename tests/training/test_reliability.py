@@ -19,10 +19,10 @@ import pandas as pd
 import pytest
 from safetensors.torch import load_file
 
-from ncrobust import runs
+from ncrobust import atomic
 from ncrobust.cli import main
-from ncrobust.runs import RunDirectory, is_temporary
-from ncrobust.training.checkpoint import LAST, load_checkpoint
+from ncrobust.runs.checkpoint import LAST, load_checkpoint
+from ncrobust.runs.directory import RunDirectory, is_temporary
 
 ARGS = [
     "--dataset", "digits", "--model", "small_cnn", "--mode", "st", "--steps", "1",
@@ -34,9 +34,9 @@ TIMINGS = {"seconds", "measure_seconds"}
 
 def _cli(*args: str, fault: str | None = None) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
-    env.pop(runs.FAULT_ENV, None)
+    env.pop(atomic.FAULT_ENV, None)
     if fault:
-        env[runs.FAULT_ENV] = fault
+        env[atomic.FAULT_ENV] = fault
     return subprocess.run(
         [sys.executable, "-m", "ncrobust.cli", *args],
         env=env,
@@ -49,7 +49,7 @@ def _cli(*args: str, fault: str | None = None) -> subprocess.CompletedProcess[st
 
 def _arm(monkeypatch: pytest.MonkeyPatch, action: str, nth: int) -> None:
     """Fault at this process's ``nth`` write from now (in-process runs share the counter)."""
-    monkeypatch.setenv(runs.FAULT_ENV, f"{action}@{runs.write_count() + nth}")
+    monkeypatch.setenv(atomic.FAULT_ENV, f"{action}@{atomic.write_count() + nth}")
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +134,7 @@ def test_sigterm_is_a_clean_stop_and_the_run_resumes(
     assert "interrupted: SIGTERM after epoch 1" in run.log_path.read_text()
     assert not [p for p in out.rglob("*") if is_temporary(p.name)]
     assert load_checkpoint(run.checkpoint_dir / LAST).epoch == 1
-    monkeypatch.delenv(runs.FAULT_ENV)
+    monkeypatch.delenv(atomic.FAULT_ENV)
     assert main(["train", "--resume", str(out), "--quiet"]) == 0
     _same_as(reference, run)
 
@@ -157,7 +157,7 @@ def test_disk_full_stops_with_one_message_and_keeps_everything(
     assert "stopped: no space left writing" in run.log_path.read_text()
     assert run.read_metrics().epoch.max() == 1
     assert load_checkpoint(run.checkpoint_dir / LAST).epoch == 1
-    monkeypatch.delenv(runs.FAULT_ENV)
+    monkeypatch.delenv(atomic.FAULT_ENV)
     assert main(["train", "--resume", str(out), "--quiet"]) == 0
     _same_as(reference, run)
 
@@ -216,7 +216,7 @@ def test_checkpoint_of_another_run_or_epoch_is_refused(
     tmp_path: Path, reference: RunDirectory, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from ncrobust.models import create_model
-    from ncrobust.training.checkpoint import save_checkpoint
+    from ncrobust.runs.checkpoint import save_checkpoint
 
     run = _copy(reference, tmp_path)
     other = create_model("small_cnn", num_classes=3, in_channels=1, image_size=8)
@@ -241,7 +241,7 @@ def test_a_locked_run_refuses_a_second_writer(
 ) -> None:
     run = _copy(reference, tmp_path)
     hold = (
-        "import sys; from ncrobust.runlock import RunLock; "
+        "import sys; from ncrobust.runs.lock import RunLock; "
         "lock = RunLock(sys.argv[1]).acquire(); print('held', flush=True); sys.stdin.read()"
     )
     proc = subprocess.Popen(

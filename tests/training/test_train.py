@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from ncrobust.cli import main
-from ncrobust.config import VIEWS, build_config
-from ncrobust.runs import RunDirectory
-from ncrobust.training import load_checkpoint, train
-from ncrobust.training.checkpoint import LAST
+from ncrobust.config import build_config
+from ncrobust.runs.checkpoint import LAST, load_checkpoint
+from ncrobust.runs.directory import RunDirectory
+from ncrobust.training import train
+from ncrobust.views import VIEWS
 
 FAST = [
     "--dataset", "digits", "--model", "small_cnn", "--steps", "2", "--eps", "0.15",

@@ -1,18 +1,22 @@
-"""Analysis of runs: measure and attack any model, sweep grids, aggregate seeds, figures, report."""
+"""The documented analysis API in one place (a facade over probing/, evaluation/, study/ and
+experiments/): measure and attack any model, sweep grids, aggregate seeds, figures, report."""
 
-from ncrobust.analysis.aggregate import (
+from ncrobust.evaluation.robust_accuracy import evaluate
+from ncrobust.experiments.sweep import Grid, expand, run_sweep
+from ncrobust.probing.measure import AttackSettings, list_layers, measure, measure_tables
+from ncrobust.probing.taps import HookedExtractor
+from ncrobust.study.aggregate import (
     RunGroup,
     aggregate_eps_study,
     aggregate_metrics,
     aggregate_stats,
     group_runs,
 )
-from ncrobust.analysis.drawing import MissingData, save_figure
-from ncrobust.analysis.findings import Finding, Thresholds, Verdict, evaluate_findings
-from ncrobust.analysis.loading import Run, find_run_dirs, load_run, load_runs
-from ncrobust.analysis.measure import AttackSettings, list_layers, measure, measure_tables
-from ncrobust.analysis.paper_figures import PAPER_FIGURES, render_paper_figures
-from ncrobust.analysis.plots import (
+from ncrobust.study.drawing import MissingData, save_figure
+from ncrobust.study.findings import Finding, Thresholds, Verdict, evaluate_findings
+from ncrobust.study.loading import Run, find_run_dirs, load_run, load_runs
+from ncrobust.study.paper_figures import PAPER_FIGURES, render_paper_figures
+from ncrobust.study.plots import (
     FIGURES,
     figure2,
     figure3,
@@ -26,12 +30,10 @@ from ncrobust.analysis.plots import (
     render_figures,
     write_figures,
 )
-from ncrobust.analysis.report import write_report
-from ncrobust.analysis.robust_accuracy import evaluate
-from ncrobust.analysis.study import Study, parse_where
-from ncrobust.analysis.sweep import Grid, expand, run_sweep
-from ncrobust.analysis.taps import HookedExtractor
-from ncrobust.analysis.views import ViewLabel, parse_view
+from ncrobust.study.report import write_report
+from ncrobust.study.study import Study, parse_where
+from ncrobust.views import ViewLabel
+from ncrobust.views import parse_label as parse_view
 
 __all__ = [
     "FIGURES",

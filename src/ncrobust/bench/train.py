@@ -23,14 +23,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ncrobust.atomic import atomic_write_text
 from ncrobust.config import TrainConfig
 from ncrobust.data import Split, batches, synthetic_dataset
 from ncrobust.errors import UsageError
 from ncrobust.models import TappedClassifier, available_models, create_model
-from ncrobust.runs import atomic_write_text
+from ncrobust.probing.engine import PerturbedSet, Prober, ProbeSpec
 from ncrobust.runtime import autocast, resolve_device
 from ncrobust.training.objectives import objective_step
-from ncrobust.training.probes import PerturbedSet, Prober, ProbeSpec, tapped_extractor
 
 CIFAR_TRAIN, CIFAR_TEST = 50_000, 10_000
 MEASURE_EVERY = 5
@@ -256,16 +256,7 @@ def _time_measurement(
         batch_size=1024,
         precision="bf16" if device.type == "cuda" else "fp32",
     )
-    classifier = model.classifier
-    prober = Prober(
-        model,
-        tapped_extractor(model),
-        spec,
-        10,
-        classifier.weight,
-        classifier.bias,
-        device,
-    )
+    prober = Prober.for_classifier(model, spec, 10, device)
     images = 3 * len(train) + 3 * len(test)  # train: clean, train_adv, gaussian; test likewise
     prober.run({"train": train, "test": test}, 0, adv)  # warm-up
     ours = _timed(device, lambda: (prober.run({"train": train, "test": test}, 0, adv), images)[1])

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
-from ncrobust.data.containers import Split
+from ncrobust.data.containers import Split, to_pixels
 
 AUGMENT_PADDING = 4  # random-crop padding in pixels (zero padding, as torchvision's RandomCrop)
 
@@ -91,7 +91,7 @@ def _epoch(
             labels = split.labels.index_select(0, index)
         if augment:
             images = crop_flip(images, offsets[start:end], flips[start:end], AUGMENT_PADDING)
-        yield images.to(torch.float32).div_(255.0), labels
+        yield to_pixels(images, images.device), labels
 
 
 def crop_flip(

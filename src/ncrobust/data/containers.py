@@ -160,3 +160,12 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float,
         means.append(mean)
         stds.append(std if std > 0 else 1.0)
     return tuple(means), tuple(stds)
+
+
+def to_pixels(
+    images: torch.Tensor, device: torch.device | str, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """Float inputs of ``dtype`` on ``device``: uint8 images become pixels x / 255 in [0, 1],
+    float inputs are converted as they are (one conversion for training, probes and attacks)."""
+    x = images.to(device, non_blocking=True)
+    return x.to(dtype).div_(255.0) if x.dtype == torch.uint8 else x.to(dtype)

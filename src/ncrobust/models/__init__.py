@@ -16,11 +16,12 @@ average pool, so other sizes in each range work too; ``penultimate`` (the input 
 ``model.classifier``) is 512-d either way.
 """
 
-from ncrobust.models.base import PENULTIMATE, TappedClassifier
+from ncrobust.models.base import TappedClassifier
 from ncrobust.models.preact_resnet import PreActResNet18
 from ncrobust.models.registry import available_models, create_model, register_model
 from ncrobust.models.small_cnn import SmallCNN
 from ncrobust.models.vgg import VGG11BN
+from ncrobust.views import PENULTIMATE
 
 __all__ = [
     "PENULTIMATE",

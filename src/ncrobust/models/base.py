@@ -16,8 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ncrobust.errors import UsageError
-
-PENULTIMATE = "penultimate"
+from ncrobust.views import PENULTIMATE
 
 # Images at least this large get the ImageNette (160 px) layout of the paper models, smaller ones
 # the CIFAR (32 px) layout; both end in a global average pool, so any size in a range works.

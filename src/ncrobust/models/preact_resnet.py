@@ -19,8 +19,9 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ncrobust.models.base import PENULTIMATE, TappedClassifier, check_arguments, layout_for
+from ncrobust.models.base import TappedClassifier, check_arguments, layout_for
 from ncrobust.models.registry import register_model
+from ncrobust.views import PENULTIMATE
 
 STAGE_WIDTHS = (64, 128, 256, 512)
 BLOCKS_PER_STAGE = 2

@@ -16,8 +16,9 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ncrobust.models.base import PENULTIMATE, TappedClassifier, check_arguments
+from ncrobust.models.base import TappedClassifier, check_arguments
 from ncrobust.models.registry import register_model
+from ncrobust.views import PENULTIMATE
 
 
 def _conv_block(in_channels: int, out_channels: int, stride: int) -> nn.Sequential:

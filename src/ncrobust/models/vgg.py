@@ -18,8 +18,9 @@ from typing import Literal
 
 from torch import nn
 
-from ncrobust.models.base import PENULTIMATE, TappedClassifier, check_arguments, layout_for
+from ncrobust.models.base import TappedClassifier, check_arguments, layout_for
 from ncrobust.models.registry import register_model
+from ncrobust.views import PENULTIMATE
 
 # Configuration A: output channels of each 3x3 conv; "M" is a 2x2 max-pool.
 CONFIG_A: tuple[int | str, ...] = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")

@@ -1,9 +1,10 @@
 """The training loop (ST / AT / TRADES), its measurement probes and checkpoints."""
 
-from ncrobust.training.checkpoint import load_checkpoint, save_checkpoint
-from ncrobust.training.probes import PerturbedSet, Prober, ProbeResult, ProbeSpec
+from ncrobust.config import is_measured
+from ncrobust.probing.engine import PerturbedSet, Prober, ProbeResult, ProbeSpec
+from ncrobust.runs.checkpoint import load_checkpoint, save_checkpoint
 from ncrobust.training.schedule import piecewise_lr
-from ncrobust.training.trainer import is_measured, resume_config, train
+from ncrobust.training.trainer import resume_config, train
 
 __all__ = [
     "PerturbedSet",

@@ -16,8 +16,8 @@ from torch import nn
 from ncrobust.attacks import TRADES_START_STD, pgd, trades_perturb
 from ncrobust.attacks.ball import random_offsets
 from ncrobust.config import TrainConfig
+from ncrobust.distributed import Rows, draw_rows
 from ncrobust.runtime import eval_mode
-from ncrobust.training.distributed import Rows, draw_rows
 
 
 @dataclass

@@ -22,31 +22,38 @@ from typing import Any
 
 import torch
 
-from ncrobust.config import TrainConfig, read_config, validate, validate_layers, write_config
+from ncrobust import distributed
+from ncrobust.atomic import atomic_copy
+from ncrobust.config import (
+    TrainConfig,
+    is_kept,
+    is_measured,
+    kept_epochs,
+    read_config,
+    validate,
+    validate_layers,
+    write_config,
+)
 from ncrobust.data import ImageDataset, batches, load_dataset, num_batches
 from ncrobust.errors import DiskFull, Terminated, TrainingDiverged, UsageError
-from ncrobust.models import TappedClassifier, create_model
-from ncrobust.runs import (
-    FIT_VIEW,
-    OUTPUT_LAYER,
-    Claim,
-    RunDirectory,
-    atomic_copy,
-    metric_rows,
+from ncrobust.models import TappedClassifier
+from ncrobust.probing.engine import PerturbedSet, Prober, ProbeSpec, derive_seed
+from ncrobust.runs.checkpoint import (
+    LAST,
+    build_model,
+    epoch_name,
+    load_checkpoint,
+    restore,
+    run_identity,
+    save_checkpoint,
 )
-from ncrobust.runs import claim as claim_run
+from ncrobust.runs.directory import Claim, RunDirectory
+from ncrobust.runs.directory import claim as claim_run
+from ncrobust.runs.tables import metric_rows
 from ncrobust.runtime import autocast, eval_mode, make_generator, seed_everything
-from ncrobust.training import distributed
-from ncrobust.training.checkpoint import LAST, epoch_name, load_checkpoint, restore, save_checkpoint
 from ncrobust.training.objectives import objective_step
-from ncrobust.training.probes import (
-    PerturbedSet,
-    Prober,
-    ProbeSpec,
-    derive_seed,
-    tapped_extractor,
-)
 from ncrobust.training.schedule import piecewise_lr
+from ncrobust.views import FIT_VIEW, OUTPUT_LAYER
 
 
 @dataclass
@@ -182,28 +189,6 @@ def _load(
     )
 
 
-def run_identity(config: TrainConfig, dataset: ImageDataset) -> dict[str, Any]:
-    """What a checkpoint must match to belong to this run (stored in its metadata)."""
-    return {
-        "model": config.model,
-        "dataset": config.dataset,
-        "num_classes": dataset.num_classes,
-        "in_channels": dataset.channels,
-        "image_size": dataset.image_size,
-    }
-
-
-def is_kept(config: TrainConfig, epoch: int) -> bool:
-    """Whether ``epoch``'s checkpoint is kept (every ``checkpoint_every`` epochs, and the last)."""
-    every = config.checkpoint_every
-    return epoch == config.epochs or (every > 0 and epoch % every == 0)
-
-
-def kept_epochs(config: TrainConfig, upto: int) -> list[int]:
-    """Epochs ``<= upto`` whose checkpoints are kept."""
-    return [epoch for epoch in range(upto + 1) if is_kept(config, epoch)]
-
-
 def _verify_kept(config: TrainConfig, run: RunDirectory, upto: int) -> None:
     """Check the kept checkpoints a resume builds on; re-link the one a kill cut off."""
     for epoch in kept_epochs(config, upto):
@@ -217,18 +202,6 @@ def _verify_kept(config: TrainConfig, run: RunDirectory, upto: int) -> None:
         kept = load_checkpoint(path)
         if kept.epoch != epoch:
             raise UsageError(f"checkpoint {path} holds epoch {kept.epoch}, not {epoch}")
-
-
-def build_model(config: TrainConfig, dataset: ImageDataset) -> TappedClassifier:
-    """The run's model, shaped for ``dataset`` and normalising with its constants."""
-    return create_model(
-        config.model,
-        num_classes=dataset.num_classes,
-        in_channels=dataset.channels,
-        image_size=dataset.image_size,
-        mean=dataset.mean,
-        std=dataset.std,
-    )
 
 
 def train(
@@ -370,11 +343,6 @@ def resume_config(out: str | Path, device: str | None = None) -> TrainConfig:
     return config
 
 
-def is_measured(config: TrainConfig, epoch: int) -> bool:
-    """Whether the probes run after ``epoch`` (0, every k-th and the last)."""
-    return epoch == 0 or epoch % config.measure_every == 0 or epoch == config.epochs
-
-
 # -- one epoch ---------------------------------------------------------------------------
 
 
@@ -511,32 +479,23 @@ def measure(
     plan = config.probe_plan()
     always = [("test", "clean"), ("test", "pgd")]  # test accuracy and robustness, always recorded
     layers = session.final_layers if epoch == config.epochs else session.layers
-    spec = ProbeSpec(
-        plan=plan,
-        layers=layers,
-        norm=config.norm,
-        eps=config.eps,
-        alpha=config.alpha,
-        steps=config.steps,
-        gaussian_std=config.gaussian_std,
+    spec = ProbeSpec.for_threat(
+        config,
+        plan,
+        layers,
         batch_size=config.measure_batch_size,
         cache_bytes=config.feature_cache_mb << 20,
         seed=config.seed,
-        precision=config.precision,
         accuracy_only=[pair for pair in always if pair not in plan],
         radii=config.view_radii(),
     )
     model = session.model
     if not config.sync_bn:
         distributed.broadcast_buffers(model)  # every rank measures rank 0's BN statistics
-    classifier = model.classifier
-    prober = Prober(
+    prober = Prober.for_classifier(
         model,
-        tapped_extractor(model),
         spec,
         session.dataset.num_classes,
-        classifier.weight,
-        classifier.bias,
         session.device,
         shard=(session.context.rank, session.context.world_size),
     )

@@ -1,0 +1,156 @@
+"""``ncrobust train``: flags generated from :class:`~ncrobust.config.TrainConfig`'s fields."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ncrobust.config import (
+    CONFIG_FIELDS,
+    EXECUTION_FIELDS,
+    TrainConfig,
+    available_presets,
+    build_config,
+)
+from ncrobust.errors import UsageError
+
+HELP: dict[str, str] = {
+    "dataset": "cifar10 | cifar100 | imagenette | digits | synthetic",
+    "data_dir": "dataset directory (default: $NCROBUST_DATA or the user cache)",
+    "augment": "random crop + flip on the device (the paper: off)",
+    "model": "vgg11_bn | preact_resnet18 | small_cnn",
+    "mode": "st | at | trades",
+    "norm": "linf | l2",
+    "eps": "attack radius in [0,1] pixel units; a number or k/255",
+    "alpha": "PGD step; a number or k/255",
+    "steps": "PGD iterations",
+    "trades_beta": "TRADES regularisation weight",
+    "trades_bn_eval": "keep BN in eval mode for the whole TRADES run (the released code)",
+    "epochs": "training epochs",
+    "lr": "initial learning rate",
+    "lr_milestones": "fractions of the run where lr drops, comma-separated",
+    "lr_gamma": "lr factor at each milestone",
+    "batch_size": "training batch size",
+    "weight_decay": "SGD weight decay (all parameters)",
+    "momentum": "SGD momentum",
+    "seed": "random seed",
+    "device": "auto | cpu | cuda | cuda:N",
+    "precision": "fp32 | bf16 (bf16 autocast on CUDA)",
+    "channels_last": "NHWC memory format on CUDA",
+    "measure_every": "measure NC every k epochs (plus epoch 0 and the last)",
+    "measure_batch_size": "batch size of measurement passes",
+    "views": "clean,pgd,train_adv,gaussian,targeted or all; VIEW@split limits a view to a "
+    "split, VIEW@eps=E gives pgd/targeted a radius of their own (step scaled linearly)",
+    "splits": "train,test",
+    "layers": "tap names, comma-separated, or all",
+    "final_layers": "layers measured at the last epoch (default: --layers); all for layerwise",
+    "gaussian_std": "std of the Gaussian view; a number or k/255",
+    "feature_cache_mb": "cache features between NC passes up to this size",
+    "out": "run directory (default: runs/<dataset>_<model>_<mode>_<norm>_eps<k>_seed<s>)",
+    "checkpoint_every": "keep a checkpoint every k epochs (0: only the last)",
+    "tensorboard": "also write TensorBoard scalars",
+    "sync_bn": "under torchrun, BN statistics of the global batch (--no-sync-bn: per process)",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``ncrobust train``: one per config field, plus file, preset and run control."""
+    parser.add_argument("--config", metavar="YAML", help="config file (a mapping of fields)")
+    parser.add_argument("--preset", choices=available_presets(), help="a paper setting")
+    parser.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    progress = parser.add_mutually_exclusive_group()
+    progress.add_argument("--progress", dest="progress", action="store_true", default=None)
+    progress.add_argument("--quiet", dest="progress", action="store_false")
+    defaults = TrainConfig()
+    group = parser.add_argument_group("configuration (flags override --config and --preset)")
+    for name in CONFIG_FIELDS:
+        if name in EXECUTION_FIELDS:
+            continue  # recorded from the launch, not chosen
+        flag = "--" + name.replace("_", "-")
+        default = getattr(defaults, name)
+        help_text = f"{HELP.get(name, '')} (default: {_show(default)})"
+        if isinstance(default, bool):
+            group.add_argument(
+                flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
+        else:
+            group.add_argument(flag, dest=name, metavar=name.upper(), default=None, help=help_text)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join(map(str, value)) or "mode's default"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value) if value != "" else "derived"
+
+
+def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
+    """The resolved config of the parsed flags and whether this is a resume."""
+    overrides = {
+        name: getattr(args, name)
+        for name in CONFIG_FIELDS
+        if name not in EXECUTION_FIELDS and getattr(args, name) is not None
+    }
+    if args.resume:
+        from ncrobust.training.trainer import resume_config
+
+        extra = sorted(set(overrides) - {"device"})
+        if extra or args.config or args.preset:
+            given = ", ".join("--" + n.replace("_", "-") for n in extra) or "--config/--preset"
+            raise UsageError(
+                f"--resume continues a run with its own config.yaml; {given} cannot change it"
+            )
+        return resume_config(args.resume, overrides.get("device")), True
+    return build_config(args.preset, args.config, overrides), False
+
+
+def run(args: argparse.Namespace) -> int:
+    """Validate everything, then train; exit 2 on bad input before anything is written."""
+    from ncrobust import distributed
+    from ncrobust.training.trainer import train
+
+    context = distributed.launch_context()
+    try:
+        config, resume = config_from_args(args)
+        run_dir = train(config, resume=resume, overwrite=args.overwrite, progress=args.progress)
+    except Exception as exc:
+        if not context.distributed:
+            raise
+        return _rank_failed(context, exc)
+    if context.is_main:
+        print(f"run directory: {run_dir.root}")
+    return 0
+
+
+def _rank_failed(context: Any, exc: Exception) -> int:
+    """Under torchrun: one line naming this rank and the cause, and the exit status.
+
+    A non-finite loss is seen by every rank at once (the sums are all-reduced), so only rank 0
+    reports it; a failed collective means another rank died first (the launcher names it).
+    """
+    import sys
+
+    import torch.distributed as dist
+
+    from ncrobust.errors import TrainingDiverged
+
+    where = f"ncrobust train: rank {context.rank} of {context.world_size}"
+    if isinstance(exc, TrainingDiverged):
+        if context.is_main:
+            print(f"{where}: stopped: {exc}", file=sys.stderr)
+        return 1
+    if isinstance(exc, ValueError):
+        print(f"{where}: error: {exc}", file=sys.stderr)
+        return 2
+    # NCCL raises DistError when a peer is gone; gloo a RuntimeError from its transport
+    if isinstance(exc, dist.DistError) or (isinstance(exc, RuntimeError) and "gloo" in str(exc)):
+        text = str(exc).strip()
+        first = text.splitlines()[0][:300] if text else type(exc).__name__
+        print(
+            f"{where}: stopped: lost contact with another process of the job ({first})",
+            file=sys.stderr,
+        )
+        return 1
+    raise exc

@@ -1,0 +1,147 @@
+"""One run of a sweep, idempotent: compare with what is on disk, then train, resume or skip.
+
+Every executor (sequential, local processes, SLURM jobs) runs a grid point through
+:func:`execute_run`, so that a job started twice, requeued or retried does the same thing:
+it exits at once when the run is ``DONE``, resumes from ``checkpoints/last`` when the run
+exists, and starts it otherwise. A run already on disk whose stored config differs from the
+grid's is refused (:func:`check_existing`), except that ``extend=True`` lets a run continue to
+more epochs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ncrobust.config import (
+    PLACEMENT_FIELDS,
+    TrainConfig,
+    apply_overrides,
+    read_config,
+    write_config,
+)
+from ncrobust.errors import UsageError
+from ncrobust.runs.directory import RunDirectory
+
+
+def stored_differences(config: TrainConfig) -> dict[str, tuple[Any, Any]]:
+    """``{field: (stored, grid)}`` for the run of ``config`` already on disk (empty if none)."""
+    run = RunDirectory(Path(config.out))
+    if not run.exists():
+        return {}
+    stored = read_config(run.config_path).to_dict()
+    wanted = config.to_dict()
+    return {
+        name: (stored.get(name), value)
+        for name, value in wanted.items()
+        if name not in PLACEMENT_FIELDS and stored.get(name) != value
+    }
+
+
+def _describe(differences: dict[str, tuple[Any, Any]]) -> str:
+    return ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in sorted(differences.items()))
+
+
+def check_existing(configs: Sequence[TrainConfig], extend: bool = False) -> None:
+    """Refuse, before anything runs, grid points whose run on disk was made differently.
+
+    With ``extend`` a run may differ in ``epochs`` alone, and only to more epochs.
+    """
+    problems = []
+    for config in configs:
+        differences = stored_differences(config)
+        if not differences:
+            continue
+        if extend and set(differences) == {"epochs"}:
+            old, new = differences["epochs"]
+            if new > old:
+                continue
+            problems.append(f"{config.out}: epochs {old} -> {new} (--extend only adds epochs)")
+            continue
+        hint = " (pass --extend to train it on)" if set(differences) == {"epochs"} else ""
+        problems.append(f"{config.out}: {_describe(differences)}{hint}")
+    if problems:
+        more = f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
+        raise UsageError(
+            "the grid differs from runs already on disk: " + "; ".join(problems[:3]) + more
+        )
+
+
+def extend_run(config: TrainConfig) -> None:
+    """Let the run of ``config`` continue to ``config.epochs``: its only difference is epochs.
+
+    ``DONE`` goes first, then the stored config is rewritten with the new epoch count; a kill
+    between the two leaves an unfinished run of the old length, which the next extension
+    (or plain resume) handles.
+    """
+    run = RunDirectory(Path(config.out))
+    stored = read_config(run.config_path)
+    if config.epochs < stored.epochs:
+        raise UsageError(f"{config.out}: --extend cannot shorten a run of {stored.epochs} epochs")
+    run.done_path.unlink(missing_ok=True)
+    write_config(dataclasses.replace(stored, epochs=config.epochs), run.config_path)
+    run.log(f"extended from {stored.epochs} to {config.epochs} epochs")
+
+
+def execute_run(config: TrainConfig, *, extend: bool = False, progress: bool | None = False) -> str:
+    """Bring one run to ``DONE``; returns ``skipped``, ``resumed``, ``extended`` or ``trained``."""
+    from ncrobust.training import resume_config, train
+
+    check_existing([config], extend=extend)
+    run = RunDirectory(Path(config.out))
+    outcome = "resumed"
+    if run.exists() and stored_differences(config):  # only a longer run gets here
+        if os.environ.get("RANK", "0") == "0":  # in a data-parallel job only rank 0 writes
+            extend_run(config)
+        outcome = "extended"
+    elif run.is_complete():
+        return "skipped"
+    if run.exists():
+        # every rank resumes to the grid's length, whether or not rank 0 rewrote config.yaml yet
+        resumed = resume_config(config.out, config.device)
+        train(dataclasses.replace(resumed, epochs=config.epochs), resume=True, progress=progress)
+        return outcome
+    train(config, progress=progress)
+    return "trained"
+
+
+class RunJob:
+    """The callable a submitit job runs: one grid point, requeued as itself on preemption.
+
+    submitit calls :meth:`checkpoint` on SLURM's preemption or time-limit signal; the finished
+    epochs are already on disk, so the requeued job just calls :func:`execute_run` again and
+    resumes. A job of several tasks (``--gpus-per-run`` > 1) exports the torch.distributed
+    environment first, so every task joins the same data-parallel run; each task decides
+    start/resume/skip from the files, which agree because rank 0 writes nothing before the
+    process group has formed (every task is then inside ``train``).
+    """
+
+    def __init__(
+        self, config: dict[str, Any], extend: bool = False, threads: int | None = None
+    ) -> None:
+        self.config = config
+        self.extend = extend
+        self.threads = threads  # CPU threads of torch in this job (None: torch's default)
+
+    def __call__(self) -> str:
+        import submitit
+
+        env = submitit.JobEnvironment()
+        if env.num_tasks > 1 and "WORLD_SIZE" not in os.environ:
+            # each task keeps every GPU of the job visible and uses the one of its LOCAL_RANK
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        if self.threads:
+            import torch
+
+            torch.set_num_threads(self.threads)
+        config = apply_overrides(TrainConfig(), self.config)
+        return execute_run(config, extend=self.extend, progress=False)
+
+    def checkpoint(self) -> Any:
+        """Requeue this same job (submitit's preemption hook)."""
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self)

@@ -1,0 +1,1 @@
+"""Studying finished runs: load and aggregate over seeds, the paper's findings, figures, report."""

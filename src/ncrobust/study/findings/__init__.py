@@ -1,0 +1,57 @@
+"""The paper's findings as checks on measured numbers, with thresholds that are visible settings.
+
+Each finding is evaluated per run group (or per matched pair of groups) from the seed means of
+a :class:`~ncrobust.study.study.Study`: a list of :class:`Check` (value, comparison,
+threshold) whose outcome gives the verdict, and preconditions whose failure makes it
+inconclusive. Nothing is decided by hand; a finding whose data was not measured says which.
+"""
+
+from __future__ import annotations
+
+from ncrobust.study.findings.claims import BETWEEN_CLASS_ANGLE, CLAIMS, Claim
+from ncrobust.study.findings.epochwise import (
+    finding1,
+    finding2,
+    finding3,
+    finding4,
+    finding7,
+    finding9,
+)
+from ncrobust.study.findings.layerwise import finding5, finding6, finding8
+from ncrobust.study.findings.thresholds import Thresholds
+from ncrobust.study.findings.verdicts import Check, Finding, Verdict
+from ncrobust.study.study import Study
+
+FINDINGS = (
+    finding1,
+    finding2,
+    finding3,
+    finding4,
+    finding5,
+    finding6,
+    finding7,
+    finding8,
+    finding9,
+)
+ORDER = tuple(CLAIMS)
+
+
+def evaluate_findings(study: Study, thresholds: Thresholds | None = None) -> list[Finding]:
+    """Every finding of the paper evaluated on ``study`` (one row per group or pair), in the
+    order of :data:`CLAIMS`."""
+    t = thresholds or Thresholds()
+    found = [finding for evaluate in FINDINGS for finding in evaluate(study, t)]
+    return sorted(found, key=lambda f: ORDER.index(f.key))
+
+
+__all__ = [
+    "BETWEEN_CLASS_ANGLE",
+    "CLAIMS",
+    "FINDINGS",
+    "Check",
+    "Claim",
+    "Finding",
+    "Thresholds",
+    "Verdict",
+    "evaluate_findings",
+]

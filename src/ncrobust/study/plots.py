@@ -1,0 +1,785 @@
+"""The paper's figures from a :class:`~ncrobust.study.study.Study`: one function per figure.
+
+Each function returns a :class:`matplotlib.figure.Figure` whose curves are the seed means
+(bands: mean ± std) of the aggregated tables, or raises :class:`MissingData` naming what was
+not measured. :func:`write_figures` draws a list of them into a folder and skips, with a
+logged note, those whose data is absent.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from ncrobust.errors import UsageError
+from ncrobust.study.aggregate import RunGroup, format_eps
+from ncrobust.study.drawing import (
+    COLORS,
+    SPLIT_STYLES,
+    MissingData,
+    add_legend,
+    check_formats,
+    new_figure,
+    plot_series,
+    save_figure,
+    style_panel,
+)
+from ncrobust.study.findings.claims import BETWEEN_CLASS_ANGLE
+from ncrobust.study.study import Study, simplex_angle
+from ncrobust.views import FIT_VIEW, OUTPUT_LAYER, PENULTIMATE, SPLITS
+
+__all__ = [
+    "CAPTIONS",
+    "FIGURES",
+    "MissingData",
+    "figure2",
+    "figure3",
+    "figure4",
+    "figure7",
+    "figure11",
+    "figure12",
+    "figure15",
+    "figure16",
+    "figure_metrics",
+    "render_figures",
+    "save_figure",
+    "write_figures",
+]
+
+log = logging.getLogger("ncrobust.analysis")
+
+# NC3 as the paper's curves were computed (the released code's Frobenius form) or as its text
+NC3_FORMS = {"frobenius": ("nc3_frobenius", "NC3 (Frobenius)"), "text": ("nc3", "NC3 (paper text)")}
+# NC2 equinorm as std/mean (released code, ncrobust's nc2_equinorm) or the text's plain std
+EQUINORM_FORMS = {
+    "ratio": ("nc2_equinorm", "NC2 equinorm (std/mean)"),
+    "std": ("nc2_equinorm_std", "NC2 equinorm (std)"),
+}
+
+
+def evolution_rows(
+    nc3: str = "frobenius", equinorm: str = "ratio"
+) -> tuple[tuple[str, str, str, bool], ...]:
+    """(metric, layer: "output" or the feature layer, y label, log scale) of the epoch-wise
+    figures, with the chosen NC3 and NC2-equinorm forms."""
+    if nc3 not in NC3_FORMS:
+        raise UsageError(f"unknown NC3 form {nc3!r} (choose from {', '.join(NC3_FORMS)})")
+    if equinorm not in EQUINORM_FORMS:
+        raise UsageError(
+            f"unknown NC2 equinorm form {equinorm!r} (choose from {', '.join(EQUINORM_FORMS)})"
+        )
+    nc3_metric, nc3_label = NC3_FORMS[nc3]
+    norm_metric, norm_label = EQUINORM_FORMS[equinorm]
+    return (
+        ("accuracy", OUTPUT_LAYER, "accuracy", False),
+        ("loss", OUTPUT_LAYER, "loss (CE)", False),
+        ("nc1", PENULTIMATE, "NC1", True),
+        (norm_metric, PENULTIMATE, norm_label, True),
+        ("nc2_equiangular", PENULTIMATE, "NC2 equiangular", True),
+        (nc3_metric, PENULTIMATE, nc3_label, True),
+        ("nc4", PENULTIMATE, "NC4", False),
+    )
+
+
+EVOLUTION_ROWS = evolution_rows()
+EPS_ROWS = tuple(row for row in EVOLUTION_ROWS if row[0] != "accuracy")
+
+
+def _title(group: RunGroup) -> str:
+    seeds = len(group.runs)
+    return f"{group.label} ({seeds} seed{'s' if seeds != 1 else ''})"
+
+
+def _views(study: Study, label: str, split: str) -> list[tuple[str, str, str]]:
+    """(view, curve name, colour key) of the clean, perturbed and Gaussian curves of a split."""
+    out = []
+    if study.has(label, split, "clean"):
+        out.append(("clean", "clean", "clean"))
+    perturbed = study.perturbed_view(label, split)
+    if perturbed is not None:
+        out.append((perturbed, f"perturbed ({perturbed})", "perturbed"))
+    if study.has(label, split, "gaussian"):
+        out.append(("gaussian", "gaussian", "gaussian"))
+    return out
+
+
+def _layer(metric_layer: str, layer: str) -> str:
+    return OUTPUT_LAYER if metric_layer == OUTPUT_LAYER else layer
+
+
+# -- Figures 2 and 4: accuracy, loss and NC vs epoch ------------------------------------------
+
+
+def evolution_figure(
+    study: Study,
+    modes: Sequence[str],
+    title: str,
+    layer: str = PENULTIMATE,
+    splits: Sequence[str] = SPLITS,
+    nc3: str = "frobenius",
+    equinorm: str = "ratio",
+) -> Figure:
+    """Accuracy, loss and NC vs epoch, one column per group of ``modes`` (the layout of
+    Figures 2, 4, 5, 6, 8 and 9); TRADES columns show the KL term in the loss panel."""
+    rows_spec = evolution_rows(nc3, equinorm)
+    groups = [g for g in study.groups_of(modes) if study.has(g.label, "train", "clean", layer)]
+    if not groups:
+        names = "/".join(m.upper() for m in modes)
+        raise MissingData(f"no {names} run with {layer!r} NC measured on clean training data")
+    fig, axes = new_figure(len(rows_spec), len(groups), title)
+    for col, group in enumerate(groups):
+        for row, (metric, where, ylabel, log_scale) in enumerate(rows_spec):
+            ax = axes[row, col]
+            if group.mode == "trades" and metric == "loss":
+                _kl_panel(ax, study, group.label, splits)
+                ylabel = "KL(clean ‖ perturbed)"
+            else:
+                for split in splits:
+                    for view, name, colour in _views(study, group.label, split):
+                        curve = study.series(group.label, split, view, _layer(where, layer), metric)
+                        plot_series(
+                            ax, curve, f"{name} · {split}", COLORS[colour], SPLIT_STYLES[split]
+                        )
+            style_panel(
+                ax,
+                ylabel,
+                xlabel="epoch" if row == len(rows_spec) - 1 else None,
+                log=log_scale,
+            )
+        add_legend(axes[0, col], _title(group), above=True)
+    return fig
+
+
+def _kl_panel(ax: Axes, study: Study, label: str, splits: Sequence[str]) -> None:
+    """TRADES' loss panel: the training objective's KL per epoch and the probes' KL per view."""
+    fit = study.series(label, "train", FIT_VIEW, OUTPUT_LAYER, "kl_loss")
+    plot_series(ax, fit, "perturbed (train_adv) · training KL", COLORS["perturbed"])
+    for split in splits:
+        targeted = study.targeted_view(label, split) or "targeted"
+        for view, colour in (
+            ("pgd", "perturbed"),
+            ("gaussian", "gaussian"),
+            (targeted, "targeted"),
+        ):
+            curve = study.series(label, split, view, OUTPUT_LAYER, "kl")
+            plot_series(ax, curve, f"{view} · {split}", COLORS[colour], SPLIT_STYLES[split])
+
+
+def figure2(
+    study: Study,
+    layer: str = PENULTIMATE,
+    splits: Sequence[str] = SPLITS,
+    nc3: str = "frobenius",
+    equinorm: str = "ratio",
+    title: str = "Figure 2 — accuracy, loss and NC, ST and AT",
+) -> Figure:
+    """Figure 2: accuracy, loss, NC1–NC4 vs epoch for ST and AT; clean / perturbed / Gaussian.
+
+    Perturbed is ``train_adv`` for AT when measured (the paper's choice), else ``pgd``; train
+    data solid, test dashed; NC1, NC2 and NC3 on log scale; NC3 in the Frobenius form the
+    paper's curves were computed with (``nc3="text"``: the form of its Appendix B.2).
+    """
+    return evolution_figure(study, ("st", "at"), title, layer, splits, nc3, equinorm)
+
+
+def figure4(
+    study: Study,
+    layer: str = PENULTIMATE,
+    splits: Sequence[str] = SPLITS,
+    nc3: str = "frobenius",
+    equinorm: str = "ratio",
+    title: str = "Figure 4 — accuracy, KL loss and NC, TRADES",
+) -> Figure:
+    """Figure 4: as Figure 2 for TRADES, with the KL term in the loss panel (as the paper)."""
+    return evolution_figure(study, ("trades",), title, layer, splits, nc3, equinorm)
+
+
+# -- Figure 3: simplex similarity and angular distance to the clean simplex -------------------
+
+ANGLE_ROWS = (
+    ("simplex_similarity", "simplex similarity (rad)"),
+    ("angular_distance", "angular distance (rad)"),
+)
+
+
+def _compared_view(study: Study, group: RunGroup, split: str) -> str | None:
+    """ST: the targeted attack (grouped by target); AT/TRADES: the perturbed view."""
+    if group.mode == "st":
+        return study.targeted_view(group.label, split)
+    return study.perturbed_view(group.label, split)
+
+
+def _has_comparison(study: Study, group: RunGroup, splits: Sequence[str], layer: str) -> bool:
+    for split in splits:
+        view = _compared_view(study, group, split)
+        if view is not None and study.has(group.label, split, view, layer):
+            return True
+    return False
+
+
+def figure3(
+    study: Study,
+    layer: str = PENULTIMATE,
+    splits: Sequence[str] = SPLITS,
+    modes: Sequence[str] = ("st", "at"),
+    title: str = "Figure 3 — distance to the clean simplex",
+) -> Figure:
+    """Figure 3: simplex similarity and non-centred angular distance to the clean train means.
+
+    ST compares targeted-attack class means (grouped by target) with the clean ones, AT the
+    perturbed (``train_adv``) class means. The centred panel's dotted line is the simplex angle
+    arccos(-1/(C-1)) between two classes; the non-centred panel's is the run's own angle
+    between different clean class means (``between_class_angle``, when recorded), the baseline
+    of a non-centred angle.
+    """
+    groups = [g for g in study.groups_of(modes) if _has_comparison(study, g, splits, layer)]
+    if not groups:
+        raise MissingData(
+            "no targeted view (ST) or perturbed view (AT) with NC measured: "
+            "train or measure with --views including targeted (ST) / train_adv (AT)"
+        )
+    fig, axes = new_figure(len(ANGLE_ROWS), len(groups), title)
+    for col, group in enumerate(groups):
+        classes = study.num_classes(group.label)
+        for row, (metric, ylabel) in enumerate(ANGLE_ROWS):
+            ax = axes[row, col]
+            for split in splits:
+                view = _compared_view(study, group, split)
+                if view is None:
+                    continue
+                curve = study.series(group.label, split, view, layer, metric)
+                colour = "targeted" if view.startswith("targeted") else "perturbed"
+                plot_series(
+                    ax, curve, f"{view} vs clean · {split}", COLORS[colour], SPLIT_STYLES[split]
+                )
+            if ax.get_lines() and metric == "simplex_similarity" and classes and classes > 1:
+                ax.axhline(
+                    simplex_angle(classes),
+                    color="0.5",
+                    linestyle=":",
+                    linewidth=1,
+                    label=f"arccos(−1/(C−1)), C={classes}",
+                )
+            if ax.get_lines() and metric == "angular_distance":
+                _between_class_baseline(ax, study, group.label, layer)
+            style_panel(
+                ax,
+                ylabel,
+                xlabel="epoch" if row == len(ANGLE_ROWS) - 1 else None,
+            )
+        add_legend(axes[0, col], _title(group), above=True)
+        add_legend(axes[1, col])
+    return fig
+
+
+def _between_class_baseline(ax: Axes, study: Study, label: str, layer: str) -> None:
+    """The run's non-centred angle between different clean class means over epochs, or a note
+    that it was not recorded."""
+    curve = study.series(label, "train", "clean", layer, BETWEEN_CLASS_ANGLE)
+    if curve.empty:
+        ax.text(
+            0.02,
+            0.02,
+            "between-class baseline not recorded",
+            transform=ax.transAxes,
+            color="0.5",
+            fontsize=6,
+        )
+        return
+    line = plot_series(ax, curve, "between clean classes (baseline)", "0.5")
+    if line is not None:
+        line.set_linestyle(":")
+
+
+# -- Figure 7: the attack illustration, per class, at the last epoch --------------------------
+
+# (statistic names (first found is used), panel title, y label)
+STAT_PANELS = (
+    (("predicted_count", "counts"), "predicted labels of perturbed data", "examples"),
+    (("clean_mean_norm",), "norms of clean class means", "‖μ_c‖"),
+    (("predicted_mean_norm",), "norms of perturbed predicted-class means", "‖μ′_c‖"),
+    (("angle",), "angle between μ_c and μ′_c", "angle (rad)"),
+)
+
+
+def figure7(
+    study: Study,
+    view: str = "pgd",
+    split: str = "train",
+    layer: str = PENULTIMATE,
+    modes: Sequence[str] = ("st",),
+    title: str = "Figure 7 — untargeted attack, per class",
+) -> Figure:
+    """Figure 7: predicted-label histogram, clean and predicted class-mean norms, and the angle
+    between clean and predicted class means of perturbed data, per class, at the last epoch.
+    """
+    stats = study.stats
+    chosen = stats[(stats["split"] == split) & (stats["view"] == view) & (stats["layer"] == layer)]
+    groups = [g for g in study.groups_of(modes) if (chosen["group"] == g.label).any()]
+    if not groups:
+        kinds = "/".join(m.upper() for m in modes)
+        raise MissingData(f"no attack statistics for view {view!r} on {split} data in {kinds} runs")
+    fig, axes = new_figure(len(groups), len(STAT_PANELS), title)
+    for row, group in enumerate(groups):
+        rows = chosen[chosen["group"] == group.label]
+        epoch = int(rows["epoch"].max())
+        rows = rows[rows["epoch"] == epoch]
+        classes = study.num_classes(group.label)
+        for col, (names, panel, ylabel) in enumerate(STAT_PANELS):
+            ax = axes[row, col]
+            statistic = next((n for n in names if (rows["statistic"] == n).any()), names[0])
+            data = rows[rows["statistic"] == statistic].sort_values("class")
+            std = data["std"].to_numpy(dtype=float)
+            ax.bar(
+                data["class"].to_numpy(),
+                data["mean"].to_numpy(dtype=float),
+                yerr=np.nan_to_num(std) if np.isfinite(std).any() else None,
+                color=COLORS["perturbed"] if statistic != "clean_mean_norm" else COLORS["clean"],
+                width=0.8,
+                capsize=1.5,
+                error_kw={"linewidth": 0.6},
+            )
+            if statistic == "angle" and classes and classes > 1:
+                ax.axhline(
+                    simplex_angle(classes),
+                    color="0.5",
+                    linestyle=":",
+                    linewidth=1,
+                    label="arccos(−1/(C−1))",
+                )
+                add_legend(ax)
+            ax.set_ylabel(ylabel)
+            ax.set_xlabel("class")
+            head = f"{_title(group)} · {view} on {split} · epoch {epoch}\n" if col == 0 else "\n"
+            ax.set_title(head + panel, loc="left", fontsize=8)
+    return fig
+
+
+# -- Figures 11 and 12: layerwise NC and NCC at the last layerwise epoch ----------------------
+
+
+def _layerwise_columns(
+    study: Study, modes: Sequence[str], splits: Sequence[str] = SPLITS
+) -> list[tuple[RunGroup, str, int]]:
+    columns = []
+    for group in study.groups_of(modes):
+        epoch = study.layerwise_epoch(group.label)
+        if epoch is None:
+            continue
+        columns += [(group, s, epoch) for s in splits if study.has(group.label, s, "clean")]
+    if not columns:
+        raise MissingData(
+            "no layerwise measurement (more than one layer at one epoch): "
+            "train with --final-layers all or measure with --layers all"
+        )
+    return columns
+
+
+def _depth_axis(ax: Axes, order: list[str], with_labels: bool) -> None:
+    ax.set_xticks(range(1, len(order) + 1))
+    if with_labels:
+        ax.set_xticklabels(order, rotation=45, ha="right", fontsize=6)
+        ax.set_xlabel("layer (depth order)")
+    else:
+        ax.set_xticklabels([])
+
+
+LAYER_NC_ROWS = (
+    ("nc1", "NC1", True),
+    ("nc2_equinorm", "NC2 equinorm", True),
+    ("nc2_equiangular", "NC2 equiangular", True),
+    ("nc4", "NC4", False),
+)
+
+
+def _layer_views(study: Study, label: str, split: str, epoch: int) -> list[tuple[str, str, str]]:
+    """(view, curve name, colour key) of the clean and perturbed layerwise curves: the
+    perturbed view measured at every layer (``pgd`` for an AT run measured after training,
+    whose ``train_adv`` has the penultimate layer only)."""
+    out = []
+    if study.has(label, split, "clean"):
+        out.append(("clean", "clean", "clean"))
+    view = study.layerwise_perturbed_view(label, split, epoch)
+    if view is not None:
+        out.append((view, f"perturbed ({view})", "perturbed"))
+    return out
+
+
+def figure11(
+    study: Study,
+    modes: Sequence[str] = ("st", "at"),
+    splits: Sequence[str] = SPLITS,
+    title: str = "Figure 11 — layerwise NC",
+) -> Figure:
+    """Figure 11: NC1, NC2 and NC4 against layer depth, clean and perturbed, train and test."""
+    columns = _layerwise_columns(study, modes, splits)
+    fig, axes = new_figure(len(LAYER_NC_ROWS), len(columns), title)
+    for col, (group, split, epoch) in enumerate(columns):
+        order = study.layer_order(group.label)
+        for row, (metric, ylabel, log_scale) in enumerate(LAYER_NC_ROWS):
+            ax = axes[row, col]
+            for view, name, colour in _layer_views(study, group.label, split, epoch):
+                curve = study.layer_curve(group.label, epoch, split, view, metric)
+                plot_series(ax, curve, name, COLORS[colour], x="depth")
+            last = row == len(LAYER_NC_ROWS) - 1
+            style_panel(
+                ax,
+                ylabel,
+                log=log_scale,
+            )
+            _depth_axis(ax, order, last)
+        add_legend(axes[0, col], f"{_title(group)} · {split} · epoch {epoch}", above=True)
+    return fig
+
+
+def _ncc_match(study: Study, label: str, epoch: int, split: str, view: str) -> pd.DataFrame:
+    curve = study.layer_curve(label, epoch, split, view, "ncc_match")
+    if curve.empty and (split, view) == ("train", "clean"):
+        # the clean train means are this view's own means, so its NCC match is 1 - NC4
+        curve = study.layer_curve(label, epoch, split, view, "nc4")
+        curve = curve.assign(mean=1.0 - curve["mean"])
+    return curve
+
+
+def figure12(
+    study: Study,
+    modes: Sequence[str] = ("st", "at"),
+    splits: Sequence[str] = SPLITS,
+    title: str = "Figure 12 — layerwise NCC classifier",
+) -> Figure:
+    """Figure 12: NCC accuracy, NCC robustness (NCC accuracy on perturbed data) and NCC-network
+    matching against layer depth; dotted lines are the network's own accuracies.
+    """
+    columns = _layerwise_columns(study, modes, splits)
+    fig, axes = new_figure(2, len(columns), title)
+    for col, (group, split, epoch) in enumerate(columns):
+        order = study.layer_order(group.label)
+        views = _layer_views(study, group.label, split, epoch)
+        acc_ax, match_ax = axes[0, col], axes[1, col]
+        for view, _, colour in views:
+            ncc_name = "NCC robustness" if colour == "perturbed" else "NCC accuracy"
+            curve = study.layer_curve(group.label, epoch, split, view, "ncc_accuracy")
+            plot_series(acc_ax, curve, f"{ncc_name} ({view})", COLORS[colour], x="depth")
+            curve = _ncc_match(study, group.label, epoch, split, view)
+            plot_series(match_ax, curve, f"NCC–net match ({view})", COLORS[colour], x="depth")
+        if acc_ax.get_lines():
+            for view, _, colour in views:
+                net = study.value(group.label, split, view, OUTPUT_LAYER, "accuracy", epoch)
+                if math.isfinite(net):
+                    acc_ax.axhline(
+                        net,
+                        color=COLORS[colour],
+                        linestyle=":",
+                        linewidth=1,
+                        label=f"network accuracy ({view})",
+                    )
+        style_panel(acc_ax, "NCC accuracy")
+        style_panel(match_ax, "NCC–network matching")
+        _depth_axis(acc_ax, order, False)
+        _depth_axis(match_ax, order, True)
+        add_legend(acc_ax, f"{_title(group)} · {split} · epoch {epoch}", above=True)
+        add_legend(match_ax)
+    return fig
+
+
+# -- Figures 15 and 16: the small-eps study ---------------------------------------------------
+
+
+def _eps_colours(values: Iterable[float]) -> dict[float, str]:
+    ordered = sorted(set(values))
+    cmap = colormaps["plasma"]  # purple to yellow: never confused with the blue clean curve
+    span = max(len(ordered) - 1, 1)
+    return {v: _hex(cmap(0.85 * i / span)) for i, v in enumerate(ordered)}
+
+
+def _hex(rgba: tuple[float, float, float, float]) -> str:
+    return "#" + "".join(f"{round(255 * c):02x}" for c in rgba[:3])
+
+
+def _close(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-9)
+
+
+def figure15(
+    study: Study,
+    eval_eps: float = 8 / 255,
+    split: str = "train",
+    layer: str = PENULTIMATE,
+    view: str = "pgd",
+    nc3: str = "frobenius",
+    equinorm: str = "ratio",
+    title: str = "Figure 15 — AT trained at several eps",
+) -> Figure:
+    """Figure 15: loss and NC vs epoch of AT runs trained at several eps (one colour each).
+
+    The perturbed column uses PGD at ``eval_eps`` (an in-training ``pgd@eps=...`` view, the
+    run's ``eps_study.parquet``, or its own ``pgd`` when trained at that eps); a run without
+    it shows its own perturbed view at its training eps, said in the legend. The column's
+    header states the eps actually plotted.
+    """
+    families = study.eps_families(("at",))
+    if not families:
+        raise MissingData("no AT runs that differ only in their training eps")
+    rows_spec = tuple(r for r in evolution_rows(nc3, equinorm) if r[0] != "accuracy")
+    fig, axes = new_figure(len(rows_spec), 2 * len(families), title)
+    for f, family in enumerate(families):
+        colours = _eps_colours(g.config.eps for g in family)
+        plotted: set[str] = set()
+        for row, (metric, where, ylabel, log_scale) in enumerate(rows_spec):
+            clean_ax, pert_ax = axes[row, 2 * f], axes[row, 2 * f + 1]
+            for group in family:
+                name = f"train eps={format_eps(group.config.eps)}"
+                colour = colours[group.config.eps]
+                where_layer = _layer(where, layer)
+                curve = study.series(group.label, split, "clean", where_layer, metric)
+                plot_series(clean_ax, curve, name, colour)
+                curves = study.eps_series(group.label, split, view, where_layer, metric)
+                found = [c for e, c in curves.items() if _close(e, eval_eps)]
+                if found:
+                    curve = found[0]
+                    plotted.add(f"{view} eps={format_eps(eval_eps)}")
+                else:
+                    own = study.perturbed_view(group.label, split)
+                    if own is None:
+                        continue
+                    curve = study.series(group.label, split, own, where_layer, metric)
+                    name = f"{name} ({own} at training eps)"
+                    if len(curve):
+                        plotted.add(f"{own} at training eps")
+                plot_series(pert_ax, curve, name, colour)
+            xlabel = "epoch" if row == len(rows_spec) - 1 else None
+            style_panel(clean_ax, ylabel, xlabel, log_scale)
+            style_panel(pert_ax, ylabel, xlabel, log_scale)
+        base = family[0].label.split(" · eps=")[0]
+        add_legend(axes[0, 2 * f], f"{base} · clean · {split}", above=True)
+        shown = "; ".join(sorted(plotted)) or "not measured"
+        add_legend(axes[0, 2 * f + 1], f"{base} · perturbed ({shown}) · {split}", above=True)
+    return fig
+
+
+def figure16(
+    study: Study,
+    split: str = "train",
+    layer: str = PENULTIMATE,
+    view: str = "pgd",
+    nc3: str = "frobenius",
+    equinorm: str = "ratio",
+    title: str = "Figure 16 — ST attacked at several eps",
+) -> Figure:
+    """Figure 16: loss and NC vs epoch of ST runs attacked at several eps (one colour per
+    evaluation eps) next to clean data: from the in-training ``pgd@eps=...`` views (a point
+    at every measured epoch), else ``eps_study.parquet``, plus ``pgd`` at the run's own eps.
+    """
+    groups = [g for g in study.groups_of(("st",)) if study.has_eps_study(g.label, split, view)]
+    if not groups:
+        raise MissingData(
+            "no small-eps study of an ST run: train with views pgd@eps=2/255,... or run "
+            "`ncrobust measure --eps 2/255,4/255,8/255 RUN`"
+        )
+    rows_spec = tuple(r for r in evolution_rows(nc3, equinorm) if r[0] != "accuracy")
+    fig, axes = new_figure(len(rows_spec), len(groups), title)
+    for col, group in enumerate(groups):
+        eps_values: set[float] = set()
+        for metric, where, _, _ in rows_spec:
+            eps_values |= set(
+                study.eps_series(group.label, split, view, _layer(where, layer), metric)
+            )
+        colours = _eps_colours(eps_values)
+        for row, (metric, where, ylabel, log_scale) in enumerate(rows_spec):
+            ax = axes[row, col]
+            where_layer = _layer(where, layer)
+            curve = study.series(group.label, split, "clean", where_layer, metric)
+            plot_series(ax, curve, "clean", COLORS["clean"])
+            for eps, curve in study.eps_series(
+                group.label, split, view, where_layer, metric
+            ).items():
+                plot_series(ax, curve, f"{view} eps={format_eps(eps)}", colours[eps])
+            style_panel(
+                ax,
+                ylabel,
+                "epoch" if row == len(rows_spec) - 1 else None,
+                log_scale,
+            )
+        add_legend(axes[0, col], f"{_title(group)} · {split}", above=True)
+    return fig
+
+
+# -- any recorded metric against epoch or depth -------------------------------------------------
+
+
+def check_metrics(study: Study, metrics: Sequence[str]) -> list[str]:
+    """The requested metric names, refused unless some run recorded each."""
+    chosen = list(dict.fromkeys(m.strip() for m in metrics if m.strip()))
+    if not chosen:
+        raise UsageError("--metrics: give at least one metric name")
+    recorded = study.metric_names()
+    unknown = [m for m in chosen if m not in recorded]
+    if unknown:
+        raise UsageError(
+            f"metric(s) {', '.join(unknown)} not recorded in these runs "
+            f"(recorded: {', '.join(recorded) or 'none'})"
+        )
+    return chosen
+
+
+def _metric_layer(study: Study, label: str, metric: str, layer: str) -> str:
+    rows = study.rows(label)
+    layers = set(rows.loc[rows["metric"] == metric, "layer"].astype(str))
+    return layer if layer in layers or OUTPUT_LAYER not in layers else OUTPUT_LAYER
+
+
+def figure_metrics(
+    study: Study,
+    metrics: Sequence[str],
+    x: str = "epoch",
+    splits: Sequence[str] = SPLITS,
+    layer: str = PENULTIMATE,
+    log: bool = True,
+) -> Figure:
+    """Any recorded metrics (one row each) against epoch (at ``layer``) or layer depth (at the
+    last layerwise epoch), one column per group; clean / perturbed / Gaussian as in Figure 2.
+
+    E.g. Figure 2 with CDNV in place of NC1: ``figure_metrics(study, ["cdnv"])``.
+    """
+    if x not in ("epoch", "depth"):
+        raise UsageError(f"x must be 'epoch' or 'depth', got {x!r}")
+    chosen = check_metrics(study, metrics)
+    groups = [g for g in study.groups if any(study.has(g.label, sp, "clean") for sp in splits)]
+    if not groups:
+        raise MissingData("no run with clean data measured on the chosen splits")
+    title = f"{', '.join(chosen)} against {x}"
+    fig, axes = new_figure(len(chosen), len(groups), title)
+    for col, group in enumerate(groups):
+        epoch = study.layerwise_epoch(group.label) if x == "depth" else None
+        for row, metric in enumerate(chosen):
+            ax = axes[row, col]
+            for split in splits:
+                views = (
+                    _views(study, group.label, split)
+                    if x == "epoch" or epoch is None
+                    else _layer_views(study, group.label, split, epoch)
+                )
+                for view, name, colour in views:
+                    if x == "epoch":
+                        where = _metric_layer(study, group.label, metric, layer)
+                        curve = study.series(group.label, split, view, where, metric)
+                    elif epoch is None:
+                        continue
+                    else:
+                        curve = study.layer_curve(group.label, epoch, split, view, metric)
+                    plot_series(
+                        ax, curve, f"{name} · {split}", COLORS[colour], SPLIT_STYLES[split], x=x
+                    )
+            style_panel(ax, metric, x if row == len(chosen) - 1 else None, log=log)
+            if x == "depth" and ax.get_lines():
+                _depth_axis(ax, study.layer_order(group.label), row == len(chosen) - 1)
+        head = _title(group) + (f" · epoch {epoch}" if epoch is not None else "")
+        add_legend(axes[0, col], head, above=True)
+    return fig
+
+
+# -- registry and batch drawing ---------------------------------------------------------------
+
+FIGURES: dict[str, Callable[[Study], Figure]] = {
+    "fig2": figure2,
+    "fig3": figure3,
+    "fig4": figure4,
+    "fig7": figure7,
+    "fig11": figure11,
+    "fig12": figure12,
+    "fig15": figure15,
+    "fig16": figure16,
+}
+
+CAPTIONS = {
+    "fig2": "Figure 2: accuracy, loss and NC vs epoch for ST and AT on clean, perturbed and "
+    "Gaussian data (train solid, test dashed; mean ± std over seeds; NC3 in the Frobenius "
+    "form of the released code).",
+    "fig3": "Figure 3: simplex similarity and non-centred angular distance to the clean train "
+    "class means: targeted attack (ST), perturbed training data (AT). Dotted: arccos(-1/(C-1)) "
+    "on the centred panel; the run's own angle between clean classes on the non-centred one.",
+    "fig4": "Figure 4: accuracy, KL loss and NC vs epoch for TRADES.",
+    "fig7": "Figure 7: untargeted attack per class at the last epoch: predicted labels, clean "
+    "and predicted class-mean norms, angle between them.",
+    "fig11": "Figure 11: layerwise NC1, NC2 and NC4, clean and perturbed, at the last "
+    "layerwise epoch.",
+    "fig12": "Figure 12: layerwise NCC accuracy, NCC robustness and NCC-network matching "
+    "(dotted: the network's own accuracy).",
+    "fig15": "Figure 15: AT trained at several eps (colour: training eps); the perturbed "
+    "column's header states the eps plotted.",
+    "fig16": "Figure 16: ST attacked at several eps over epochs (colour: evaluation eps).",
+}
+
+
+def figure_names(names: Iterable[str]) -> list[str]:
+    """Validated figure names (``all`` expands to every figure), in the registry's order."""
+    chosen = {n.strip().lower() for n in names if n.strip()}
+    if not chosen or "all" in chosen:
+        return list(FIGURES)
+    unknown = sorted(chosen - set(FIGURES))
+    if unknown:
+        raise UsageError(
+            f"unknown figure(s) {', '.join(unknown)} (choose from {', '.join(FIGURES)} or all)"
+        )
+    return [n for n in FIGURES if n in chosen]
+
+
+# the figures with an NC3 panel (drawn in the form chosen by ``nc3``)
+NC3_FIGURES = ("fig2", "fig4", "fig15", "fig16")
+
+
+def render_figures(
+    study: Study,
+    out_dir: str | Path,
+    names: Iterable[str] = tuple(FIGURES),
+    formats: Sequence[str] = ("png",),
+    nc3: str = "frobenius",
+    equinorm: str = "ratio",
+) -> tuple[dict[str, list[Path]], dict[str, str]]:
+    """Draw and save each named figure; returns ({name: files}, {name: reason skipped})."""
+    chosen = figure_names(names)
+    formats = check_formats(formats)
+    evolution_rows(nc3, equinorm)  # an unknown form is refused before drawing
+    written: dict[str, list[Path]] = {}
+    skipped: dict[str, str] = {}
+    for name in chosen:
+        try:
+            draw = FIGURES[name]
+            fig = (
+                draw(study, nc3=nc3, equinorm=equinorm)  # type: ignore[call-arg]
+                if name in NC3_FIGURES
+                else draw(study)
+            )
+        except MissingData as exc:
+            skipped[name] = str(exc)
+            continue
+        written[name] = save_figure(fig, out_dir, name, formats)
+    return written, skipped
+
+
+def write_figures(
+    run_dirs: Iterable[str | Path] | Study,
+    out_dir: str | Path,
+    names: Iterable[str] = tuple(FIGURES),
+    formats: Sequence[str] = ("png",),
+) -> list[Path]:
+    """Draw the named figures of ``run_dirs`` into ``out_dir`` (e.g. ``DIR/figures``).
+
+    Figures whose data was not measured are skipped with a logged warning; the written files
+    are returned.
+    """
+    names = figure_names(names)
+    formats = check_formats(formats)
+    study = run_dirs if isinstance(run_dirs, Study) else Study.from_paths(run_dirs)
+    written, skipped = render_figures(study, out_dir, names, formats)
+    for name, reason in skipped.items():
+        log.warning("skipped %s: %s", name, reason)
+    return [path for paths in written.values() for path in paths]
