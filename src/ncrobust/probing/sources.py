@@ -1,9 +1,11 @@
 """Data in for :func:`~ncrobust.probing.measure`: what researchers have, checked before compute.
 
-A split is given as ``(x, y)`` (torch tensors or numpy arrays; x uint8 pixels, read as x / 255,
-or floating-point inputs of any sample shape; y integer labels as a tensor, an array or a list,
+A split is given as ``(x, y)`` (torch tensors or numpy arrays; x floating-point inputs of any
+sample shape, uint8 images [N, C, H, W] / [N, H, W] read as pixels x / 255, or other integer
+inputs such as token ids, passed to the model untouched; y integer labels as a tensor, an array or a list,
 [N] or an [N, 1] column), as an :class:`~ncrobust.data.Split`, or as a
-``torch.utils.data.Dataset`` / ``DataLoader`` yielding ``(x, y)`` batches, which is streamed:
+``torch.utils.data.Dataset`` / ``DataLoader`` yielding ``(x, y)`` or dict samples (keys in
+:data:`INPUT_KEYS` and :data:`LABEL_KEYS`), which is streamed:
 one pass reads the labels and checks every value, and each later pass reads the batches again
 in the same order. Every refusal names the split, the argument and the expected form.
 """
@@ -20,7 +22,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from ncrobust.attacks.validation import Bound
-from ncrobust.data import ImageDataset, Split
+from ncrobust.data import ImageDataset, Split, is_pixels
 from ncrobust.errors import UsageError
 from ncrobust.views import SPLITS
 
@@ -28,7 +30,7 @@ FORMS = (
     "an ImageDataset, one (x, y) pair or Dataset/DataLoader (measured as 'train'), or a mapping "
     "{'train': ..., 'test': ...} of (x, y) pairs, Splits, Datasets or DataLoaders"
 )
-INPUT_KEYS = ("input", "inputs", "x", "image", "images", "pixel_values")
+INPUT_KEYS = ("input", "inputs", "x", "image", "images", "pixel_values", "input_ids")
 LABEL_KEYS = ("label", "labels", "y", "target", "targets")
 CHECK_ROWS = 4096  # rows per chunk when checking uint8 inputs against tensor bounds
 
@@ -119,16 +121,16 @@ def _split(
             "put both on one device"
         )
     check_inputs(name, x, box)
-    x = x if x.dtype == torch.uint8 else x.to(dtype)
+    x = x.to(dtype) if x.is_floating_point() else x
     return MeasureSplit(x, y.to(x.device))
 
 
 def inputs_tensor(name: str, x: Any) -> Tensor:
-    """x as a tensor: uint8 pixels or floating-point inputs, a batch [N, ...] with N >= 1."""
+    """x as a tensor: floating-point or integer inputs, a batch [N, ...] with N >= 1."""
     if isinstance(x, np.ndarray):
-        if x.dtype.kind not in "uf":
+        if x.dtype.kind not in "uif":
             raise UsageError(
-                f"split {name!r}: x must be uint8 pixels or floating-point inputs, "
+                f"split {name!r}: x must hold floating-point or integer inputs, "
                 f"got a numpy array of dtype {x.dtype}"
             )
         x = torch.from_numpy(np.ascontiguousarray(x))
@@ -136,10 +138,10 @@ def inputs_tensor(name: str, x: Any) -> Tensor:
         raise UsageError(
             f"split {name!r}: x must be a torch tensor or a numpy array, got {type(x).__name__}"
         )
-    if x.dtype != torch.uint8 and not x.is_floating_point():
+    if x.is_complex() or x.dtype == torch.bool:
         raise UsageError(
-            f"split {name!r}: x must be uint8 pixels (read as x / 255) or floating-point "
-            f"inputs, got dtype {x.dtype}"
+            f"split {name!r}: x must hold floating-point or integer inputs (uint8 images are "
+            f"read as x / 255), got dtype {x.dtype}"
         )
     if x.ndim < 2 or x.shape[0] == 0 or x[0].numel() == 0:
         raise UsageError(
@@ -179,7 +181,8 @@ def labels_tensor(name: str, y: Any, n: int) -> Tensor:
 
 
 def check_inputs(name: str, x: Tensor, box: tuple[Bound, Bound] | None) -> None:
-    """Float inputs must be finite; all inputs (uint8 as x / 255) must lie in the box."""
+    """Float inputs must be finite; float inputs and uint8 pixels (as x / 255) must lie in the
+    box (other integer inputs are not perturbed, so the box does not apply)."""
     if x.is_floating_point():
         low, high = (float(v) for v in torch.aminmax(x.detach()))
         if not bool(torch.isfinite(x).all()):
@@ -192,7 +195,7 @@ def check_inputs(name: str, x: Tensor, box: tuple[Bound, Bound] | None) -> None:
         else:
             inside = lo <= low and high <= hi
     else:
-        if box is None:
+        if box is None or not is_pixels(x):
             return
         inside = all(_inside(chunk.float() / 255.0, box) for chunk in x.split(CHECK_ROWS))
         low, high = float(x.min()) / 255.0, float(x.max()) / 255.0
@@ -244,27 +247,50 @@ def _streamed(
     if shape is None:
         raise UsageError(f"split {name!r}: the DataLoader yields no batch")
     all_labels = torch.cat(labels)
+    _check_complete(name, loader, len(all_labels))
     images = StreamedInputs(name, loader, all_labels, shape, dtype)
     return MeasureSplit(images, all_labels)
 
 
+def _check_complete(name: str, loader: DataLoader[Any], seen: int) -> None:
+    """Refuse a loader that leaves samples out (``drop_last=True`` with a partial last batch)."""
+    if not loader.drop_last:
+        return
+    try:
+        size = len(loader.dataset)  # type: ignore[arg-type]
+    except TypeError:
+        size = None
+    if size is None or seen < size:
+        left = "an unknown number" if size is None else f"{size - seen} of {size}"
+        raise UsageError(
+            f"split {name!r}: the DataLoader has drop_last=True and leaves out {left} samples: "
+            "pass a loader with drop_last=False (or the Dataset itself) to measure every sample"
+        )
+
+
+def pair(name: str, item: Any) -> tuple[Any, Any]:
+    """(x, y) of one batch or sample: a pair/tuple (its first two items) or a mapping with an
+    input key (:data:`INPUT_KEYS`) and a label key (:data:`LABEL_KEYS`)."""
+    if isinstance(item, Mapping):
+        x_key = next((k for k in INPUT_KEYS if k in item), None)
+        y_key = next((k for k in LABEL_KEYS if k in item), None)
+        if x_key is None or y_key is None:
+            raise UsageError(
+                f"split {name!r}: a dict sample needs an input key ({', '.join(INPUT_KEYS)}) "
+                f"and a label key ({', '.join(LABEL_KEYS)}), got keys {sorted(map(str, item))}; "
+                "rename them or wrap the Dataset to yield (x, y)"
+            )
+        return item[x_key], item[y_key]
+    if isinstance(item, tuple | list) and len(item) >= 2:
+        return item[0], item[1]
+    raise UsageError(
+        f"split {name!r}: the data must yield (x, y) pairs or dicts, got {type(item).__name__}"
+    )
+
+
 def _batches(name: str, loader: DataLoader[Any]) -> Iterator[tuple[Tensor, Tensor]]:
     for batch in loader:
-        if isinstance(batch, Mapping):
-            x_key = next((k for k in INPUT_KEYS if k in batch), None)
-            y_key = next((k for k in LABEL_KEYS if k in batch), None)
-            if x_key is None or y_key is None:
-                raise UsageError(
-                    f"split {name!r}: a dict batch needs an input key ({', '.join(INPUT_KEYS)}) "
-                    f"and a label key ({', '.join(LABEL_KEYS)}), got keys {sorted(batch)}"
-                )
-            x, y = batch[x_key], batch[y_key]
-        elif isinstance(batch, tuple | list) and len(batch) >= 2:
-            x, y = batch[0], batch[1]
-        else:
-            raise UsageError(
-                f"split {name!r}: the loader must yield (x, y) batches, got {type(batch).__name__}"
-            )
+        x, y = pair(name, batch)
         x = inputs_tensor(name, x)
         yield x, labels_tensor(name, y, x.shape[0])
 
@@ -318,4 +344,4 @@ class StreamedInputs:
         keep = torch.cat(self._buffer)[start - self._position :]
         self._buffer, self._position = [keep], start
         batch = keep[: stop - start]
-        return batch if batch.dtype == torch.uint8 else batch.to(self.dtype)
+        return batch.to(self.dtype) if batch.is_floating_point() else batch

@@ -81,8 +81,6 @@ def remove_temporaries(folder: Path) -> list[Path]:
     return removed
 
 
-
-
 @dataclass(frozen=True)
 class RunDirectory:
     """Paths and table I/O of one run directory."""
