@@ -31,8 +31,8 @@ from ncrobust.attacks import PIXEL_BOUNDS, Bounds, gaussian, pgd, target_labels
 from ncrobust.attacks.ball import random_offsets
 from ncrobust.collapse import AttackStatistics, CollapseAccumulator
 from ncrobust.data import Split, to_pixels
-from ncrobust.errors import UsageError
 from ncrobust.distributed import Rows, all_reduce_sum, draw_rows, shard_rows
+from ncrobust.errors import UsageError
 from ncrobust.probing.missing_classes import (
     NCC_METRICS,
     SIMPLEX_METRICS,

@@ -738,9 +738,9 @@ def _run(
     perturbed = [v for _, v in plan if view_kind(v) in PERTURBED_VIEWS]
     if not example.is_floating_point() and (perturbed or train_adv is not None):
         raise UsageError(
-            f"the inputs are integers ({example.dtype}, shape [N, {', '.join(map(str, example.shape[1:]))}]"
-            f", e.g. token ids) and cannot be perturbed for the views {perturbed or ['train_adv']}: "
-            "pass views=['clean'] (uint8 images [N, C, H, W] or [N, H, W] are read as pixels x / 255)"
+            f"the inputs are integers ({example.dtype}, samples {tuple(example.shape[1:])}, e.g. "
+            f"token ids) and cannot be perturbed for the views {perturbed or ['train_adv']}: "
+            "pass views=['clean'] (uint8 images [N, C, H, W] / [N, H, W] are read as x / 255)"
         )
     box = _checked_box(bounds, example)
     if box is None and perturbed:

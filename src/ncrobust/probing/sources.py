@@ -2,8 +2,8 @@
 
 A split is given as ``(x, y)`` (torch tensors or numpy arrays; x floating-point inputs of any
 sample shape, uint8 images [N, C, H, W] / [N, H, W] read as pixels x / 255, or other integer
-inputs such as token ids, passed to the model untouched; y integer labels as a tensor, an array or a list,
-[N] or an [N, 1] column), as an :class:`~ncrobust.data.Split`, or as a
+inputs such as token ids, passed to the model untouched; y integer labels as a tensor, an array
+or a list, [N] or an [N, 1] column), as an :class:`~ncrobust.data.Split`, or as a
 ``torch.utils.data.Dataset`` / ``DataLoader`` yielding ``(x, y)`` or dict samples (keys in
 :data:`INPUT_KEYS` and :data:`LABEL_KEYS`), which is streamed:
 one pass reads the labels and checks every value, and each later pass reads the batches again

@@ -81,6 +81,8 @@ def remove_temporaries(folder: Path) -> list[Path]:
     return removed
 
 
+
+
 @dataclass(frozen=True)
 class RunDirectory:
     """Paths and table I/O of one run directory."""
