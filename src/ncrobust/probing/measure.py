@@ -303,7 +303,7 @@ def _traced(
     except (RuntimeError, TypeError, IndexError) as exc:
         hint = (
             "; integer inputs other than uint8 images reach the model untouched: convert x to "
-            "floats if the model expects them"
+            "the dtype the model expects (x.float(), x.long())"
             if not example.is_floating_point()
             else ""
         )
@@ -581,11 +581,14 @@ def measure(
             them, see ``output``), or an ncrobust model (its own taps).
         data: one split ``(x, y)`` / Dataset / DataLoader (measured as ``train``), a mapping
             ``{"train": ..., "test": ...}`` of them, or an ImageDataset. x: torch tensor or
-            numpy array of any sample shape ([N, D], [N, C, L], [N, C, H, W], ...), uint8
-            pixels (read as x / 255) or float16/bfloat16/float32/float64; y: integer labels
-            [N] (or [N, 1]) as a tensor, array or list. Datasets and DataLoaders (fixed order,
-            yielding ``(x, y)``) are streamed in batches; the perturbed views keep their
-            perturbed inputs (N × sample) on the device so both NC passes see the same data.
+            numpy array of any sample shape ([N, D], [N, C, L], [N, C, H, W], ...):
+            float16/bfloat16/float32/float64, uint8 images [N, C, H, W] / [N, H, W] (read as
+            pixels x / 255), or other integers such as token ids (passed to the model untouched;
+            clean views only); y: integer labels [N] (or [N, 1]) as a tensor, array or list.
+            Datasets and DataLoaders (fixed order, yielding ``(x, y)`` or dicts with an input
+            key such as ``image``/``input_ids`` and a label key such as ``label``; no dropped
+            last batch) are streamed in batches; the perturbed views keep their perturbed
+            inputs (N × sample) on the device so both NC passes see the same data.
         layers: tap names in any order: module names (their output), ``name:input``,
             ``name#k`` (the k-th call of a module run several times), ``penultimate`` (the
             classifier's input), or ``"all"`` (every leaf module producing a tensor, in
@@ -603,10 +606,16 @@ def measure(
             ``normalize``), differentiable for the attacks.
         output: how to find the logits in the model's output: an index, a key/attribute name
             or a callable; default the tensor itself, the ``logits`` key or attribute, or the
-            first tensor of a tuple.
+            one element of a tuple/dict/dataclass shaped [N, C] for the C classes of the labels
+            (none or several such elements are refused, naming them).
         classifier: the module whose input is ``penultimate`` and whose weight gives the W
-            metrics (NC3, W-based NC2): default the last ``nn.Linear`` executed. A head without
-            a C×p weight matrix (e.g. a 1×1 conv before pooling) skips the W metrics.
+            metrics (NC3, W-based NC2). Default: found from the logits, as the module whose
+            output is the logits tensor (else the last one whose output has their shape),
+            which must have a C×p weight on its input; an ambiguous case is refused with the
+            candidates. A normalised (cosine) classifier such as ``s · normalize(h) @
+            normalize(W).T`` is found this way: its input is measured and its ``weight`` gives
+            the W metrics. A head given here without a C×p weight matrix (e.g. a 1×1 conv
+            before pooling) skips the W metrics.
         num_classes: C; default the width of the logits (a different value is refused).
         batch_size: rows per forward pass (also the batch of a Dataset).
         pool: average-pool 1-D/2-D/3-D feature maps so no side exceeds ``pool`` (the paper's

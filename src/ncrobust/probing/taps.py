@@ -79,7 +79,7 @@ def logits_source(record: Trace, logits: Tensor) -> tuple[Call, bool] | None:
 
 
 def _same_storage(a: Tensor, b: Tensor) -> bool:
-    return (
+    return bool(
         a.numel() == b.numel()
         and a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
         and a.storage_offset() == b.storage_offset()
