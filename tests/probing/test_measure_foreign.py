@@ -262,7 +262,12 @@ def test_dict_sample_datasets_and_drop_last_loaders() -> None:
     streamed = measure(model, DictSamples(x, y), views=["clean"], batch_size=8)
     pd.testing.assert_series_equal(values(streamed), direct)
     odd = _outcome(lambda: measure(model, DictSamples(x, y, ("pixels", "cls")), views=["clean"]))
-    assert isinstance(odd, UsageError) and "'cls'" in str(odd) and "label key" in str(odd)
+    assert isinstance(odd, UsageError) and "'cls'" in str(odd) and "label_key=" in str(odd)
+    keyed = DictSamples(x, y, ("pixels", "cls"))
+    named = measure(
+        model, keyed, views=["clean"], batch_size=8, input_key="pixels", label_key="cls"
+    )
+    pd.testing.assert_series_equal(values(named), direct)
     dropping = DataLoader(TensorDataset(x, y), batch_size=8, drop_last=True)
     refused = _outcome(lambda: measure(model, dropping, views=["clean"]))
     assert isinstance(refused, UsageError) and "leaves out 1 of 25" in str(refused)

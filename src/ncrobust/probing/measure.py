@@ -44,7 +44,7 @@ from ncrobust.probing.engine import (
     tapped_extractor,
 )
 from ncrobust.probing.missing_classes import WEIGHT_METRICS
-from ncrobust.probing.sources import MeasureSplit, as_splits, pair
+from ncrobust.probing.sources import MeasureSplit, SampleKeys, as_splits, pair
 from ncrobust.probing.taps import (
     Call,
     HookedExtractor,
@@ -503,6 +503,8 @@ def measure(
     transform: Transform = ...,
     output: Output = ...,
     classifier: str | None = ...,
+    input_key: str | None = ...,
+    label_key: str | None = ...,
     num_classes: int | None = ...,
     batch_size: int = ...,
     pool: int | None = ...,
@@ -528,6 +530,8 @@ def measure(
     transform: Transform = ...,
     output: Output = ...,
     classifier: str | None = ...,
+    input_key: str | None = ...,
+    label_key: str | None = ...,
     num_classes: int | None = ...,
     batch_size: int = ...,
     pool: int | None = ...,
@@ -552,6 +556,8 @@ def measure(
     transform: Transform = None,
     output: Output = None,
     classifier: str | None = None,
+    input_key: str | None = None,
+    label_key: str | None = None,
     num_classes: int | None = None,
     batch_size: int = 512,
     pool: int | None = None,
@@ -616,6 +622,10 @@ def measure(
             normalize(W).T`` is found this way: its input is measured and its ``weight`` gives
             the W metrics. A head given here without a C×p weight matrix (e.g. a 1×1 conv
             before pooling) skips the W metrics.
+        input_key, label_key: the keys of the input and the label in dict samples of a
+            Dataset/DataLoader; default the first present of ``input``, ``inputs``, ``x``,
+            ``image``, ``images``, ``pixel_values``, ``input_ids`` and of ``label``,
+            ``labels``, ``y``, ``target``, ``targets``.
         num_classes: C; default the width of the logits (a different value is refused).
         batch_size: rows per forward pass (also the batch of a Dataset).
         pool: average-pool 1-D/2-D/3-D feature maps so no side exceeds ``pool`` (the paper's
@@ -644,6 +654,7 @@ def measure(
             transform=transform,
             output=output,
             classifier=classifier,
+            keys=SampleKeys(input_key, label_key),
             num_classes=num_classes,
             batch_size=batch_size,
             pool=pool,
@@ -697,6 +708,7 @@ def _run(
     transform: Transform,
     output: Output,
     classifier: str | None,
+    keys: SampleKeys,
     num_classes: int | None,
     batch_size: int,
     pool: int | None,
@@ -726,9 +738,9 @@ def _run(
         else (parameter.device if parameter is not None else torch.device("cpu"))
     )
     dtype = _input_dtype(model)
-    probe = _first_example(data)
+    probe = _first_example(data, keys)
     box = _checked_box(bounds, probe)
-    splits = as_splits(data, box=box, dtype=dtype, batch_size=batch_size)
+    splits = as_splits(data, box=box, dtype=dtype, batch_size=batch_size, keys=keys)
     if "train" not in splits:
         raise UsageError("measure needs a 'train' split: its clean class means are the reference")
     label_classes = (
@@ -846,7 +858,7 @@ def _layered(frame: pd.DataFrame, categories: list[str]) -> pd.DataFrame:
     return frame
 
 
-def _first_example(data: Any) -> Tensor:
+def _first_example(data: Any, keys: SampleKeys) -> Tensor:
     """A small float tensor with the data's sample shape, to shape tensor bounds early."""
     value = data.train if isinstance(data, ImageDataset) else data
     if isinstance(value, Mapping):
@@ -854,11 +866,11 @@ def _first_example(data: Any) -> Tensor:
     if hasattr(value, "images"):
         value = (value.images, value.labels)
     if isinstance(value, Dataset):
-        sample = pair("train", value[0])[0]
+        sample = pair("train", value[0], keys)[0]
         sample = torch.as_tensor(sample) if not isinstance(sample, Tensor) else sample
         value = (sample[None], None)
     elif isinstance(value, DataLoader):
-        value = (pair("train", next(iter(value)))[0], None)
+        value = (pair("train", next(iter(value)), keys)[0], None)
     if isinstance(value, tuple | list) and len(value) == 2:
         x = value[0]
         x = torch.from_numpy(x) if not isinstance(x, Tensor) and hasattr(x, "dtype") else x

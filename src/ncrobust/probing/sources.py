@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -33,6 +33,17 @@ FORMS = (
 INPUT_KEYS = ("input", "inputs", "x", "image", "images", "pixel_values", "input_ids")
 LABEL_KEYS = ("label", "labels", "y", "target", "targets")
 CHECK_ROWS = 4096  # rows per chunk when checking uint8 inputs against tensor bounds
+
+
+class SampleKeys(NamedTuple):
+    """The keys of the input and the label in dict samples (None: the first of
+    :data:`INPUT_KEYS` / :data:`LABEL_KEYS` present)."""
+
+    input: str | None = None
+    label: str | None = None
+
+
+DEFAULT_KEYS = SampleKeys()
 
 
 @dataclass(frozen=True, eq=False)
@@ -62,12 +73,14 @@ def as_splits(
     box: tuple[Bound, Bound] | None,
     dtype: torch.dtype,
     batch_size: int,
+    keys: SampleKeys = DEFAULT_KEYS,
 ) -> dict[str, MeasureSplit]:
     """Every split of ``data`` converted and checked (values, labels, shapes, devices).
 
     ``box`` is the checked input box (see :func:`~ncrobust.attacks.validation.check_bounds`,
     with tensors broadcastable to ``[1, *sample]``) or None; ``dtype`` the model's input dtype,
-    to which float inputs are converted (uint8 stays uint8 until a batch is used).
+    to which float inputs are converted (uint8 stays uint8 until a batch is used); ``keys``
+    name the input and label of dict samples.
     """
     if isinstance(data, ImageDataset):
         data = {"train": data.train, "test": data.test}
@@ -81,7 +94,7 @@ def as_splits(
     for name, value in data.items():
         if name not in SPLITS:
             raise UsageError(f"unknown split {name!r} in data (use train and/or test)")
-        splits[name] = _split(name, value, box, dtype, batch_size)
+        splits[name] = _split(name, value, box, dtype, batch_size, keys)
     shapes = {name: split.sample_shape for name, split in splits.items()}
     if len(set(shapes.values())) > 1:
         raise UsageError(f"the splits' inputs differ in shape: {shapes}")
@@ -100,14 +113,19 @@ def _is_single(data: Any) -> bool:
 
 
 def _split(
-    name: str, value: Any, box: tuple[Bound, Bound] | None, dtype: torch.dtype, batch_size: int
+    name: str,
+    value: Any,
+    box: tuple[Bound, Bound] | None,
+    dtype: torch.dtype,
+    batch_size: int,
+    keys: SampleKeys,
 ) -> MeasureSplit:
     if isinstance(value, Split):
         value = (value.images, value.labels)
     if isinstance(value, Dataset):
         value = DataLoader(value, batch_size=batch_size, shuffle=False)
     if isinstance(value, DataLoader):
-        return _streamed(name, value, box, dtype)
+        return _streamed(name, value, box, dtype, keys)
     if not isinstance(value, tuple | list) or len(value) != 2:
         raise UsageError(
             f"split {name!r}: expected an (x, y) pair, a Split, a Dataset or a DataLoader, "
@@ -225,7 +243,11 @@ def _describe(box: tuple[Bound, Bound]) -> str:
 
 
 def _streamed(
-    name: str, loader: DataLoader[Any], box: tuple[Bound, Bound] | None, dtype: torch.dtype
+    name: str,
+    loader: DataLoader[Any],
+    box: tuple[Bound, Bound] | None,
+    dtype: torch.dtype,
+    keys: SampleKeys,
 ) -> MeasureSplit:
     """One reading pass: labels collected, every batch checked; later passes re-read."""
     if isinstance(loader.sampler, RandomSampler):
@@ -234,7 +256,7 @@ def _streamed(
             "several times and needs the same order every pass: use shuffle=False"
         )
     labels, shape = [], None
-    for x, y in _batches(name, loader):
+    for x, y in _batches(name, loader, keys):
         if shape is None:
             shape = tuple(x.shape[1:])
         elif tuple(x.shape[1:]) != shape:
@@ -248,7 +270,7 @@ def _streamed(
         raise UsageError(f"split {name!r}: the DataLoader yields no batch")
     all_labels = torch.cat(labels)
     _check_complete(name, loader, len(all_labels))
-    images = StreamedInputs(name, loader, all_labels, shape, dtype)
+    images = StreamedInputs(name, loader, all_labels, shape, dtype, keys)
     return MeasureSplit(images, all_labels)
 
 
@@ -268,19 +290,23 @@ def _check_complete(name: str, loader: DataLoader[Any], seen: int) -> None:
         )
 
 
-def pair(name: str, item: Any) -> tuple[Any, Any]:
+def pair(name: str, item: Any, keys: SampleKeys = DEFAULT_KEYS) -> tuple[Any, Any]:
     """(x, y) of one batch or sample: a pair/tuple (its first two items) or a mapping with an
-    input key (:data:`INPUT_KEYS`) and a label key (:data:`LABEL_KEYS`)."""
+    input key and a label key (``keys``, by default the first of :data:`INPUT_KEYS` and of
+    :data:`LABEL_KEYS` present)."""
     if isinstance(item, Mapping):
-        x_key = next((k for k in INPUT_KEYS if k in item), None)
-        y_key = next((k for k in LABEL_KEYS if k in item), None)
-        if x_key is None or y_key is None:
+        found = (
+            _key(keys.input, INPUT_KEYS, item),
+            _key(keys.label, LABEL_KEYS, item),
+        )
+        if None in found:
             raise UsageError(
-                f"split {name!r}: a dict sample needs an input key ({', '.join(INPUT_KEYS)}) "
-                f"and a label key ({', '.join(LABEL_KEYS)}), got keys {sorted(map(str, item))}; "
-                "rename them or wrap the Dataset to yield (x, y)"
+                f"split {name!r}: dict samples with keys {sorted(map(str, item))} lack "
+                f"{'the input' if found[0] is None else 'the label'} key: pass "
+                f"input_key= and label_key= (defaults: the first of {', '.join(INPUT_KEYS)}; "
+                f"of {', '.join(LABEL_KEYS)})"
             )
-        return item[x_key], item[y_key]
+        return item[found[0]], item[found[1]]
     if isinstance(item, tuple | list) and len(item) >= 2:
         return item[0], item[1]
     raise UsageError(
@@ -288,9 +314,17 @@ def pair(name: str, item: Any) -> tuple[Any, Any]:
     )
 
 
-def _batches(name: str, loader: DataLoader[Any]) -> Iterator[tuple[Tensor, Tensor]]:
+def _key(given: str | None, defaults: tuple[str, ...], item: Mapping[Any, Any]) -> Any:
+    if given is not None:
+        return given if given in item else None
+    return next((k for k in defaults if k in item), None)
+
+
+def _batches(
+    name: str, loader: DataLoader[Any], keys: SampleKeys
+) -> Iterator[tuple[Tensor, Tensor]]:
     for batch in loader:
-        x, y = pair(name, batch)
+        x, y = pair(name, batch, keys)
         x = inputs_tensor(name, x)
         yield x, labels_tensor(name, y, x.shape[0])
 
@@ -309,8 +343,10 @@ class StreamedInputs:
         labels: Tensor,
         sample_shape: tuple[int, ...],
         dtype: torch.dtype,
+        keys: SampleKeys = DEFAULT_KEYS,
     ) -> None:
         self.name = name
+        self.keys = keys
         self.loader = loader
         self.labels = labels.cpu()
         self.shape = (int(labels.shape[0]), *sample_shape)
@@ -325,7 +361,11 @@ class StreamedInputs:
     def __getitem__(self, index: slice) -> Tensor:
         start, stop = index.start or 0, min(index.stop, self.shape[0])
         if self._iterator is None or start < self._position:
-            self._iterator, self._position, self._buffer = _batches(self.name, self.loader), 0, []
+            self._iterator, self._position, self._buffer = (
+                _batches(self.name, self.loader, self.keys),
+                0,
+                [],
+            )
         buffered = sum(int(t.shape[0]) for t in self._buffer)
         while self._position + buffered < stop:
             x, y = next(self._iterator, (None, None))
