@@ -154,6 +154,13 @@ class TokenBag(nn.Module):
         return self.head(self.features(ids))
 
 
+class Tempered(FeaturesAndLogits):
+    """Logits divided by a temperature outside any module."""
+
+    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        return self.head(self.body(x)) / 2.0
+
+
 class Exploding(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -194,6 +201,13 @@ def test_a_features_and_logits_tuple() -> None:
     _measured_right(model, *_data(), model.head)
 
 
+def test_logits_scaled_outside_the_modules_are_measured_with_a_note() -> None:
+    torch.manual_seed(0)
+    model = Tempered()
+    with pytest.warns(UserWarning, match="computed outside the model's modules; 'head'"):
+        _measured_right(model, *_data(), model.head)
+
+
 def test_two_score_tensors_are_refused_until_output_names_one() -> None:
     torch.manual_seed(0)
     model, (x, y) = TwoHeads().eval(), _data()
@@ -226,6 +240,8 @@ def test_integer_token_ids_are_not_read_as_pixels() -> None:
     pd.testing.assert_series_equal(values(as_uint8), values(as_long))
     refused = _outcome(lambda: measure(model, (ids, y), views=["clean", "pgd"], attack=ATTACK))
     assert isinstance(refused, UsageError) and "views=['clean']" in str(refused)
+    normalized = _outcome(lambda: measure(model, (ids, y), views=["clean"], normalize=(0, 1)))
+    assert isinstance(normalized, UsageError) and "integers" in str(normalized)
 
 
 def test_a_float64_model_keeps_float64_features_between_passes() -> None:

@@ -254,7 +254,8 @@ class _Setup:
     weight: Tensor | None
     bias: Tensor | None
     num_classes: int
-    notes: list[str]
+    notes: list[str]  # said to the user (warnings, table.attrs["notes"])
+    skipped: str = ""  # why the W metrics are skipped (a head without a C×p weight)
 
 
 def _foreign_setup(
@@ -271,26 +272,34 @@ def _foreign_setup(
     record, logits = _traced(model, measured, example, label_classes)
     width = logits.shape
     classes = _classes(num_classes, int(width[1]))
+    given = classifier
     classifier = _classifier(record, modules, classifier, logits, _wants_head(layers))
     chosen = resolve_taps(layers, record, modules, classifier)
-    notes = []
+    notes, skipped = [], ""
     weight = bias = None
     if PENULTIMATE in chosen:
         shape = tap_shape(record, parse_tap(PENULTIMATE, classifier))
         assert shape is not None
         found = head_weight(modules[classifier], shape, classes)
         if found is None:
-            notes.append(
+            skipped = (
                 f"the classifier {classifier!r} ({type(modules[classifier]).__name__}) has no "
                 f"{classes}×p weight matrix acting on the penultimate features: "
                 f"{', '.join(WEIGHT_METRICS)} are skipped"
             )
         else:
             weight, bias = found
+    source = logits_source(record, logits)
+    if given is None and PENULTIMATE in chosen and source is not None and not source[1]:
+        notes.append(
+            f"the logits are computed outside the model's modules; {classifier!r}, the last "
+            "module whose output has their shape, is taken as the classifier (pass "
+            "classifier= to name another)"
+        )
     _check_pool(pool, {layer: tap_shape(record, parse_tap(layer, classifier)) for layer in chosen})
     extractor = HookedExtractor(model, measured, classifier)
     order = depth_order(chosen, record, classifier)
-    return _Setup(extractor, chosen, order, weight, bias, classes, notes)
+    return _Setup(extractor, chosen, order, weight, bias, classes, notes, skipped)
 
 
 def _traced(
@@ -622,10 +631,11 @@ def measure(
             normalize(W).T`` is found this way: its input is measured and its ``weight`` gives
             the W metrics. A head given here without a C×p weight matrix (e.g. a 1×1 conv
             before pooling) skips the W metrics.
-        input_key, label_key: the keys of the input and the label in dict samples of a
-            Dataset/DataLoader; default the first present of ``input``, ``inputs``, ``x``,
-            ``image``, ``images``, ``pixel_values``, ``input_ids`` and of ``label``,
-            ``labels``, ``y``, ``target``, ``targets``.
+        input_key: the key of the input in dict samples of a Dataset/DataLoader; default the
+            first present of ``input``, ``inputs``, ``x``, ``image``, ``images``,
+            ``pixel_values``, ``input_ids``.
+        label_key: the key of the label in dict samples; default the first present of
+            ``label``, ``labels``, ``y``, ``target``, ``targets``.
         num_classes: C; default the width of the logits (a different value is refused).
         batch_size: rows per forward pass (also the batch of a Dataset).
         pool: average-pool 1-D/2-D/3-D feature maps so no side exceeds ``pool`` (the paper's
@@ -757,6 +767,11 @@ def _run(
     train = splits["train"]
     example = to_pixels(train.images[0 : min(2, len(train))], target, dtype)
     perturbed = [v for _, v in plan if view_kind(v) in PERTURBED_VIEWS]
+    if not example.is_floating_point() and normalize is not None:
+        raise UsageError(
+            f"normalize= applies to real-valued inputs, but the inputs are integers "
+            f"({example.dtype}): leave it out, or pass transform= a callable that maps them"
+        )
     if not example.is_floating_point() and (perturbed or train_adv is not None):
         raise UsageError(
             f"the inputs are integers ({example.dtype}, samples {tuple(example.shape[1:])}, e.g. "
@@ -811,7 +826,7 @@ def _run(
     missing_rows = list(result.missing)
     if setup.weight is None and PENULTIMATE in setup.layers:
         missing_rows += [
-            dict(zip(MISSING_COLUMNS, (epoch, s, v, PENULTIMATE, m, setup.notes[0]), strict=True))
+            dict(zip(MISSING_COLUMNS, (epoch, s, v, PENULTIMATE, m, setup.skipped), strict=True))
             for s, v in plan
             for m in WEIGHT_METRICS
         ]
@@ -824,7 +839,7 @@ def _run(
         if result.per_class
         else []
     )
-    return metrics, stats, missing, notes
+    return metrics, stats, missing, [*notes, *setup.notes]
 
 
 def _check_unbounded_eps(attack: AttackSettings, inputs: Tensor) -> None:
