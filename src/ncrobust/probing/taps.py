@@ -79,11 +79,14 @@ def logits_source(record: Trace, logits: Tensor) -> tuple[Call, bool] | None:
 
 
 def _same_storage(a: Tensor, b: Tensor) -> bool:
-    return bool(
-        a.numel() == b.numel()
-        and a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
-        and a.storage_offset() == b.storage_offset()
-    )
+    try:
+        return bool(
+            a.numel() == b.numel()
+            and a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+            and a.storage_offset() == b.storage_offset()
+        )
+    except (RuntimeError, NotImplementedError):  # tensors without a plain storage (sparse)
+        return False
 
 
 def trace(model: nn.Module, forward: Callable[[Tensor], Any], x: Tensor) -> tuple[Trace, Any]:
