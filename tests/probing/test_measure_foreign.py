@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from ncrobust.errors import UsageError
-from ncrobust.probing import AttackSettings, measure
+from ncrobust.probing import AttackSettings, list_layers, measure
 
 from .conftest import ATTACK, CLASSES, assert_penultimate, values
 
@@ -193,6 +193,9 @@ def test_a_cosine_classifier_after_a_projection() -> None:
     torch.manual_seed(0)
     model = ProjectedCosine()
     _measured_right(model, *_data(), model.head)
+    listed = list_layers(model, _data()[0])
+    assert listed.set_index("layer").loc["penultimate", "module"] == "input of head"
+    assert "project" in set(listed.layer)
 
 
 def test_a_features_and_logits_tuple() -> None:

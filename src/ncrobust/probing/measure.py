@@ -919,7 +919,8 @@ def list_layers(
 ) -> pd.DataFrame:
     """The tap names of ``model`` (what ``layers="all"`` measures), in execution order, with the
     module type, the per-sample output shape and p (the flattened width), from one forward pass
-    on ``example_input`` (a batch in the data's units; uint8 is read as x / 255)."""
+    on ``example_input`` (a batch in the data's units; uint8 images are read as x / 255). The
+    classifier (whose input is ``penultimate``) is found from the logits as in :func:`measure`."""
     if not isinstance(example_input, Tensor) or example_input.ndim < 2:
         raise UsageError("example_input must be a batch tensor [N, ...]")
     parameter = next(iter(model.parameters()), None)
