@@ -312,6 +312,23 @@ def test_non_finite_features_name_layer_split_and_view() -> None:
     assert "'clean'" in str(refused)
 
 
+class NaNAbove(FeaturesAndLogits):
+    """Features turn NaN for inputs above 2 (only the test split has them)."""
+
+    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        h = self.body(x) * torch.where(x[:, :1] > 2, float("nan"), 1.0)
+        return self.head(h)
+
+
+def test_non_finite_features_of_a_split_missing_a_class_are_named() -> None:
+    x, y = _data()
+    test = (x[y < 2] + 5, y[y < 2])  # class 2 absent: NCC against the train means only
+    data = {"train": (x, y), "test": test}
+    refused = _outcome(lambda: measure(NaNAbove().eval(), data, views=["clean"], bounds=None))
+    assert isinstance(refused, UsageError)
+    assert "'penultimate' of split 'test', view 'clean'" in str(refused)
+
+
 def test_a_pixel_level_eps_without_bounds_is_refused() -> None:
     model = FeaturesAndLogits().eval()
     attack = AttackSettings(eps=8, alpha=2, steps=1)

@@ -365,7 +365,8 @@ class Prober:
                     with _named(layer, split_name, label):
                         accumulators[layer].update(feats, nc_labels[start:stop], logits)
                 elif layer in partial:
-                    partial[layer].update(feats, nc_labels[start:stop], logits)
+                    with _named(layer, split_name, label):
+                        partial[layer].update(feats, nc_labels[start:stop], logits)
                 if layer in statistics:
                     statistics[layer].update(feats, logits.argmax(1))
                 if cache is not None:
