@@ -218,6 +218,8 @@ def test_two_score_tensors_are_refused_until_output_names_one() -> None:
     assert isinstance(refused, UsageError)
     assert "'main': [2, 3]" in str(refused) and "'aux'" in str(refused)
     assert "output=" in str(refused)
+    broken = _outcome(lambda: measure(model, (x, y), views=["clean"], output=lambda o: o["x"]))
+    assert isinstance(broken, UsageError) and "KeyError" in str(broken)
     table = measure(model, (x, y), views=["clean"], output="main")
     with torch.no_grad():
         out = model(x)

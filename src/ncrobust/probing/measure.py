@@ -307,9 +307,14 @@ def _traced(
 ) -> tuple[Trace, Tensor]:
     """One traced forward pass; fixes how the logits are picked from the output (see
     :func:`resolve_output`) and checks that they are [N, C]."""
+    failures = (RuntimeError, TypeError, IndexError, KeyError, AttributeError, ValueError)
     try:
         record, out = trace(model, measured.raw, example)
-    except (RuntimeError, TypeError, IndexError) as exc:
+        measured.output = resolve_output(out, measured.output, classes, int(example.shape[0]))
+        logits = pick_logits(out, measured.output)
+    except UsageError:
+        raise
+    except failures as exc:
         hint = (
             "; integer inputs other than uint8 images reach the model untouched: convert x to "
             "the dtype the model expects (x.float(), x.long())"
@@ -318,11 +323,9 @@ def _traced(
         )
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UsageError(
-            f"the model fails on an example batch ({example.dtype}, shape "
-            f"{tuple(example.shape)}): {first}{hint}"
+            f"the model (or output=) fails on an example batch ({example.dtype}, shape "
+            f"{tuple(example.shape)}): {type(exc).__name__}: {first}{hint}"
         ) from exc
-    measured.output = resolve_output(out, measured.output, classes, int(example.shape[0]))
-    logits = pick_logits(out, measured.output)
     if logits.ndim != 2 or logits.shape[0] != example.shape[0]:
         raise UsageError(
             f"the logits must be [N, C], got shape {tuple(logits.shape)} for a batch of "
