@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from ncrobust.analysis import AttackSettings
+from ncrobust.collapse import collapse_metrics
 
 CLASSES = 3
 
@@ -31,6 +32,32 @@ def one_thread() -> Iterator[None]:
 def values(table: pd.DataFrame) -> pd.Series:
     """A measure table's values indexed by split, view, layer and metric."""
     return table.astype({"layer": str}).set_index(KEYS).value.sort_index()
+
+
+def assert_penultimate(
+    table: pd.DataFrame,
+    feats: Tensor,
+    labels: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    logits: Tensor,
+    rel: float = 1e-5,
+) -> None:
+    """measure()'s clean train ``penultimate`` metrics equal ``collapse_metrics`` of the given
+    features (float64), the given head weight and the given logits."""
+    rows = table[(table.layer == "penultimate") & (table.view == "clean")]
+    rows = rows[rows.split == "train"]
+    measured = dict(zip(rows.metric, rows.value, strict=True))
+    as64 = lambda t: None if t is None else t.detach().double()  # noqa: E731
+    direct = collapse_metrics(
+        as64(feats), labels, CLASSES, as64(weight), as64(bias), None, logits.detach().double()
+    )
+    shared = sorted(set(direct) & set(measured))
+    assert {"nc1", "nc2_equinorm", "nc4"} <= set(shared)
+    if weight is not None:
+        assert "nc3" in shared
+    for metric in shared:
+        assert measured[metric] == pytest.approx(direct[metric], rel=rel, abs=1e-9), metric
 
 
 class Net1D(nn.Module):

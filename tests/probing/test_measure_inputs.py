@@ -185,7 +185,7 @@ def _bad_cases() -> list[tuple[dict, str]]:
         (dict(data=(x, y.to("meta"))), r"x is on cpu but y is on meta"),
         (dict(data=(x, y.float())), "y must hold integer class indices"),
         (dict(data=(x, [0.5] * 12)), "y must hold integer class indices"),
-        (dict(data=(x.long(), y)), r"x must be uint8 pixels .* got dtype torch.int64"),
+        (dict(data=(x.long(), y)), r"fails on an example batch \(torch.int64.*convert x"),
         (dict(data=(x[:0], y[:0])), "non-empty batch"),
         (dict(data={"test": (x, y)}), "needs a 'train' split"),
         (dict(data={"val": (x, y)}), "unknown split 'val'"),

@@ -109,9 +109,15 @@ def test_dict_tuple_and_dataclass_outputs() -> None:
 
     for model in (TupleNet(), DataclassNet()):
         pd.testing.assert_series_equal(values(measure(model, (x, y), **options)), values(base))
-    odd = DictNet(net, key="scores")
+    odd = DictNet(net, key="scores")  # its one [N, C] element is the logits
+    pd.testing.assert_series_equal(values(measure(odd, (x, y), **options)), values(base))
+
+    class TwoScores(TupleNet):
+        def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+            return self.inner(x), self.inner(x).flip(1)
+
     with pytest.raises(UsageError, match=r"cannot tell the logits .* pass output="):
-        measure(odd, (x, y))
+        measure(TwoScores(), (x, y))
     picked = measure(odd, (x, y), output="scores", **options)
     pd.testing.assert_series_equal(values(picked), values(base))
     by_callable = measure(odd, (x, y), output=lambda out: out["scores"], **options)
@@ -144,9 +150,9 @@ def test_a_1x1_conv_head() -> None:
     torch.manual_seed(0)
     x, y = images(8, seed=3)
     model = ConvHead().eval()
-    with pytest.raises(UsageError, match=r"no nn\.Linear runs .* classifier="):
-        measure(model, (x, y))
     table = measure(model, (x, y), classifier="head", views=["clean"])
+    # found from the logits (the conv's output, flattened) without classifier=
+    pd.testing.assert_series_equal(values(measure(model, (x, y), views=["clean"])), values(table))
     with torch.no_grad():
         h = model.pool(model.body(x.float() / 255)).flatten(1)
     weight = model.head.weight.reshape(CLASSES, 6)
@@ -157,6 +163,8 @@ def test_a_1x1_conv_head() -> None:
     assert table.attrs["missing"] == []
     # a 1×1 conv before the pooling is no C×p matrix of the flattened features: W metrics skip
     late = ConvHead(pool_first=False).eval()
+    with pytest.raises(UsageError, match=r"logits come from 'pool' .* classifier=.*'head'"):
+        measure(late, (x, y), views=["clean"])
     with pytest.warns(UserWarning, match="no 3×p weight matrix"):
         skipped = measure(late, (x, y), classifier="head", views=["clean"])
     metrics = set(_rows(skipped).loc["penultimate"].index)

@@ -25,10 +25,11 @@ def test_the_section_has_the_three_examples() -> None:
     assert "Conv1d" in joined and "resnet18" in joined and '"logits"' in joined
 
 
-@pytest.mark.parametrize("index", range(3))
+@pytest.mark.parametrize("index", range(4))
 def test_each_example_runs(index: int, capsys: pytest.CaptureFixture[str]) -> None:
-    if "torchvision" in _examples()[index]:
-        pytest.importorskip("torchvision")
+    for library in ("torchvision", "timm"):
+        if f"import {library}" in _examples()[index] or f"from {library}" in _examples()[index]:
+            pytest.importorskip(library)
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     torch.manual_seed(0)

@@ -126,6 +126,8 @@ def _broadcast_bound(name: str, bound: Tensor, x: Tensor) -> Tensor:
         shaped = bound.unsqueeze(0)
     elif bound.ndim == 1 and len(sample) >= 1 and bound.shape[0] == sample[0]:
         shaped = bound.reshape(1, -1, *([1] * (len(sample) - 1)))
+    elif bound.ndim == len(sample) + 1 and _broadcasts(bound.shape, (1, *sample)):
+        shaped = bound  # already shaped [1, *sample]-broadcastable (a checked box)
     else:
         raise ValueError(
             f"bounds: {name} has shape {tuple(bound.shape)}; give one value, one per channel "
@@ -134,6 +136,10 @@ def _broadcast_bound(name: str, bound: Tensor, x: Tensor) -> Tensor:
     if bool(torch.isnan(shaped).any()):
         raise ValueError(f"bounds: {name} must not be NaN")
     return shaped.to(device=x.device, dtype=x.dtype)
+
+
+def _broadcasts(shape: tuple[int, ...] | torch.Size, target: tuple[int, ...]) -> bool:
+    return all(side in (1, want) for side, want in zip(shape, target, strict=True))
 
 
 def _describe_bounds(bounds: object) -> str:

@@ -7,7 +7,7 @@ the embedded default ``digits`` and seeded ``synthetic`` data; :func:`batches` y
 """
 
 from ncrobust.data.batching import batches, num_batches
-from ncrobust.data.containers import ImageDataset, Split, channel_stats, to_pixels
+from ncrobust.data.containers import ImageDataset, Split, channel_stats, is_pixels, to_pixels
 from ncrobust.data.paths import default_data_dir
 from ncrobust.data.registry import DATASETS, load_dataset
 from ncrobust.data.synthetic import synthetic_dataset
@@ -19,6 +19,7 @@ __all__ = [
     "batches",
     "channel_stats",
     "default_data_dir",
+    "is_pixels",
     "load_dataset",
     "num_batches",
     "synthetic_dataset",

@@ -165,7 +165,15 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float,
 def to_pixels(
     images: torch.Tensor, device: torch.device | str, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
-    """Float inputs of ``dtype`` on ``device``: uint8 images become pixels x / 255 in [0, 1],
-    float inputs are converted as they are (one conversion for training, probes and attacks)."""
+    """Inputs on ``device``: uint8 images ([N, C, H, W] or [N, H, W]) become pixels x / 255 in
+    [0, 1] of ``dtype``, float inputs are converted to ``dtype``, other integer inputs (token
+    ids, counts; uint8 [N, D]) pass untouched (one conversion for training, probes, attacks)."""
     x = images.to(device, non_blocking=True)
-    return x.to(dtype).div_(255.0) if x.dtype == torch.uint8 else x.to(dtype)
+    if x.is_floating_point():
+        return x.to(dtype)
+    return x.to(dtype).div_(255.0) if is_pixels(x) else x
+
+
+def is_pixels(x: torch.Tensor) -> bool:
+    """Whether a batch is uint8 pixels: uint8 and image-shaped (at least [N, H, W])."""
+    return x.dtype == torch.uint8 and x.ndim >= 3

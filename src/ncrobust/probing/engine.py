@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -30,6 +32,7 @@ from ncrobust.attacks.ball import random_offsets
 from ncrobust.collapse import AttackStatistics, CollapseAccumulator
 from ncrobust.data import Split, to_pixels
 from ncrobust.distributed import Rows, all_reduce_sum, draw_rows, shard_rows
+from ncrobust.errors import UsageError
 from ncrobust.probing.missing_classes import (
     NCC_METRICS,
     SIMPLEX_METRICS,
@@ -111,6 +114,7 @@ class ProbeSpec:
     bounds: Bounds = PIXEL_BOUNDS  # the input box the perturbed views are clamped to
     input_dtype: torch.dtype = torch.float32  # the model's input dtype (uint8 becomes x / 255)
     radii: dict[str, float] = field(default_factory=dict)  # view label -> its own eps
+    per_class: bool = False  # also keep each accumulator's per-class table (ProbeResult)
 
     @classmethod
     def for_threat(
@@ -148,6 +152,7 @@ class ProbeResult:
     metrics: list[dict[str, Any]] = field(default_factory=list)
     stats: list[dict[str, Any]] = field(default_factory=list)
     missing: list[dict[str, Any]] = field(default_factory=list)
+    per_class: list[pd.DataFrame] = field(default_factory=list)  # with ``per_class=True``
 
 
 def derive_seed(*parts: object) -> int:
@@ -328,7 +333,9 @@ class Prober:
             statistics = {
                 layer: AttackStatistics(self.num_classes, reference[layer][0]) for layer in layers
             }
-        logits_all = torch.empty((m, self.num_classes), dtype=torch.float32, device=device)
+        # float32 logits, or float64 for a float64 model (kept exact end to end)
+        logits_dtype = torch.promote_types(spec.input_dtype, torch.float32)
+        logits_all = torch.empty((m, self.num_classes), dtype=logits_dtype, device=device)
         cache: dict[str, torch.Tensor] | None = None
         totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss, correct, kl, hits
 
@@ -340,7 +347,7 @@ class Prober:
                 inputs[here] = x
             with torch.no_grad():
                 logits, features = self.extractor(x, layers)
-            logits = logits.float()
+            logits = logits.to(logits_dtype)
             logits_all[here] = logits
             y = labels[start:stop]
             # per-sample values summed in float64: the same total however the rows are batched
@@ -355,9 +362,11 @@ class Prober:
             for layer in layers:
                 feats = features[layer].flatten(1)
                 if layer in accumulators:
-                    accumulators[layer].update(feats, nc_labels[start:stop], logits)
+                    with _named(layer, split_name, label):
+                        accumulators[layer].update(feats, nc_labels[start:stop], logits)
                 elif layer in partial:
-                    partial[layer].update(feats, nc_labels[start:stop], logits)
+                    with _named(layer, split_name, label):
+                        partial[layer].update(feats, nc_labels[start:stop], logits)
                 if layer in statistics:
                     statistics[layer].update(feats, logits.argmax(1))
                 if cache is not None:
@@ -376,9 +385,10 @@ class Prober:
                     with torch.no_grad():
                         _, features = self.extractor(x, layers)
                 for layer in layers:
-                    accumulators[layer].update(
-                        features[layer].flatten(1), nc_labels[start:stop], logits_all[here]
-                    )
+                    with _named(layer, split_name, label):
+                        accumulators[layer].update(
+                            features[layer].flatten(1), nc_labels[start:stop], logits_all[here]
+                        )
 
         if record:
             all_reduce_sum(totals)
@@ -391,6 +401,13 @@ class Prober:
             for layer, accumulator in accumulators.items():
                 values = accumulator.compute()
                 result.metrics += metric_rows(epoch, split_name, label, layer, values)
+                if spec.per_class:
+                    table = accumulator.per_class()
+                    table.insert(0, "layer", layer)
+                    table.insert(0, "view", label)
+                    table.insert(0, "split", split_name)
+                    table.insert(0, "epoch", epoch)
+                    result.per_class.append(table)
             for layer, ncc in partial.items():
                 result.metrics += metric_rows(epoch, split_name, label, layer, ncc.compute())
             result.missing += self._missing_rows(
@@ -518,14 +535,31 @@ class Prober:
     def _allocate_cache(
         self, features: Mapping[str, torch.Tensor], n: int
     ) -> dict[str, torch.Tensor] | None:
-        """Feature buffers for pass 2 when all layers fit in ``cache_bytes``, else None."""
-        widths = {layer: math.prod(f.shape[1:]) for layer, f in features.items()}
-        if 4 * n * sum(widths.values()) > self.spec.cache_bytes:
+        """Feature buffers for pass 2 when all layers fit in ``cache_bytes``, else None; in the
+        features' own precision (float32 at least: a float64 model's features stay float64)."""
+        dtypes = {k: torch.promote_types(f.dtype, torch.float32) for k, f in features.items()}
+        sizes = {k: math.prod(f.shape[1:]) for k, f in features.items()}
+        total = sum(n * sizes[k] * dtypes[k].itemsize for k in features)
+        if total > self.spec.cache_bytes:
             return None
         return {
-            layer: torch.empty((n, width), dtype=torch.float32, device=self.device)
-            for layer, width in widths.items()
+            layer: torch.empty((n, sizes[layer]), dtype=dtypes[layer], device=self.device)
+            for layer in features
         }
+
+
+@contextmanager
+def _named(layer: str, split: str, view: str) -> Iterator[None]:
+    """Non-finite features are the model's, on these inputs: say where they appeared."""
+    try:
+        yield
+    except ValueError as exc:
+        if "NaN or inf" not in str(exc):
+            raise
+        raise UsageError(
+            f"layer {layer!r} of split {split!r}, view {view!r}: the model's {exc} (check the "
+            "model and its inputs there, or measure other layers=)"
+        ) from None
 
 
 def _kl_sum(clean_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:

@@ -35,15 +35,23 @@ from ncrobust.attacks.validation import (
 from ncrobust.data import ImageDataset, to_pixels
 from ncrobust.errors import UsageError
 from ncrobust.models import TappedClassifier
-from ncrobust.probing.engine import Extractor, PerturbedSet, Prober, ProbeSpec, tapped_extractor
+from ncrobust.probing.engine import (
+    PERTURBED_VIEWS,
+    Extractor,
+    PerturbedSet,
+    Prober,
+    ProbeSpec,
+    tapped_extractor,
+)
 from ncrobust.probing.missing_classes import WEIGHT_METRICS
-from ncrobust.probing.sources import MeasureSplit, as_splits
+from ncrobust.probing.sources import MeasureSplit, SampleKeys, as_splits, pair
 from ncrobust.probing.taps import (
+    Call,
     HookedExtractor,
     Trace,
     depth_order,
-    first_tensor,
     head_weight,
+    logits_source,
     parse_tap,
     pool_features,
     resolve_taps,
@@ -52,7 +60,14 @@ from ncrobust.probing.taps import (
 )
 from ncrobust.runs.tables import METRIC_COLUMNS, STATS_COLUMNS
 from ncrobust.runtime import PRECISIONS, eval_mode, resolve_device
-from ncrobust.views import OUTPUT_LAYER, PENULTIMATE, parse_view, probe_plan, view_radii
+from ncrobust.views import (
+    OUTPUT_LAYER,
+    PENULTIMATE,
+    parse_view,
+    probe_plan,
+    view_kind,
+    view_radii,
+)
 
 MISSING_COLUMNS = ("epoch", "split", "view", "layer", "metric", "reason")
 Output = int | str | Callable[[Any], Tensor] | None
@@ -121,14 +136,51 @@ class MeasuredModel(nn.Module):
         self.training = model.training
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.transform is not None:
-            x = self.transform(x)
-        return pick_logits(self.model(x), self.output)
+        return pick_logits(self.raw(x), self.output)
+
+    def raw(self, x: Tensor) -> Any:
+        """The model's own output (a tensor, tuple, dict or output object) on ``x``."""
+        return self.model(self.transform(x) if self.transform is not None else x)
+
+
+def resolve_output(out: Any, output: Output, classes: int | None, rows: int) -> Output:
+    """How to pick the logits from the model's output ``out`` on an example batch: ``output``
+    itself when given; else the tensor, the ``logits`` key/attribute, or the one element of a
+    tuple/list/dict/dataclass shaped [N, C] (N = ``rows``; C = ``classes``, the classes in the
+    labels; any C when None). Several or no such element is refused, naming the elements."""
+    if output is not None or isinstance(out, Tensor):
+        return output
+    if (isinstance(out, Mapping) and "logits" in out) or (
+        not isinstance(out, Mapping) and hasattr(out, "logits")
+    ):
+        return "logits"
+    items: list[tuple[int | str, Any]]
+    if isinstance(out, tuple | list):
+        items = list(enumerate(out))
+    elif isinstance(out, Mapping):
+        items = list(out.items())
+    else:
+        items = [(k, v) for k, v in _fields(out)]
+    shapes = {k: tuple(v.shape) for k, v in items if isinstance(v, Tensor)}
+    fits = [
+        k
+        for k, shape in shapes.items()
+        if len(shape) == 2 and shape[0] == rows and (classes is None or shape[1] == classes)
+    ]
+    if len(fits) == 1 and all(isinstance(k, int | str) for k in fits):
+        return fits[0]
+    wanted = f"[N, {classes}] for the {classes} classes of the labels" if classes else "[N, C]"
+    described = ", ".join(f"{k!r}: {list(v)}" for k, v in shapes.items()) or "no tensor"
+    raise UsageError(
+        f"cannot tell the logits in the model's {_kind(out)} ({described}): "
+        f"{'several' if fits else 'no'} element(s) shaped {wanted}; pass output= the index or "
+        "key of the logits (or a callable that returns them)"
+    )
 
 
 def pick_logits(out: Any, output: Output) -> Tensor:
-    """The logits in a model's output: ``output`` is an index, a key/attribute or a callable;
-    by default the tensor itself, the ``logits`` key/attribute or the first tensor of a tuple."""
+    """The logits in a model's output: ``output`` is an index, a key/attribute or a callable
+    (see :func:`resolve_output`); by default the tensor itself or the ``logits`` key/attribute."""
     picked: Any
     if callable(output):
         picked = output(out)
@@ -150,10 +202,8 @@ def pick_logits(out: Any, output: Output) -> Tensor:
     elif isinstance(out, Mapping) or hasattr(out, "logits"):
         picked = out["logits"] if isinstance(out, Mapping) and "logits" in out else None
         picked = getattr(out, "logits", None) if picked is None else picked
-    elif isinstance(out, tuple | list):
-        picked = first_tensor(out)
     else:
-        picked = first_tensor(_fields(out))
+        picked = None
     if not isinstance(picked, Tensor):
         raise UsageError(
             f"cannot tell the logits in the model's output ({_kind(out)}): pass output= an "
@@ -162,9 +212,9 @@ def pick_logits(out: Any, output: Output) -> Tensor:
     return picked
 
 
-def _fields(out: Any) -> list[Any]:
+def _fields(out: Any) -> list[tuple[str, Any]]:
     if is_dataclass(out) and not isinstance(out, type):
-        return [getattr(out, f.name) for f in fields(out)]
+        return [(f.name, getattr(out, f.name)) for f in fields(out)]
     return []
 
 
@@ -204,7 +254,8 @@ class _Setup:
     weight: Tensor | None
     bias: Tensor | None
     num_classes: int
-    notes: list[str]
+    notes: list[str]  # said to the user (warnings, table.attrs["notes"])
+    skipped: str = ""  # why the W metrics are skipped (a head without a C×p weight)
 
 
 def _foreign_setup(
@@ -215,52 +266,148 @@ def _foreign_setup(
     classifier: str | None,
     num_classes: int | None,
     pool: int | None,
+    label_classes: int | None,
 ) -> _Setup:
     modules = dict(model.named_modules())
-    record, logits = trace(model, measured, example)  # also checks the output selection
-    classifier = _classifier(record, modules, classifier)
+    record, logits = _traced(model, measured, example, label_classes)
     width = logits.shape
-    if len(width) != 2:
-        raise UsageError(
-            f"the logits must be [N, C], got shape {tuple(width)}: pass output= to pick them"
-        )
     classes = _classes(num_classes, int(width[1]))
+    given = classifier
+    classifier = _classifier(record, modules, classifier, logits, _wants_head(layers))
     chosen = resolve_taps(layers, record, modules, classifier)
-    notes = []
+    notes, skipped = [], ""
     weight = bias = None
     if PENULTIMATE in chosen:
         shape = tap_shape(record, parse_tap(PENULTIMATE, classifier))
         assert shape is not None
         found = head_weight(modules[classifier], shape, classes)
         if found is None:
-            notes.append(
+            skipped = (
                 f"the classifier {classifier!r} ({type(modules[classifier]).__name__}) has no "
                 f"{classes}×p weight matrix acting on the penultimate features: "
                 f"{', '.join(WEIGHT_METRICS)} are skipped"
             )
         else:
             weight, bias = found
+    source = logits_source(record, logits)
+    if given is None and PENULTIMATE in chosen and source is not None and not source[1]:
+        notes.append(
+            f"the logits are computed outside the model's modules; {classifier!r}, the last "
+            "module whose output has their shape, is taken as the classifier (pass "
+            "classifier= to name another)"
+        )
     _check_pool(pool, {layer: tap_shape(record, parse_tap(layer, classifier)) for layer in chosen})
     extractor = HookedExtractor(model, measured, classifier)
     order = depth_order(chosen, record, classifier)
-    return _Setup(extractor, chosen, order, weight, bias, classes, notes)
+    return _Setup(extractor, chosen, order, weight, bias, classes, notes, skipped)
 
 
-def _classifier(record: Trace, modules: dict[str, nn.Module], classifier: str | None) -> str:
+def _traced(
+    model: nn.Module, measured: MeasuredModel, example: Tensor, classes: int | None
+) -> tuple[Trace, Tensor]:
+    """One traced forward pass; fixes how the logits are picked from the output (see
+    :func:`resolve_output`) and checks that they are [N, C]."""
+    failures = (RuntimeError, TypeError, IndexError, KeyError, AttributeError, ValueError)
+    try:
+        record, out = trace(model, measured.raw, example)
+        measured.output = resolve_output(out, measured.output, classes, int(example.shape[0]))
+        logits = pick_logits(out, measured.output)
+    except UsageError:
+        raise
+    except failures as exc:
+        hint = (
+            "; integer inputs other than uint8 images reach the model untouched: convert x to "
+            "the dtype the model expects (x.float(), x.long())"
+            if not example.is_floating_point()
+            else ""
+        )
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(
+            f"the model (or output=) fails on an example batch ({example.dtype}, shape "
+            f"{tuple(example.shape)}): {type(exc).__name__}: {first}{hint}"
+        ) from exc
+    if logits.ndim != 2 or logits.shape[0] != example.shape[0]:
+        raise UsageError(
+            f"the logits must be [N, C], got shape {tuple(logits.shape)} for a batch of "
+            f"{example.shape[0]}: pass output= to pick them"
+        )
+    return record, logits
+
+
+def _wants_head(layers: str | Sequence[str]) -> bool:
+    """Whether the taps need the classifier (``penultimate``, also in ``"all"``)."""
+    names = [layers] if isinstance(layers, str) else list(layers)
+    return PENULTIMATE in names or names == ["all"]
+
+
+def _classifier(
+    record: Trace,
+    modules: dict[str, nn.Module],
+    classifier: str | None,
+    logits: Tensor,
+    needed: bool = True,
+) -> str:
+    """The classifier: ``classifier`` when given, else the module that produced the logits
+    (:func:`logits_source`) when it has a C×p weight on its input. Where that fails or is
+    ambiguous and ``penultimate`` is ``needed``, refuse naming the candidates."""
     if classifier is None:
-        found = record.last_linear(modules)
-        if found is None:
-            raise UsageError(
-                "no nn.Linear runs in the model's forward pass: name the module whose input is "
-                "the penultimate feature with classifier='...'"
-            )
-        return found
+        classes = int(logits.shape[1])
+        found = logits_source(record, logits)
+        problem = _head_problem(record, modules, found, classes)
+        if problem is None or not needed:
+            return found[0].module if found is not None else ""
+        weighted = [
+            name
+            for name in dict.fromkeys(c.module for c in record.calls)
+            if _weight_rows(modules[name]) == classes
+        ]
+        listed = ", ".join(repr(n) for n in weighted) or "none"
+        raise UsageError(
+            f"{problem}: pass classifier= the module whose input is the penultimate feature "
+            f"(modules with a {classes}-row weight: {listed}), or layers= without 'penultimate'"
+        )
     if classifier not in modules or not classifier:
         raise UsageError(f"classifier {classifier!r} is not a module of the model")
     calls = record.counts.get(classifier, 0)
     if calls != 1:
         raise UsageError(f"classifier {classifier!r} runs {calls} times per forward pass (need 1)")
     return classifier
+
+
+def _head_problem(
+    record: Trace, modules: dict[str, nn.Module], found: tuple[Call, bool] | None, classes: int
+) -> str | None:
+    """Why the module that produced the logits cannot serve as the classifier (None if it can)."""
+    if found is None:
+        return f"no module of the model outputs the [N, {classes}] logits"
+    call, exact = found
+    name, kind = call.module, call.kind
+    if not exact:
+        heads = {
+            c.module
+            for c in record.calls
+            if c.output_shape == call.output_shape
+            and c.input_shape is not None
+            and head_weight(modules[c.module], c.input_shape, classes) is not None
+        }
+        if len(heads) > 1:
+            return (
+                f"the logits are computed outside the modules and several modules output "
+                f"their shape ({', '.join(sorted(heads))}): the classifier is ambiguous"
+            )
+    if record.counts[name] != 1:
+        return f"the logits come from {name!r} ({kind}), which runs {record.counts[name]} times"
+    if call.input_shape is None or head_weight(modules[name], call.input_shape, classes) is None:
+        return (
+            f"the logits come from {name!r} ({kind}), which has no {classes}×p weight acting on "
+            "its input"
+        )
+    return None
+
+
+def _weight_rows(module: nn.Module) -> int | None:
+    weight = getattr(module, "weight", None)
+    return int(weight.shape[0]) if isinstance(weight, Tensor) and weight.ndim >= 2 else None
 
 
 def _classes(num_classes: int | None, width: int) -> int:
@@ -368,6 +515,8 @@ def measure(
     transform: Transform = ...,
     output: Output = ...,
     classifier: str | None = ...,
+    input_key: str | None = ...,
+    label_key: str | None = ...,
     num_classes: int | None = ...,
     batch_size: int = ...,
     pool: int | None = ...,
@@ -393,6 +542,8 @@ def measure(
     transform: Transform = ...,
     output: Output = ...,
     classifier: str | None = ...,
+    input_key: str | None = ...,
+    label_key: str | None = ...,
     num_classes: int | None = ...,
     batch_size: int = ...,
     pool: int | None = ...,
@@ -417,6 +568,8 @@ def measure(
     transform: Transform = None,
     output: Output = None,
     classifier: str | None = None,
+    input_key: str | None = None,
+    label_key: str | None = None,
     num_classes: int | None = None,
     batch_size: int = 512,
     pool: int | None = None,
@@ -434,7 +587,10 @@ def measure(
     ``with_attack_stats=True`` also the Figure 7 statistics table. Metrics that cannot be
     computed (a class with no sample in a split; W metrics of a head without a weight matrix)
     are listed with their reason in ``table.attrs["missing"]`` (records with ``split, view,
-    layer, metric, reason``) and announced by a warning.
+    layer, metric, reason``) and announced by a warning. ``table.attrs["per_class"]`` holds the
+    per-class detail of every NC measurement (records with ``epoch, split, view, layer, class,
+    metric, value``; see :meth:`~ncrobust.collapse.CollapseAccumulator.per_class`):
+    ``pd.DataFrame(table.attrs["per_class"])``.
     The clean ``train`` split's class means are the reference of the NCC and simplex metrics,
     so a ``train`` split is required. The model's train/eval mode is restored afterwards.
 
@@ -443,11 +599,14 @@ def measure(
             them, see ``output``), or an ncrobust model (its own taps).
         data: one split ``(x, y)`` / Dataset / DataLoader (measured as ``train``), a mapping
             ``{"train": ..., "test": ...}`` of them, or an ImageDataset. x: torch tensor or
-            numpy array of any sample shape ([N, D], [N, C, L], [N, C, H, W], ...), uint8
-            pixels (read as x / 255) or float16/bfloat16/float32/float64; y: integer labels
-            [N] (or [N, 1]) as a tensor, array or list. Datasets and DataLoaders (fixed order,
-            yielding ``(x, y)``) are streamed in batches; the perturbed views keep their
-            perturbed inputs (N × sample) on the device so both NC passes see the same data.
+            numpy array of any sample shape ([N, D], [N, C, L], [N, C, H, W], ...):
+            float16/bfloat16/float32/float64, uint8 images [N, C, H, W] / [N, H, W] (read as
+            pixels x / 255), or other integers such as token ids (passed to the model untouched;
+            clean views only); y: integer labels [N] (or [N, 1]) as a tensor, array or list.
+            Datasets and DataLoaders (fixed order, yielding ``(x, y)`` or dicts with an input
+            key such as ``image``/``input_ids`` and a label key such as ``label``; no dropped
+            last batch) are streamed in batches; the perturbed views keep their perturbed
+            inputs (N × sample) on the device so both NC passes see the same data.
         layers: tap names in any order: module names (their output), ``name:input``,
             ``name#k`` (the k-th call of a module run several times), ``penultimate`` (the
             classifier's input), or ``"all"`` (every leaf module producing a tensor, in
@@ -465,10 +624,21 @@ def measure(
             ``normalize``), differentiable for the attacks.
         output: how to find the logits in the model's output: an index, a key/attribute name
             or a callable; default the tensor itself, the ``logits`` key or attribute, or the
-            first tensor of a tuple.
+            one element of a tuple/dict/dataclass shaped [N, C] for the C classes of the labels
+            (none or several such elements are refused, naming them).
         classifier: the module whose input is ``penultimate`` and whose weight gives the W
-            metrics (NC3, W-based NC2): default the last ``nn.Linear`` executed. A head without
-            a C×p weight matrix (e.g. a 1×1 conv before pooling) skips the W metrics.
+            metrics (NC3, W-based NC2). Default: found from the logits, as the module whose
+            output is the logits tensor (else the last one whose output has their shape),
+            which must have a C×p weight on its input; an ambiguous case is refused with the
+            candidates. A normalised (cosine) classifier such as ``s · normalize(h) @
+            normalize(W).T`` is found this way: its input is measured and its ``weight`` gives
+            the W metrics. A head given here without a C×p weight matrix (e.g. a 1×1 conv
+            before pooling) skips the W metrics.
+        input_key: the key of the input in dict samples of a Dataset/DataLoader; default the
+            first present of ``input``, ``inputs``, ``x``, ``image``, ``images``,
+            ``pixel_values``, ``input_ids``.
+        label_key: the key of the label in dict samples; default the first present of
+            ``label``, ``labels``, ``y``, ``target``, ``targets``.
         num_classes: C; default the width of the logits (a different value is refused).
         batch_size: rows per forward pass (also the batch of a Dataset).
         pool: average-pool 1-D/2-D/3-D feature maps so no side exceeds ``pool`` (the paper's
@@ -497,6 +667,7 @@ def measure(
             transform=transform,
             output=output,
             classifier=classifier,
+            keys=SampleKeys(input_key, label_key),
             num_classes=num_classes,
             batch_size=batch_size,
             pool=pool,
@@ -550,6 +721,7 @@ def _run(
     transform: Transform,
     output: Output,
     classifier: str | None,
+    keys: SampleKeys,
     num_classes: int | None,
     batch_size: int,
     pool: int | None,
@@ -579,11 +751,16 @@ def _run(
         else (parameter.device if parameter is not None else torch.device("cpu"))
     )
     dtype = _input_dtype(model)
-    probe = _first_example(data)
+    probe = _first_example(data, keys)
     box = _checked_box(bounds, probe)
-    splits = as_splits(data, box=box, dtype=dtype, batch_size=batch_size)
+    splits = as_splits(data, box=box, dtype=dtype, batch_size=batch_size, keys=keys)
     if "train" not in splits:
         raise UsageError("measure needs a 'train' split: its clean class means are the reference")
+    label_classes = (
+        num_classes
+        if isinstance(num_classes, int) and not isinstance(num_classes, bool)
+        else max(int(split.labels.max()) for split in splits.values()) + 1
+    )
     plan = _check_views(views, list(splits), attack.norm)
     radii = view_radii(views)
     if radii and attack.eps <= 0:
@@ -592,7 +769,21 @@ def _run(
     splits = {name: split.to(target) for name, split in splits.items()}
     train = splits["train"]
     example = to_pixels(train.images[0 : min(2, len(train))], target, dtype)
+    perturbed = [v for _, v in plan if view_kind(v) in PERTURBED_VIEWS]
+    if not example.is_floating_point() and normalize is not None:
+        raise UsageError(
+            f"normalize= applies to real-valued inputs, but the inputs are integers "
+            f"({example.dtype}): leave it out, or pass transform= a callable that maps them"
+        )
+    if not example.is_floating_point() and (perturbed or train_adv is not None):
+        raise UsageError(
+            f"the inputs are integers ({example.dtype}, samples {tuple(example.shape[1:])}, e.g. "
+            f"token ids) and cannot be perturbed for the views {perturbed or ['train_adv']}: "
+            "pass views=['clean'] (uint8 images [N, C, H, W] / [N, H, W] are read as x / 255)"
+        )
     box = _checked_box(bounds, example)
+    if box is None and perturbed:
+        _check_unbounded_eps(attack, train.images if isinstance(train.images, Tensor) else example)
     try:
         check_eps_range(attack.norm, attack.eps, box, example, "attack eps")
     except ValueError as exc:
@@ -608,7 +799,9 @@ def _run(
         if isinstance(model, TappedClassifier):
             setup = _tapped_setup(measured, model, example, layers, num_classes, pool)
         else:
-            setup = _foreign_setup(measured, model, example, layers, classifier, num_classes, pool)
+            setup = _foreign_setup(
+                measured, model, example, layers, classifier, num_classes, pool, label_classes
+            )
     _check_labels(splits, setup.num_classes)
     prober = Prober(
         measured,
@@ -624,6 +817,7 @@ def _run(
             bounds=box,
             input_dtype=dtype,
             radii=radii,
+            per_class=True,
         ),
         setup.num_classes,
         setup.weight,
@@ -635,7 +829,7 @@ def _run(
     missing_rows = list(result.missing)
     if setup.weight is None and PENULTIMATE in setup.layers:
         missing_rows += [
-            dict(zip(MISSING_COLUMNS, (epoch, s, v, PENULTIMATE, m, setup.notes[0]), strict=True))
+            dict(zip(MISSING_COLUMNS, (epoch, s, v, PENULTIMATE, m, setup.skipped), strict=True))
             for s, v in plan
             for m in WEIGHT_METRICS
         ]
@@ -643,7 +837,27 @@ def _run(
     metrics = _layered(pd.DataFrame(result.metrics, columns=list(METRIC_COLUMNS)), categories)
     stats = _layered(pd.DataFrame(result.stats, columns=list(STATS_COLUMNS)), categories)
     missing = _layered(pd.DataFrame(missing_rows, columns=list(MISSING_COLUMNS)), categories)
-    return metrics, stats, missing, notes
+    metrics.attrs["per_class"] = (
+        pd.concat(result.per_class, ignore_index=True).to_dict("records")
+        if result.per_class
+        else []
+    )
+    return metrics, stats, missing, [*notes, *setup.notes]
+
+
+def _check_unbounded_eps(attack: AttackSettings, inputs: Tensor) -> None:
+    """Without bounds, refuse an attack radius beyond the whole spread of the train inputs
+    (l_2: times sqrt(d)): almost always a 0–255 value such as eps=8 given for [0, 1] data."""
+    low, high = (float(v) for v in torch.aminmax(inputs.detach().float()))
+    spread = high - low
+    d = math.prod(inputs.shape[1:])
+    limit = spread if attack.norm == "linf" else spread * math.sqrt(d)
+    if attack.eps > limit:
+        raise UsageError(
+            f"attack eps={attack.eps:g} is larger than the whole spread of the train inputs for "
+            f"{attack.norm} ({limit:g}; inputs in [{low:g}, {high:g}], bounds=None): eps is in "
+            f"the inputs' own units (for pixel levels write {attack.eps:g}/255)"
+        )
 
 
 @contextmanager
@@ -662,7 +876,7 @@ def _layered(frame: pd.DataFrame, categories: list[str]) -> pd.DataFrame:
     return frame
 
 
-def _first_example(data: Any) -> Tensor:
+def _first_example(data: Any, keys: SampleKeys) -> Tensor:
     """A small float tensor with the data's sample shape, to shape tensor bounds early."""
     value = data.train if isinstance(data, ImageDataset) else data
     if isinstance(value, Mapping):
@@ -670,12 +884,11 @@ def _first_example(data: Any) -> Tensor:
     if hasattr(value, "images"):
         value = (value.images, value.labels)
     if isinstance(value, Dataset):
-        sample = value[0][0]
+        sample = pair("train", value[0], keys)[0]
         sample = torch.as_tensor(sample) if not isinstance(sample, Tensor) else sample
         value = (sample[None], None)
     elif isinstance(value, DataLoader):
-        batch = next(iter(value))
-        value = (batch[0] if isinstance(batch, tuple | list) else None, None)
+        value = (pair("train", next(iter(value)), keys)[0], None)
     if isinstance(value, tuple | list) and len(value) == 2:
         x = value[0]
         x = torch.from_numpy(x) if not isinstance(x, Tensor) and hasattr(x, "dtype") else x
@@ -709,7 +922,8 @@ def list_layers(
 ) -> pd.DataFrame:
     """The tap names of ``model`` (what ``layers="all"`` measures), in execution order, with the
     module type, the per-sample output shape and p (the flattened width), from one forward pass
-    on ``example_input`` (a batch in the data's units; uint8 is read as x / 255)."""
+    on ``example_input`` (a batch in the data's units; uint8 images are read as x / 255). The
+    classifier (whose input is ``penultimate``) is found from the logits as in :func:`measure`."""
     if not isinstance(example_input, Tensor) or example_input.ndim < 2:
         raise UsageError("example_input must be a batch tensor [N, ...]")
     parameter = next(iter(model.parameters()), None)
@@ -728,8 +942,8 @@ def list_layers(
                 rows.append((name, kind, tuple(value.shape[1:])))
         else:
             modules = dict(model.named_modules())
-            record, _ = trace(model, measured, x)
-            head = _classifier(record, modules, classifier)
+            record, logits = _traced(model, measured, x, None)
+            head = _classifier(record, modules, classifier, logits)
             for name in resolve_taps("all", record, modules, head):
                 tap = parse_tap(name, head)
                 shape = tap_shape(record, tap)

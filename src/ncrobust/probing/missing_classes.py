@@ -56,7 +56,10 @@ class ReferenceNCC:
     def update(self, features: Tensor, labels: Tensor, logits: Tensor) -> None:
         """Add a batch: features [n, ...] (flattened), labels [n], network logits [n, C]."""
         h = features.flatten(1).to(self.centred.device, torch.float64) - self.centre
-        nearest = (self.offsets - 2.0 * h @ self.centred.T).argmin(1)
+        scores = self.offsets - 2.0 * h @ self.centred.T
+        if not bool(torch.isfinite(scores).all()):  # NaN would pass argmin silently
+            raise ValueError("features contain NaN or inf values")
+        nearest = scores.argmin(1)
         self.totals[0] += h.shape[0]
         self.totals[1] += (nearest == labels.to(nearest.device)).sum()
         self.totals[2] += (nearest == logits.argmax(1).to(nearest.device)).sum()

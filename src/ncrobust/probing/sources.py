@@ -1,9 +1,11 @@
 """Data in for :func:`~ncrobust.probing.measure`: what researchers have, checked before compute.
 
-A split is given as ``(x, y)`` (torch tensors or numpy arrays; x uint8 pixels, read as x / 255,
-or floating-point inputs of any sample shape; y integer labels as a tensor, an array or a list,
-[N] or an [N, 1] column), as an :class:`~ncrobust.data.Split`, or as a
-``torch.utils.data.Dataset`` / ``DataLoader`` yielding ``(x, y)`` batches, which is streamed:
+A split is given as ``(x, y)`` (torch tensors or numpy arrays; x floating-point inputs of any
+sample shape, uint8 images [N, C, H, W] / [N, H, W] read as pixels x / 255, or other integer
+inputs such as token ids, passed to the model untouched; y integer labels as a tensor, an array
+or a list, [N] or an [N, 1] column), as an :class:`~ncrobust.data.Split`, or as a
+``torch.utils.data.Dataset`` / ``DataLoader`` yielding ``(x, y)`` or dict samples (keys in
+:data:`INPUT_KEYS` and :data:`LABEL_KEYS`), which is streamed:
 one pass reads the labels and checks every value, and each later pass reads the batches again
 in the same order. Every refusal names the split, the argument and the expected form.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -20,7 +22,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from ncrobust.attacks.validation import Bound
-from ncrobust.data import ImageDataset, Split
+from ncrobust.data import ImageDataset, Split, is_pixels
 from ncrobust.errors import UsageError
 from ncrobust.views import SPLITS
 
@@ -28,9 +30,20 @@ FORMS = (
     "an ImageDataset, one (x, y) pair or Dataset/DataLoader (measured as 'train'), or a mapping "
     "{'train': ..., 'test': ...} of (x, y) pairs, Splits, Datasets or DataLoaders"
 )
-INPUT_KEYS = ("input", "inputs", "x", "image", "images", "pixel_values")
+INPUT_KEYS = ("input", "inputs", "x", "image", "images", "pixel_values", "input_ids")
 LABEL_KEYS = ("label", "labels", "y", "target", "targets")
 CHECK_ROWS = 4096  # rows per chunk when checking uint8 inputs against tensor bounds
+
+
+class SampleKeys(NamedTuple):
+    """The keys of the input and the label in dict samples (None: the first of
+    :data:`INPUT_KEYS` / :data:`LABEL_KEYS` present)."""
+
+    input: str | None = None
+    label: str | None = None
+
+
+DEFAULT_KEYS = SampleKeys()
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,12 +73,14 @@ def as_splits(
     box: tuple[Bound, Bound] | None,
     dtype: torch.dtype,
     batch_size: int,
+    keys: SampleKeys = DEFAULT_KEYS,
 ) -> dict[str, MeasureSplit]:
     """Every split of ``data`` converted and checked (values, labels, shapes, devices).
 
     ``box`` is the checked input box (see :func:`~ncrobust.attacks.validation.check_bounds`,
     with tensors broadcastable to ``[1, *sample]``) or None; ``dtype`` the model's input dtype,
-    to which float inputs are converted (uint8 stays uint8 until a batch is used).
+    to which float inputs are converted (uint8 stays uint8 until a batch is used); ``keys``
+    name the input and label of dict samples.
     """
     if isinstance(data, ImageDataset):
         data = {"train": data.train, "test": data.test}
@@ -79,7 +94,7 @@ def as_splits(
     for name, value in data.items():
         if name not in SPLITS:
             raise UsageError(f"unknown split {name!r} in data (use train and/or test)")
-        splits[name] = _split(name, value, box, dtype, batch_size)
+        splits[name] = _split(name, value, box, dtype, batch_size, keys)
     shapes = {name: split.sample_shape for name, split in splits.items()}
     if len(set(shapes.values())) > 1:
         raise UsageError(f"the splits' inputs differ in shape: {shapes}")
@@ -98,14 +113,19 @@ def _is_single(data: Any) -> bool:
 
 
 def _split(
-    name: str, value: Any, box: tuple[Bound, Bound] | None, dtype: torch.dtype, batch_size: int
+    name: str,
+    value: Any,
+    box: tuple[Bound, Bound] | None,
+    dtype: torch.dtype,
+    batch_size: int,
+    keys: SampleKeys,
 ) -> MeasureSplit:
     if isinstance(value, Split):
         value = (value.images, value.labels)
     if isinstance(value, Dataset):
         value = DataLoader(value, batch_size=batch_size, shuffle=False)
     if isinstance(value, DataLoader):
-        return _streamed(name, value, box, dtype)
+        return _streamed(name, value, box, dtype, keys)
     if not isinstance(value, tuple | list) or len(value) != 2:
         raise UsageError(
             f"split {name!r}: expected an (x, y) pair, a Split, a Dataset or a DataLoader, "
@@ -119,16 +139,16 @@ def _split(
             "put both on one device"
         )
     check_inputs(name, x, box)
-    x = x if x.dtype == torch.uint8 else x.to(dtype)
+    x = x.to(dtype) if x.is_floating_point() else x
     return MeasureSplit(x, y.to(x.device))
 
 
 def inputs_tensor(name: str, x: Any) -> Tensor:
-    """x as a tensor: uint8 pixels or floating-point inputs, a batch [N, ...] with N >= 1."""
+    """x as a tensor: floating-point or integer inputs, a batch [N, ...] with N >= 1."""
     if isinstance(x, np.ndarray):
-        if x.dtype.kind not in "uf":
+        if x.dtype.kind not in "uif":
             raise UsageError(
-                f"split {name!r}: x must be uint8 pixels or floating-point inputs, "
+                f"split {name!r}: x must hold floating-point or integer inputs, "
                 f"got a numpy array of dtype {x.dtype}"
             )
         x = torch.from_numpy(np.ascontiguousarray(x))
@@ -136,10 +156,10 @@ def inputs_tensor(name: str, x: Any) -> Tensor:
         raise UsageError(
             f"split {name!r}: x must be a torch tensor or a numpy array, got {type(x).__name__}"
         )
-    if x.dtype != torch.uint8 and not x.is_floating_point():
+    if x.is_complex() or x.dtype == torch.bool:
         raise UsageError(
-            f"split {name!r}: x must be uint8 pixels (read as x / 255) or floating-point "
-            f"inputs, got dtype {x.dtype}"
+            f"split {name!r}: x must hold floating-point or integer inputs (uint8 images are "
+            f"read as x / 255), got dtype {x.dtype}"
         )
     if x.ndim < 2 or x.shape[0] == 0 or x[0].numel() == 0:
         raise UsageError(
@@ -179,7 +199,8 @@ def labels_tensor(name: str, y: Any, n: int) -> Tensor:
 
 
 def check_inputs(name: str, x: Tensor, box: tuple[Bound, Bound] | None) -> None:
-    """Float inputs must be finite; all inputs (uint8 as x / 255) must lie in the box."""
+    """Float inputs must be finite; float inputs and uint8 pixels (as x / 255) must lie in the
+    box (other integer inputs are not perturbed, so the box does not apply)."""
     if x.is_floating_point():
         low, high = (float(v) for v in torch.aminmax(x.detach()))
         if not bool(torch.isfinite(x).all()):
@@ -192,7 +213,7 @@ def check_inputs(name: str, x: Tensor, box: tuple[Bound, Bound] | None) -> None:
         else:
             inside = lo <= low and high <= hi
     else:
-        if box is None:
+        if box is None or not is_pixels(x):
             return
         inside = all(_inside(chunk.float() / 255.0, box) for chunk in x.split(CHECK_ROWS))
         low, high = float(x.min()) / 255.0, float(x.max()) / 255.0
@@ -222,7 +243,11 @@ def _describe(box: tuple[Bound, Bound]) -> str:
 
 
 def _streamed(
-    name: str, loader: DataLoader[Any], box: tuple[Bound, Bound] | None, dtype: torch.dtype
+    name: str,
+    loader: DataLoader[Any],
+    box: tuple[Bound, Bound] | None,
+    dtype: torch.dtype,
+    keys: SampleKeys,
 ) -> MeasureSplit:
     """One reading pass: labels collected, every batch checked; later passes re-read."""
     if isinstance(loader.sampler, RandomSampler):
@@ -231,7 +256,7 @@ def _streamed(
             "several times and needs the same order every pass: use shuffle=False"
         )
     labels, shape = [], None
-    for x, y in _batches(name, loader):
+    for x, y in _batches(name, loader, keys):
         if shape is None:
             shape = tuple(x.shape[1:])
         elif tuple(x.shape[1:]) != shape:
@@ -244,27 +269,62 @@ def _streamed(
     if shape is None:
         raise UsageError(f"split {name!r}: the DataLoader yields no batch")
     all_labels = torch.cat(labels)
-    images = StreamedInputs(name, loader, all_labels, shape, dtype)
+    _check_complete(name, loader, len(all_labels))
+    images = StreamedInputs(name, loader, all_labels, shape, dtype, keys)
     return MeasureSplit(images, all_labels)
 
 
-def _batches(name: str, loader: DataLoader[Any]) -> Iterator[tuple[Tensor, Tensor]]:
-    for batch in loader:
-        if isinstance(batch, Mapping):
-            x_key = next((k for k in INPUT_KEYS if k in batch), None)
-            y_key = next((k for k in LABEL_KEYS if k in batch), None)
-            if x_key is None or y_key is None:
-                raise UsageError(
-                    f"split {name!r}: a dict batch needs an input key ({', '.join(INPUT_KEYS)}) "
-                    f"and a label key ({', '.join(LABEL_KEYS)}), got keys {sorted(batch)}"
-                )
-            x, y = batch[x_key], batch[y_key]
-        elif isinstance(batch, tuple | list) and len(batch) >= 2:
-            x, y = batch[0], batch[1]
-        else:
+def _check_complete(name: str, loader: DataLoader[Any], seen: int) -> None:
+    """Refuse a loader that leaves samples out (``drop_last=True`` with a partial last batch)."""
+    if not loader.drop_last:
+        return
+    try:
+        size = len(loader.dataset)  # type: ignore[arg-type]
+    except TypeError:
+        size = None
+    if size is None or seen < size:
+        left = "an unknown number" if size is None else f"{size - seen} of {size}"
+        raise UsageError(
+            f"split {name!r}: the DataLoader has drop_last=True and leaves out {left} samples: "
+            "pass a loader with drop_last=False (or the Dataset itself) to measure every sample"
+        )
+
+
+def pair(name: str, item: Any, keys: SampleKeys = DEFAULT_KEYS) -> tuple[Any, Any]:
+    """(x, y) of one batch or sample: a pair/tuple (its first two items) or a mapping with an
+    input key and a label key (``keys``, by default the first of :data:`INPUT_KEYS` and of
+    :data:`LABEL_KEYS` present)."""
+    if isinstance(item, Mapping):
+        found = (
+            _key(keys.input, INPUT_KEYS, item),
+            _key(keys.label, LABEL_KEYS, item),
+        )
+        if None in found:
             raise UsageError(
-                f"split {name!r}: the loader must yield (x, y) batches, got {type(batch).__name__}"
+                f"split {name!r}: dict samples with keys {sorted(map(str, item))} lack "
+                f"{'the input' if found[0] is None else 'the label'} key: pass "
+                f"input_key= and label_key= (defaults: the first of {', '.join(INPUT_KEYS)}; "
+                f"of {', '.join(LABEL_KEYS)})"
             )
+        return item[found[0]], item[found[1]]
+    if isinstance(item, tuple | list) and len(item) >= 2:
+        return item[0], item[1]
+    raise UsageError(
+        f"split {name!r}: the data must yield (x, y) pairs or dicts, got {type(item).__name__}"
+    )
+
+
+def _key(given: str | None, defaults: tuple[str, ...], item: Mapping[Any, Any]) -> Any:
+    if given is not None:
+        return given if given in item else None
+    return next((k for k in defaults if k in item), None)
+
+
+def _batches(
+    name: str, loader: DataLoader[Any], keys: SampleKeys
+) -> Iterator[tuple[Tensor, Tensor]]:
+    for batch in loader:
+        x, y = pair(name, batch, keys)
         x = inputs_tensor(name, x)
         yield x, labels_tensor(name, y, x.shape[0])
 
@@ -283,8 +343,10 @@ class StreamedInputs:
         labels: Tensor,
         sample_shape: tuple[int, ...],
         dtype: torch.dtype,
+        keys: SampleKeys = DEFAULT_KEYS,
     ) -> None:
         self.name = name
+        self.keys = keys
         self.loader = loader
         self.labels = labels.cpu()
         self.shape = (int(labels.shape[0]), *sample_shape)
@@ -299,7 +361,11 @@ class StreamedInputs:
     def __getitem__(self, index: slice) -> Tensor:
         start, stop = index.start or 0, min(index.stop, self.shape[0])
         if self._iterator is None or start < self._position:
-            self._iterator, self._position, self._buffer = _batches(self.name, self.loader), 0, []
+            self._iterator, self._position, self._buffer = (
+                _batches(self.name, self.loader, self.keys),
+                0,
+                [],
+            )
         buffered = sum(int(t.shape[0]) for t in self._buffer)
         while self._position + buffered < stop:
             x, y = next(self._iterator, (None, None))
@@ -318,4 +384,4 @@ class StreamedInputs:
         keep = torch.cat(self._buffer)[start - self._position :]
         self._buffer, self._position = [keep], start
         batch = keep[: stop - start]
-        return batch if batch.dtype == torch.uint8 else batch.to(self.dtype)
+        return batch.to(self.dtype) if batch.is_floating_point() else batch

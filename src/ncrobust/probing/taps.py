@@ -2,8 +2,8 @@
 
 A tap name is a module name from ``model.named_modules()`` (the module's output), optionally
 ``name:input`` (its input), ``name#k`` (its k-th call in one forward pass, for a module that runs
-more than once) or ``penultimate`` (the input of the classifier: by default the last
-``nn.Linear`` *executed* in a forward pass). A tap copies the tensor at the moment the module
+more than once) or ``penultimate`` (the input of the classifier: by default the module that
+produces the logits, see :func:`logits_source`). A tap copies the tensor at the moment the module
 produces (or receives) it, so an in-place operation later in the pass (``ReLU(inplace=True)``
 after a BatchNorm) does not change it. Hooks live only during one call.
 
@@ -60,11 +60,33 @@ class Trace:
 
     calls: list[Call] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    outputs: list[Tensor | None] = field(default_factory=list)  # each call's output tensor
 
-    def last_linear(self, modules: dict[str, nn.Module]) -> str | None:
-        """The last ``nn.Linear`` to run in the pass."""
-        linears = [c.module for c in self.calls if isinstance(modules[c.module], nn.Linear)]
-        return linears[-1] if linears else None
+
+def logits_source(record: Trace, logits: Tensor) -> tuple[Call, bool] | None:
+    """The call that produced the logits, and whether it produced that very tensor.
+
+    The first call to finish whose output *is* the logits (or a view of the same storage and
+    size): the innermost module, as wrappers return the same tensor after it. Failing that
+    (logits computed outside any module, e.g. ``fc(h) / T``), the last call whose output has
+    the logits' shape.
+    """
+    for call, out in zip(record.calls, record.outputs, strict=True):
+        if out is not None and (out is logits or _same_storage(out, logits)):
+            return call, True
+    shaped = [c for c in record.calls if c.output_shape == tuple(logits.shape[1:])]
+    return (shaped[-1], False) if shaped else None
+
+
+def _same_storage(a: Tensor, b: Tensor) -> bool:
+    try:
+        return bool(
+            a.numel() == b.numel()
+            and a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+            and a.storage_offset() == b.storage_offset()
+        )
+    except (RuntimeError, NotImplementedError):  # tensors without a plain storage (sparse)
+        return False
 
 
 def trace(model: nn.Module, forward: Callable[[Tensor], Any], x: Tensor) -> tuple[Trace, Any]:
@@ -80,6 +102,7 @@ def trace(model: nn.Module, forward: Callable[[Tensor], Any], x: Tensor) -> tupl
             index = record.counts.get(name, 0)
             record.counts[name] = index + 1
             out, inp = first_tensor(output), first_tensor(args)
+            record.outputs.append(out)
             record.calls.append(
                 Call(
                     name,
@@ -288,15 +311,17 @@ def _post(
 def head_weight(
     module: nn.Module, penultimate_shape: tuple[int, ...], num_classes: int
 ) -> tuple[Tensor, Tensor | None] | None:
-    """(W, b) when the classifier is a C×p linear map of the flattened penultimate features:
-    an ``nn.Linear`` on [N, p] inputs, or a 1×1 convolution on [N, p, 1, ...] inputs."""
+    """(W, b) when the classifier has a C×p weight acting on the flattened penultimate features:
+    any module with a ``weight`` [C, p] on [N, p] inputs (an ``nn.Linear``, or a normalised /
+    cosine head such as ``s · normalize(h) @ normalize(W).T``, whose ``weight`` then gives the W
+    metrics), or a 1×1 convolution on [N, p, 1, ...] inputs."""
     p = math.prod(penultimate_shape)
     weight = getattr(module, "weight", None)
     if not isinstance(weight, Tensor) or weight.shape[0] != num_classes:
         return None
     bias = getattr(module, "bias", None)
     bias = bias if isinstance(bias, Tensor) else None
-    if isinstance(module, nn.Linear) and len(penultimate_shape) == 1 and weight.shape[1] == p:
+    if len(penultimate_shape) == 1 and weight.ndim == 2 and weight.shape[1] == p:
         return weight, bias
     if isinstance(module, CONV_HEADS) and module.groups == 1:
         point = all(k == 1 for k in module.kernel_size)
