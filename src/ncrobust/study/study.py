@@ -45,7 +45,12 @@ class Study:
 
     @classmethod
     def from_runs(cls, runs: Sequence[Run]) -> Study:
-        groups = group_runs(runs)
+        return cls.from_groups(group_runs(runs))
+
+    @classmethod
+    def from_groups(cls, groups: Sequence[RunGroup]) -> Study:
+        """A study of already grouped runs (labels kept, e.g. one seed of each group)."""
+        groups = list(groups)
         study = cls(
             groups=groups,
             metrics=aggregate_metrics(groups),
