@@ -42,6 +42,7 @@ class Study:
     eps_study: pd.DataFrame
     _by_group: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
     _orders: dict[str, list[str]] = field(default_factory=dict, repr=False)
+    _series: dict[tuple[str, ...], pd.DataFrame] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_runs(cls, runs: Sequence[Run]) -> Study:
@@ -103,7 +104,14 @@ class Study:
     # -- lookups --------------------------------------------------------------------------
 
     def series(self, label: str, split: str, view: str, layer: str, metric: str) -> pd.DataFrame:
-        """One curve: columns ``epoch, mean, std, n`` sorted by epoch, finite means only."""
+        """One curve: columns ``epoch, mean, std, n`` sorted by epoch, finite means only
+        (computed once per study; treat it as read-only)."""
+        key = (label, split, view, layer, metric)
+        if key not in self._series:
+            self._series[key] = self._curve(*key)
+        return self._series[key]
+
+    def _curve(self, label: str, split: str, view: str, layer: str, metric: str) -> pd.DataFrame:
         rows = self.rows(label)
         mask = (
             (rows["split"] == split)

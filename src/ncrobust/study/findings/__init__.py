@@ -11,27 +11,34 @@ from __future__ import annotations
 
 from ncrobust.study.findings.claims import BETWEEN_CLASS_ANGLE, CLAIMS, Claim
 from ncrobust.study.findings.epochwise import (
+    finding0,
     finding1,
     finding2,
     finding3,
     finding4,
+    finding4b,
     finding7,
+    finding7b,
     finding9,
 )
-from ncrobust.study.findings.layerwise import finding5, finding6, finding8
+from ncrobust.study.findings.layerwise import finding5, finding6, finding6c, finding8
 from ncrobust.study.findings.seeds import with_seeds
 from ncrobust.study.findings.thresholds import Thresholds
 from ncrobust.study.findings.verdicts import Check, Finding, Verdict
 from ncrobust.study.study import Study
 
 FINDINGS = (
+    finding0,
     finding1,
     finding2,
     finding3,
     finding4,
+    finding4b,
     finding5,
     finding6,
+    finding6c,
     finding7,
+    finding7b,
     finding8,
     finding9,
 )
