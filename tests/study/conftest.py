@@ -417,6 +417,17 @@ def paper_study(paper_runs: Path) -> Study:
 
 
 @pytest.fixture(scope="session")
+def finding_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """:func:`finding_rows` runs on disk, TRADES, ST and AT with seeds 1, 2, 3 (read-only)."""
+    root = tmp_path_factory.mktemp("findings") / "runs"
+    for mode in ("trades", "st", "at"):
+        for seed in (1, 2, 3):
+            metrics, stats = finding_rows(mode, seed)
+            write_run(root / f"{mode}_seed{seed}", mode, seed, metrics=metrics, stats=stats)
+    return root
+
+
+@pytest.fixture(scope="session")
 def finding_study() -> Study:
     """ST, AT and TRADES with seeds 1, 2, 3 from :func:`finding_rows`: every finding holds."""
     runs = [
