@@ -192,3 +192,25 @@ def test_report_where_selects_runs(fake: ModuleType, tmp_path: Path) -> None:
     text = (out / "report.md").read_text()
     assert "| AT | at |" in text and "| ST |" not in text
     assert "| 1 |" in text and "not measured (no ST run)" in text
+
+
+def test_robustness_rows_follow_the_group_order(fake: ModuleType, tmp_path: Path) -> None:
+    from ncrobust.runs.directory import RunDirectory
+    from ncrobust.runs.tables import robustness_frame
+    from ncrobust.study.report import build_report
+
+    def row(attack: str, eps: float, metric: str, value: float) -> dict[str, object]:
+        return {"epoch": 10, "split": "test", "attack": attack, "norm": "linf", "eps": eps,
+                "metric": metric, "value": value}  # fmt: skip
+
+    for name, mode in (("a_trades", "trades"), ("b_st", "st")):  # loaded TRADES first
+        path = fake.write_run(tmp_path / "runs" / name, mode, 2)
+        frame = robustness_frame(
+            [row("clean", 0.0, "accuracy", 0.9), row("autoattack", 8 / 255, "accuracy", 0.3)]
+        )
+        frame.to_parquet(RunDirectory(path).robustness_path, index=False)
+    study = Study.from_paths([tmp_path / "runs"])
+    assert [g.mode for g in study.groups] == ["trades", "st"]
+    report = build_report(study, tmp_path / "out", Thresholds(), figures=())
+    assert report.robustness is not None
+    assert [r.group for r in report.robustness.rows] == ["ST", "TRADES"]

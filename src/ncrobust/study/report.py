@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ncrobust.atomic import atomic_write_text
 from ncrobust.runs.directory import RunDirectory
-from ncrobust.study.aggregate import RunGroup, format_eps
+from ncrobust.study.aggregate import format_eps, in_mode_order
 from ncrobust.study.findings import CLAIMS, Finding, Thresholds, Verdict, evaluate_findings
 from ncrobust.study.plots import CAPTIONS, FIGURES, figure_names, render_figures
 from ncrobust.study.robustness import (
@@ -117,18 +117,9 @@ def _details(finding: Finding) -> list[str]:
     return lines
 
 
-MODE_ORDER = ("st", "at", "trades")  # one group order in every table and list of the report
-
-
-def ordered_groups(study: Study) -> list[RunGroup]:
-    """The study's groups, ST then AT then TRADES, each mode in load order."""
-    rank = {mode: i for i, mode in enumerate(MODE_ORDER)}
-    return sorted(study.groups, key=lambda g: rank.get(g.mode, len(rank)))
-
-
 def order_findings(study: Study, findings: Sequence[Finding]) -> list[Finding]:
     """Findings in the order of the paper's claims, each claim's rows in the group order."""
-    rank = {g.label: i for i, g in enumerate(ordered_groups(study))}
+    rank = {g.label: i for i, g in enumerate(in_mode_order(study.groups))}
     keys = list(CLAIMS)
 
     def position(f: Finding) -> tuple[int, int]:
@@ -140,7 +131,7 @@ def order_findings(study: Study, findings: Sequence[Finding]) -> list[Finding]:
 
 def _run_rows(study: Study) -> list[list[str]]:
     rows = []
-    for g in ordered_groups(study):
+    for g in in_mode_order(study.groups):
         c = g.config
         last = study.last_epoch(g.label)
         done = sum(RunDirectory(r.path).is_complete() for r in g.runs)
@@ -464,9 +455,19 @@ def build_report(
         if figures
         else ({}, {})
     )
-    robustness = robustness_table(study, masking_gap)
+    robustness = _in_group_order(study, robustness_table(study, masking_gap))
     findings = order_findings(study, evaluate_findings(study, thresholds))
     return Report(study, findings, thresholds, written, skipped, robustness)
+
+
+def _in_group_order(study: Study, table: RobustnessTable) -> RobustnessTable:
+    """The robustness rows in the report's group order (stable within a group)."""
+    rank = {g.label: i for i, g in enumerate(in_mode_order(study.groups))}
+    rows = getattr(table, "rows", None)
+    if not isinstance(rows, list) or not dataclasses.is_dataclass(table):
+        return table
+    ordered = sorted(rows, key=lambda row: rank.get(getattr(row, "group", ""), len(rank)))
+    return dataclasses.replace(table, rows=ordered)
 
 
 def save_report(report: Report, out_dir: str | Path) -> Path:
