@@ -297,16 +297,16 @@ def finding_rows(
     mode: str,
     seed: int,
     overrides: Mapping[Key, float] | None = None,
-    rising: Iterable[Key] = (),
-    layerwise: bool = True,
-    views: Mapping[str, Iterable[str]] | None = None,
     adaptive: bool = True,
+    **options: Any,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """:func:`paper_rows` with the numbers only the findings read made paper-like: targeted
     means within 0.13 of the between-class angle, pgd predictions piled on class 0, a TRADES
-    KL term falling as 1/epoch², and (``adaptive``) ST rows of the ``ncc_adaptive`` view."""
+    KL term falling as 1/epoch², and (``adaptive``) ST rows of the ``ncc_adaptive`` view;
+    ``options`` go to :func:`paper_rows`."""
     over = FINDING_OVERRIDES.get(mode, {}) | dict(overrides or {})
-    metrics, stats = paper_rows(mode, seed, over, rising, layerwise, views)
+    metrics, stats = paper_rows(mode, seed, over, **options)
+    layerwise = options.get("layerwise", True)
     factor = seed_factor(seed)
     for row in metrics:
         if row["metric"] == "kl_loss":
