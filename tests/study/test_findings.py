@@ -49,7 +49,11 @@ def test_every_finding_holds_on_paper_like_runs(finding_study: Study) -> None:
     assert dict(f1.measured())["NC1 pgd / (C-1)"] == pytest.approx(5.0 / 3)
     assert f1.epoch == 10 and f1.runs == "ST (3 seeds)"
     assert f1.summary().startswith("holds (2/3 seeds; NC1 pgd / clean 100, 95 % CI 100–100")
-    assert by_key(findings, "4")[0].runs == "TRADES (3 seeds) vs AT (3 seeds)"
+    f4 = by_key(findings, "4")[0]
+    assert f4.runs == "TRADES (3 seeds) vs AT (3 seeds)"
+    # NC1 and NC2 equiangular judged (the paper's text), NC2 equinorm, NC3, NC4 shown beside
+    assert {"NC3 clean TRADES", "NC4 clean AT"} <= dict(f4.measured()).keys()
+    assert [c.threshold_name for c in f4.checks] == ["trades_nc1_ratio", "trades_nc2_ratio"]
     f3 = dict(by_key(findings, "3")[0].measured())
     # relative to the curve's own early peak (the initialisation here: 20x the final value)
     assert f3["NC1 clean final / early-phase peak (epochs 0-2.5)"] == pytest.approx(0.05)

@@ -445,6 +445,10 @@ def _at_nc4(
 # -- 4: TRADES ------------------------------------------------------------------------------------
 
 
+# judged: NC1 and NC2 equiangular (the paper's text); shown beside them: the other NC metrics
+TRADES_SHOWN = {"nc1": "NC1", "nc2_equinorm": "NC2 equinorm", **STRUCTURE}
+
+
 def finding4(study: Study, t: Thresholds) -> list[Finding]:
     """TRADES vs AT (same dataset, model, norm, eps): NC1 about 10x larger, NC2 far from a simplex.
 
@@ -468,7 +472,7 @@ def finding4(study: Study, t: Thresholds) -> list[Finding]:
         values = {
             (who, m): study.value(label, "train", "clean", PENULTIMATE, m, ep)
             for who, label, ep in (("TRADES", g.label, epoch_t), ("AT", other.label, epoch_a))
-            for m in ("nc1", "nc2_equiangular")
+            for m in TRADES_SHOWN
         }
         out.append(
             Finding(
@@ -493,8 +497,9 @@ def finding4(study: Study, t: Thresholds) -> list[Finding]:
                     ),
                 ),
                 context=tuple(
-                    (f"{'NC1' if m == 'nc1' else 'NC2 equiangular'} clean {who}", v)
+                    (f"{TRADES_SHOWN[m]} clean {who}", v)
                     for (who, m), v in values.items()
+                    if m in ("nc1", "nc2_equiangular") or math.isfinite(v)
                 ),
                 preconditions=(terminal(study, g, epoch_t, t), terminal(study, other, epoch_a, t)),
                 notes=(
