@@ -660,3 +660,14 @@ def test_adaptive_ncc_finding_is_inconclusive_without_adaptive_rows(fake: Module
     )
     assert [f.verdict for f in f6d] == [Verdict.INCONCLUSIVE] * 2  # train and test data
     assert "view ncc_adaptive" in f6d[0].reason
+
+
+def test_nc4_rising_from_exactly_zero_is_an_infinite_rise(fake: ModuleType) -> None:
+    """Fully collapsed clean data has NC4 = 0: NC4 of pgd data above it is a rise, not n/a."""
+    zero = {("train", "clean", "penultimate", "nc4"): 0.0}
+    metrics, stats = fake.finding_rows("st", 2, zero, layerwise=False)
+    (f1b,) = by_key(
+        evaluate_findings(Study.from_runs([fake.memory_run("st", 2, metrics, stats)])), "1b"
+    )
+    assert f1b.verdict is Verdict.HOLDS, f1b.reason
+    assert dict(f1b.measured())["NC4 pgd / clean"] == math.inf

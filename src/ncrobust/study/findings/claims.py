@@ -186,6 +186,14 @@ def ratio(a: float, b: float) -> float:
     return a / b if math.isfinite(a) and math.isfinite(b) and b > 0 else math.nan
 
 
+def rise(a: float, b: float) -> float:
+    """``a / b`` for a quantity that may reach 0 exactly (NC4 of fully collapsed data): infinite
+    when ``b`` is 0 and ``a`` is not."""
+    if math.isfinite(a) and math.isfinite(b) and b == 0 and a >= 0:
+        return math.inf if a > 0 else math.nan
+    return ratio(a, b)
+
+
 def terminal(study: Study, group: RunGroup, epoch: int | None, t: Thresholds) -> Check:
     """Precondition: the run reached the terminal phase (robust training accuracy for AT)."""
     view = "clean"

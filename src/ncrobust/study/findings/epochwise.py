@@ -16,6 +16,7 @@ from ncrobust.study.findings.claims import (
     fall,
     partner,
     ratio,
+    rise,
     runs_text,
     terminal,
 )
@@ -158,7 +159,7 @@ def finding1(study: Study, t: Thresholds) -> list[Finding]:
                 checks=tuple(
                     Check(
                         f"{name} pgd / clean",
-                        ratio(structure["pgd", m], structure["clean", m]),
+                        rise(structure["pgd", m], structure["clean", m]),
                         ">=",
                         t.st_pgd_nc2_ratio,
                         "st_pgd_nc2_ratio",

@@ -48,7 +48,7 @@ class Check:
 
     @property
     def measured(self) -> bool:
-        return math.isfinite(self.value)
+        return not math.isnan(self.value)  # infinite: a rise from exactly 0
 
     @property
     def passed(self) -> bool:
@@ -59,7 +59,7 @@ class Check:
 
     def passes_at(self, value: float) -> bool:
         """Whether ``value`` in place of the measured one would pass."""
-        return math.isfinite(value) and _COMPARE[self.op](value, self.threshold)
+        return not math.isnan(value) and _COMPARE[self.op](value, self.threshold)
 
     def shortfall(self) -> str:
         """``quantity = value, needs op threshold (name)``: why a precondition is not met."""
