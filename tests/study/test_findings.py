@@ -556,11 +556,21 @@ def test_an_interval_straddling_its_threshold_is_inconclusive_uncertain(fake: Mo
     assert f1.intervals[0] == pytest.approx((mean - half, mean + half), rel=1e-4)
     # seed 1 trained to 90 % accuracy only (inconclusive); seeds 2 and 3 hold
     assert f1.seed_verdicts == (Verdict.INCONCLUSIVE, Verdict.HOLDS, Verdict.HOLDS)
-    assert f1.summary().startswith("inconclusive (uncertain) (2/3 seeds; NC1 pgd / clean 14.9")
+    assert f1.summary().startswith("inconclusive (uncertain; 2/3 seeds; NC1 pgd / clean 14.9")
     # one seed: no interval, and the row says so
     (single,) = by_key(evaluate_findings(Study.from_runs(runs[1:2]), loose), "1")
     assert single.verdict is Verdict.HOLDS and single.intervals == ()
     assert single.summary() == "holds (1 seed, no interval; NC1 pgd / clean 10.8)"
+
+
+def test_groups_without_a_common_seed_are_judged_on_the_seed_means_and_say_so(
+    fake: ModuleType,
+) -> None:
+    runs = [fake.memory_run("st", s, *fake.finding_rows("st", s)) for s in (2, 3)]
+    runs += [fake.memory_run("at", s, *fake.finding_rows("at", s)) for s in (4, 5)]
+    (f5b,) = by_key(evaluate_findings(Study.from_runs(runs)), "5b")
+    assert f5b.seed_verdicts == () and f5b.verdict is Verdict.HOLDS
+    assert f5b.summary(number=False) == "holds (seed means only: its groups share no seed)"
 
 
 def test_a_check_failing_beyond_doubt_decides_over_an_uncertain_one() -> None:

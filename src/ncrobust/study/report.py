@@ -79,19 +79,8 @@ def _criterion(finding: Finding) -> str:
 
 def _verdict(finding: Finding) -> str:
     """``holds (3/3 seeds)``, ``inconclusive (uncertain; 1/3 seeds)``, or the verdict with why
-    it was not decided."""
-    verdict = finding.verdict
-    reason = finding.reason
-    if verdict is Verdict.NOT_MEASURED or (reason and not reason.startswith("uncertain")):
-        return f"{verdict.value} ({reason})" if reason else verdict.value
-    if len(finding.seed_verdicts) > 1:
-        held = sum(v is Verdict.HOLDS for v in finding.seed_verdicts)
-        seeds = f"{held}/{len(finding.seed_verdicts)} seeds"
-    else:
-        seeds = "1 seed, no interval"
-    if verdict is Verdict.INCONCLUSIVE:
-        return f"inconclusive (uncertain; {seeds})"
-    return f"{verdict.value} ({seeds})"
+    it was not decided (the number is in its own column)."""
+    return finding.summary(number=False)
 
 
 def _details(finding: Finding) -> list[str]:

@@ -155,29 +155,34 @@ class Finding:
         index = (failing or uncertain or [0])[0]
         return self.checks[index], self._interval(index)
 
-    def summary(self) -> str:
-        """The verdict as a reader signs it: ``holds (3/3 seeds; NC1 pgd / clean 18.2, 95 % CI
-        14.9–21.6)``; the reason of an undecided verdict follows."""
-        verdict = self.verdict
-        if verdict is Verdict.NOT_MEASURED or (
-            verdict is Verdict.INCONCLUSIVE and not self._uncertain()
-        ):
-            return f"{verdict.value} ({self.reason})" if self.reason else verdict.value
-        parts = []
+    def seed_text(self) -> str:
+        """``2/3 seeds`` (how many seeds hold on their own), ``1 seed, no interval``, or that
+        only the seed means were judged (groups of several seeds with no seed in common)."""
         if len(self.seed_verdicts) > 1:
             held = sum(v is Verdict.HOLDS for v in self.seed_verdicts)
-            parts.append(f"{held}/{len(self.seed_verdicts)} seeds")
-        else:
-            parts.append("1 seed, no interval")
+            return f"{held}/{len(self.seed_verdicts)} seeds"
+        if len(self.seed_verdicts) == 0 and " seeds)" in self.runs:
+            return "seed means only: its groups share no seed"
+        return "1 seed, no interval"
+
+    def summary(self, number: bool = True) -> str:
+        """The verdict as a reader signs it: ``holds (3/3 seeds; NC1 pgd / clean 18.2, 95 % CI
+        14.9–21.6)``, ``inconclusive (uncertain; 2/3 seeds; ...)``; without ``number`` the
+        headline number is left out. An undecided verdict gives its reason instead."""
+        verdict = self.verdict
+        uncertain = verdict is Verdict.INCONCLUSIVE and bool(self._uncertain())
+        if verdict is Verdict.NOT_MEASURED or (verdict is Verdict.INCONCLUSIVE and not uncertain):
+            return f"{verdict.value} ({self.reason})" if self.reason else verdict.value
+        parts = ["uncertain"] if uncertain else []
+        parts.append(self.seed_text())
         head = self.headline()
-        if head is not None:
+        if number and head is not None:
             check, interval = head
-            number = f"{check.quantity} {check.value:.3g}"
+            text = f"{check.quantity} {check.value:.3g}"
             if interval is not None:
-                number += f", 95 % CI {_span(interval)}"
-            parts.append(number)
-        label = "inconclusive (uncertain)" if verdict is Verdict.INCONCLUSIVE else verdict.value
-        return f"{label} ({'; '.join(parts)})"
+                text += f", 95 % CI {_span(interval)}"
+            parts.append(text)
+        return f"{verdict.value} ({'; '.join(parts)})"
 
     def measured(self) -> list[tuple[str, float]]:
         """Every number behind the verdict: context, preconditions, then each check's value."""
