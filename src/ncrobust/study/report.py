@@ -1,8 +1,11 @@
 """``ncrobust report``: the findings report (Markdown and self-contained HTML) for run directories.
 
-The report lists the run groups, every finding of the paper with its measured numbers, the
-threshold and the verdict computed from them, the thresholds themselves, and the figures
-(PNG files in ``figures/`` next to ``report.md``; embedded as data URIs in ``report.html``).
+The report opens with a contents list, then lists the run groups (ST, AT, TRADES in every
+table), every finding of the paper as one row — its headline number with the 95 % interval over
+seeds, the criterion next to it and the verdict with its seed count — with everything behind it
+folded below (a details section in Markdown, ``<details>`` in HTML), the thresholds with their
+sources, and the figures (PNG files in ``figures/`` next to ``report.md``; embedded as data URIs
+in ``report.html``). Inline code in any text is rendered as ``<code>`` in HTML.
 """
 
 from __future__ import annotations

@@ -105,11 +105,11 @@ class Study:
 
     def series(self, label: str, split: str, view: str, layer: str, metric: str) -> pd.DataFrame:
         """One curve: columns ``epoch, mean, std, n`` sorted by epoch, finite means only
-        (computed once per study; treat it as read-only)."""
+        (filtered once per study; each call gets its own copy)."""
         key = (label, split, view, layer, metric)
         if key not in self._series:
             self._series[key] = self._curve(*key)
-        return self._series[key]
+        return self._series[key].copy()
 
     def _curve(self, label: str, split: str, view: str, layer: str, metric: str) -> pd.DataFrame:
         rows = self.rows(label)
