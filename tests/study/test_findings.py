@@ -477,7 +477,8 @@ def test_at_trained_at_larger_eps_collapses_more_at_one_common_attack_eps(
     values = dict(holds.measured())
     assert values["NC1 pgd eps=8/255, trained at eps=2/255"] == pytest.approx(1.5 * 4, rel=1e-5)
     assert values[
-        "smallest NC1 ratio between consecutive training eps (smaller eps / larger)"
+        "smallest NC1 ratio between consecutive training eps (smaller eps / larger), "
+        "pgd at eps 8/255"
     ] == pytest.approx(2.0)
     # the run's own perturbed view (train_adv, at its own eps) is not what the figure compares
     assert not any("NC" in name and "train_adv" in name for name, _ in holds.measured())

@@ -774,7 +774,8 @@ def _at_eps_family(study: Study, family: list[RunGroup], t: Thresholds) -> Findi
     # a falling sequence over training eps is a rising one over -eps
     checks = tuple(
         Check(
-            f"smallest {name} ratio between consecutive training eps (smaller eps / larger)",
+            f"smallest {name} ratio between consecutive training eps (smaller eps / larger), "
+            f"pgd at eps {format_eps(common)}",
             _rising({-e: v for e, v in values[metric].items()}),
             ">",
             t.eps_monotone_ratio,
