@@ -12,22 +12,37 @@ from ncrobust.analysis import Study, Thresholds, write_report
 from ncrobust.cli import main
 
 
-def test_report_lists_findings_thresholds_and_figures(paper_runs: Path, tmp_path: Path) -> None:
-    path = write_report([paper_runs], tmp_path / "out", figures=("fig7",))
+def test_report_lists_findings_thresholds_and_figures(finding_runs: Path, tmp_path: Path) -> None:
+    path = write_report([finding_runs], tmp_path / "out", figures=("fig7",))
     assert path == tmp_path / "out" / "report.md"
     text = path.read_text()
     rows = [line for line in text.splitlines() if re.match(r"\| (1|2|3|4|5a|5b|6) \|", line)]
-    assert len(rows) == 9 and all(row.endswith("| holds |") for row in rows)
-    assert "NC1 pgd / clean = 100" in text
-    assert "NC1 pgd / clean >= 10 (st_pgd_nc1_ratio)" in text
-    assert "| st_pgd_nc1_ratio | 10 |" in text and "--st-pgd-nc1-ratio" in text
+    assert len(rows) == 9 and all(re.search(r"\| holds \([23]/3 seeds\) \|$", r) for r in rows)
+    # the headline number with its interval over seeds, its criterion next to it
+    (row1,) = [line for line in rows if line.startswith("| 1 |")]
+    assert (
+        "| NC1 pgd / clean = 100 (95 % CI 100–100) | >= 10 (st_pgd_nc1_ratio) (+2 more) |" in row1
+    )
+    # the details: every criterion, each seed's verdict, the numbers read
+    details = text.split("## Finding details")[1].split("## Thresholds")[0]
+    assert "- criterion: NC1 pgd / (C-1) >= 1 (st_pgd_nc1_per_class): 1.667" in details
+    assert "- per seed: inconclusive, holds, holds" in details
+    assert "| st_pgd_nc1_ratio | 10 |" in text and "`--st-pgd-nc1-ratio`" in text
     assert "![fig7](figures/fig7.png)" in text
     assert (tmp_path / "out" / "figures" / "fig7.png").is_file()
     assert "fig2" not in text  # only the requested figure
+    # a contents list whose links lead to the sections
+    contents = text.split("Contents:")[1].split("## Runs")[0]
+    assert "- [Findings](#findings)" in contents and "- [Thresholds](#thresholds)" in contents
     page = (tmp_path / "out" / "report.html").read_text()
     assert "data:image/png;base64," in page
     assert not re.search(r"src=['\"](?!data:)", page)  # nothing outside the file
-    assert page.count('class="holds"') == 14  # the appendix findings need runs at several eps
+    assert page.count('class="holds"') == 23  # the appendix findings need runs at several eps
+    assert page.count("<details><summary>details</summary>") == 25  # one per finding
+    for anchor in re.findall(r"<a href='#([a-z-]+)'>", page):
+        assert f"id='{anchor}'" in page, anchor
+    assert "<code>--st-pgd-nc1-ratio</code>" in page
+    assert "<code>ncrobust measure --eps</code>" in page and "`" not in page.split("<body>")[1]
     # each default's source in the paper is shown with it
     assert (
         "| st_pgd_nc1_ratio | 10 | finding 1: ST NC1 pgd / NC1 clean, at least | Sec. 3.1" in text
@@ -35,11 +50,21 @@ def test_report_lists_findings_thresholds_and_figures(paper_runs: Path, tmp_path
     assert "| not measured (pgd measured at fewer than 2 eps" in text
 
 
-def test_report_threshold_changes_the_verdict(paper_study: Study, tmp_path: Path) -> None:
-    path = write_report(paper_study, tmp_path, Thresholds(st_pgd_nc1_ratio=1000.0), figures=())
+def test_report_lists_groups_in_one_order(finding_runs: Path, tmp_path: Path) -> None:
+    """ST, AT, TRADES in the runs table and in every finding's rows, whatever the load order."""
+    text = write_report([finding_runs], tmp_path, figures=()).read_text()
+    runs = text.split("## Runs")[1].split("## Findings")[0]
+    groups = [line.split(" | ")[0][2:] for line in runs.splitlines() if line.startswith("| ")]
+    assert groups[1:] == ["ST", "AT", "TRADES"]
+    (row5a_st, row5a_at) = [r for r in text.splitlines() if r.startswith("| 5a |")]
+    assert "| ST (3 seeds) |" in row5a_st and "| AT (3 seeds) |" in row5a_at
+
+
+def test_report_threshold_changes_the_verdict(finding_study: Study, tmp_path: Path) -> None:
+    path = write_report(finding_study, tmp_path, Thresholds(st_pgd_nc1_ratio=1000.0), figures=())
     text = path.read_text()
     (row,) = [line for line in text.splitlines() if line.startswith("| 1 |")]
-    assert row.endswith("| does not hold |") and ">= 1000" in row
+    assert row.endswith("| does not hold (0/3 seeds) |") and ">= 1000" in row
     assert "| st_pgd_nc1_ratio | 1000 |" in text
     assert not (tmp_path / "figures").exists()
 
@@ -56,13 +81,13 @@ def test_not_measured_findings_and_skipped_figures_say_why(
 
 
 def test_report_command_flags_and_output(
-    paper_runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    finding_runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "rep"
     code = main(
         [
             "report",
-            str(paper_runs),
+            str(finding_runs),
             "--out",
             str(out),
             "--figures",
@@ -73,9 +98,9 @@ def test_report_command_flags_and_output(
     )
     assert code == 0
     printed = capsys.readouterr().out
-    assert "findings: 13 holds, 1 does not hold, 0 inconclusive, 2 not measured" in printed
+    assert "findings: 22 holds, 1 does not hold, 0 inconclusive, 2 not measured" in printed
     (row,) = [r for r in (out / "report.md").read_text().splitlines() if r.startswith("| 4 |")]
-    assert row.endswith("| does not hold |")
+    assert row.endswith("| does not hold (0/3 seeds) |")
 
 
 @pytest.mark.parametrize(
@@ -146,9 +171,11 @@ def test_report_answers_the_trades_frozen_bn_question(fake: ModuleType, tmp_path
     rows = [r for r in section.splitlines() if r.startswith("| TRADES")]
     assert len(rows) == 2
     (frozen,) = [r for r in rows if r.startswith("| TRADES (frozen BN, as released) |")]
-    assert "NC1 clean TRADES / AT = 6.667" in frozen and frozen.endswith("| holds |")
+    assert "NC1 clean TRADES / AT = 6.667" in frozen
+    assert frozen.endswith("| holds (1 seed, no interval) |")
     (original,) = [r for r in rows if r.startswith("| TRADES | TRADES (1 seed) vs AT (1 seed) |")]
-    assert "NC1 clean TRADES / AT = 2;" in original and original.endswith("| does not hold |")
+    assert "NC1 clean TRADES / AT = 2;" in original
+    assert original.endswith("| does not hold (1 seed, no interval) |")
     # one variant alone: no comparison section
     alone = write_report(
         [tmp_path / "runs" / "at", tmp_path / "runs" / "trades"], tmp_path / "o2", figures=()
@@ -165,3 +192,25 @@ def test_report_where_selects_runs(fake: ModuleType, tmp_path: Path) -> None:
     text = (out / "report.md").read_text()
     assert "| AT | at |" in text and "| ST |" not in text
     assert "| 1 |" in text and "not measured (no ST run)" in text
+
+
+def test_robustness_rows_follow_the_group_order(fake: ModuleType, tmp_path: Path) -> None:
+    from ncrobust.runs.directory import RunDirectory
+    from ncrobust.runs.tables import robustness_frame
+    from ncrobust.study.report import build_report
+
+    def row(attack: str, eps: float, metric: str, value: float) -> dict[str, object]:
+        return {"epoch": 10, "split": "test", "attack": attack, "norm": "linf", "eps": eps,
+                "metric": metric, "value": value}  # fmt: skip
+
+    for name, mode in (("a_trades", "trades"), ("b_st", "st")):  # loaded TRADES first
+        path = fake.write_run(tmp_path / "runs" / name, mode, 2)
+        frame = robustness_frame(
+            [row("clean", 0.0, "accuracy", 0.9), row("autoattack", 8 / 255, "accuracy", 0.3)]
+        )
+        frame.to_parquet(RunDirectory(path).robustness_path, index=False)
+    study = Study.from_paths([tmp_path / "runs"])
+    assert [g.mode for g in study.groups] == ["trades", "st"]
+    report = build_report(study, tmp_path / "out", Thresholds(), figures=())
+    assert report.robustness is not None
+    assert [r.group for r in report.robustness.rows] == ["ST", "TRADES"]

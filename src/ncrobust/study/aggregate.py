@@ -37,6 +37,7 @@ LABEL_FIELDS = (
     "batch_size",
 )
 MODE_NAMES = {"st": "ST", "at": "AT", "trades": "TRADES"}
+MODE_ORDER = tuple(MODE_NAMES)  # the one order of groups in every table and list
 
 METRIC_KEY = ["epoch", "split", "view", "layer", "metric"]
 STATS_KEY = ["epoch", "split", "view", "layer", "class", "statistic"]
@@ -66,6 +67,16 @@ class RunGroup:
 
 # TRADES settings: they change nothing in an ST or AT run
 TRADES_ONLY = frozenset({"trades_beta", "trades_bn_eval"})
+
+
+def mode_rank(mode: str) -> int:
+    """A mode's place in :data:`MODE_ORDER` (unknown modes last)."""
+    return MODE_ORDER.index(mode) if mode in MODE_ORDER else len(MODE_ORDER)
+
+
+def in_mode_order(groups: Sequence[RunGroup]) -> list[RunGroup]:
+    """``groups`` ST, then AT, then TRADES, each mode in its given order."""
+    return sorted(groups, key=lambda g: mode_rank(g.mode))
 
 
 def grouping_key(config: TrainConfig) -> tuple[tuple[str, Any], ...]:

@@ -42,10 +42,16 @@ class Study:
     eps_study: pd.DataFrame
     _by_group: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
     _orders: dict[str, list[str]] = field(default_factory=dict, repr=False)
+    _series: dict[tuple[str, ...], pd.DataFrame] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_runs(cls, runs: Sequence[Run]) -> Study:
-        groups = group_runs(runs)
+        return cls.from_groups(group_runs(runs))
+
+    @classmethod
+    def from_groups(cls, groups: Sequence[RunGroup]) -> Study:
+        """A study of already grouped runs (labels kept, e.g. one seed of each group)."""
+        groups = list(groups)
         study = cls(
             groups=groups,
             metrics=aggregate_metrics(groups),
@@ -98,7 +104,14 @@ class Study:
     # -- lookups --------------------------------------------------------------------------
 
     def series(self, label: str, split: str, view: str, layer: str, metric: str) -> pd.DataFrame:
-        """One curve: columns ``epoch, mean, std, n`` sorted by epoch, finite means only."""
+        """One curve: columns ``epoch, mean, std, n`` sorted by epoch, finite means only
+        (filtered once per study; each call gets its own copy)."""
+        key = (label, split, view, layer, metric)
+        if key not in self._series:
+            self._series[key] = self._curve(*key)
+        return self._series[key].copy()
+
+    def _curve(self, label: str, split: str, view: str, layer: str, metric: str) -> pd.DataFrame:
         rows = self.rows(label)
         mask = (
             (rows["split"] == split)

@@ -8,20 +8,22 @@ import math
 
 import numpy as np
 
-from ncrobust.study.aggregate import format_eps
+from ncrobust.study.aggregate import RunGroup, format_eps
 from ncrobust.study.findings.claims import (
     BETWEEN_CLASS_ANGLE,
     CLAIMS,
     attack_moves_points,
+    fall,
     partner,
     ratio,
+    rise,
     runs_text,
     terminal,
 )
 from ncrobust.study.findings.thresholds import Thresholds
 from ncrobust.study.findings.verdicts import Check, Finding
 from ncrobust.study.study import Study, simplex_angle
-from ncrobust.views import OUTPUT_LAYER, PENULTIMATE, parse_label
+from ncrobust.views import FIT_VIEW, OUTPUT_LAYER, PENULTIMATE, parse_label
 
 
 def _claim(key: str) -> str:
@@ -32,12 +34,63 @@ def _none(key: str, why: str, runs: str = "—") -> Finding:
     return Finding(key, _claim(key), runs, missing=why)
 
 
+def _per_class(study: Study, label: str, nc1: float) -> float:
+    """NC1 / (C-1): NC1 per between-class direction."""
+    classes = study.num_classes(label) or 0
+    return nc1 / (classes - 1) if classes > 1 else math.nan
+
+
 def _simplex(study: Study, label: str) -> float:
     classes = study.num_classes(label)
     return simplex_angle(classes) if classes and classes > 1 else math.nan
 
 
+# -- 0: ST clean collapse converges ---------------------------------------------------------
+
+
+def finding0(study: Study, t: Thresholds) -> list[Finding]:
+    """ST: clean NC1 falls from its early-phase peak by orders of magnitude and NC4 reaches 0."""
+    groups = study.groups_of(("st",))
+    if not groups:
+        return [_none("0", "no ST run")]
+    out = []
+    for g in groups:
+        epoch = study.final_epoch(g.label, "train", "clean", PENULTIMATE, "nc1")
+        if epoch is None:
+            out.append(_none("0", "clean NC1 not measured", runs_text(g)))
+            continue
+        final, peak, phase = fall(study, g.label, ("train", "clean", PENULTIMATE, "nc1"), epoch, t)
+        nc4 = study.value(g.label, "train", "clean", PENULTIMATE, "nc4", epoch)
+        out.append(
+            Finding(
+                "0",
+                _claim("0"),
+                runs_text(g),
+                epoch,
+                checks=(
+                    Check(
+                        f"NC1 clean final / {phase}",
+                        ratio(final, peak),
+                        "<=",
+                        t.st_clean_nc1_drop,
+                        "st_clean_nc1_drop",
+                    ),
+                    Check("NC4 clean", nc4, "<=", t.st_clean_nc4, "st_clean_nc4"),
+                ),
+                context=(("NC1 clean", final), ("NC1 clean early-phase peak", peak)),
+                notes=(
+                    "the reference is the curve's own early peak, interpolated at the end of "
+                    "the early phase: the measurement cadence does not change it",
+                ),
+            )
+        )
+    return out
+
+
 # -- 1 and 1b: ST perturbations destroy NC1 and the simplex ----------------------------------
+
+# the structure metrics beside NC1 (judged where measured; NC2 equiangular always)
+STRUCTURE = {"nc2_equiangular": "NC2 equiangular", "nc3": "NC3", "nc4": "NC4"}
 
 
 def finding1(study: Study, t: Thresholds) -> list[Finding]:
@@ -73,6 +126,13 @@ def finding1(study: Study, t: Thresholds) -> list[Finding]:
                         "st_pgd_nc1_ratio",
                     ),
                     Check(
+                        "NC1 pgd / (C-1)",
+                        _per_class(study, g.label, nc1["pgd"]),
+                        ">=",
+                        t.st_pgd_nc1_per_class,
+                        "st_pgd_nc1_per_class",
+                    ),
+                    Check(
                         "NC1 gaussian / clean",
                         ratio(nc1["gaussian"], nc1["clean"]),
                         "<=",
@@ -85,10 +145,10 @@ def finding1(study: Study, t: Thresholds) -> list[Finding]:
                 preconditions=pre,
             )
         )
-        nc2 = {
+        structure = {
             (v, m): study.value(g.label, "train", v, PENULTIMATE, m, epoch)
             for v in ("clean", "pgd")
-            for m in ("nc2_equiangular", "nc2_equinorm")
+            for m in STRUCTURE
         }
         out.append(
             Finding(
@@ -96,18 +156,18 @@ def finding1(study: Study, t: Thresholds) -> list[Finding]:
                 _claim("1b"),
                 runs_text(g),
                 epoch,
-                checks=(
+                checks=tuple(
                     Check(
-                        "NC2 equiangular pgd / clean",
-                        ratio(nc2["pgd", "nc2_equiangular"], nc2["clean", "nc2_equiangular"]),
+                        f"{name} pgd / clean",
+                        rise(structure["pgd", m], structure["clean", m]),
                         ">=",
                         t.st_pgd_nc2_ratio,
                         "st_pgd_nc2_ratio",
-                    ),
+                    )
+                    for m, name in STRUCTURE.items()
+                    if m == "nc2_equiangular" or math.isfinite(structure["pgd", m])
                 ),
-                context=tuple(
-                    (f"NC2 {m.removeprefix('nc2_')} {v}", x) for (v, m), x in nc2.items()
-                ),
+                context=tuple((f"{STRUCTURE[m]} {v}", x) for (v, m), x in structure.items()),
                 missing="" if math.isfinite(nc1["pgd"]) else f"pgd not measured at epoch {epoch}",
                 preconditions=pre,
             )
@@ -199,97 +259,195 @@ def finding2(study: Study, t: Thresholds) -> list[Finding]:
 # -- 3: AT collapses on clean and perturbed data -------------------------------------------------
 
 
-def _drop(study: Study, label: str, view: str, epoch: int) -> tuple[float, float, int | None]:
-    """(NC1 at ``epoch``, NC1 after the first epoch, that epoch); the ratio is the collapse."""
-    final = study.value(label, "train", view, PENULTIMATE, "nc1", epoch)
-    first = study.first_epoch(label, "train", view, PENULTIMATE, "nc1", after=0)
-    if first is None or first >= epoch:
-        return final, math.nan, first
-    return final, study.value(label, "train", view, PENULTIMATE, "nc1", first), first
-
-
 def finding3(study: Study, t: Thresholds) -> list[Finding]:
-    """AT: NC1 of clean and perturbed data falls from its epoch-1 value, perturbed NC1 stays
-    above clean, the perturbed simplex matches the clean one, NCC as robust as the network."""
+    """AT: NC1 of clean and perturbed data falls from its early-phase peak, perturbed NC1 stays
+    above clean, the perturbed simplex matches the clean one, NCC as robust as the network (3);
+    clean and Gaussian NC1 coincide (3b); the non-centred means coincide (3c); NC4 on perturbed
+    data (3d)."""
     groups = study.groups_of(("at",))
     if not groups:
-        return [_none("3", "no AT run")]
+        return [_none(k, "no AT run") for k in ("3", "3b", "3c", "3d")]
     out = []
     for g in groups:
         view = study.perturbed_view(g.label, "train")
         epoch = study.final_epoch(g.label, "train", "clean", PENULTIMATE, "nc1")
         if view is None or epoch is None:
             what = "clean NC1" if epoch is None else "a perturbed view (train_adv or pgd)"
-            out.append(_none("3", f"{what} not measured on training data", runs_text(g)))
+            why = f"{what} not measured on training data"
+            out += [_none(k, why, runs_text(g)) for k in ("3", "3b", "3c", "3d")]
             continue
-        classes = study.num_classes(g.label) or 0
-        checks, context = [], []
-        nc1 = {}
-        for v in ("clean", view):
-            final, first, first_epoch = _drop(study, g.label, v, epoch)
-            nc1[v] = final
-            checks.append(
-                Check(
-                    f"NC1 {v} final / after epoch {first_epoch}",
-                    ratio(final, first),
-                    "<=",
-                    t.at_nc1_drop,
-                    "at_nc1_drop",
-                )
-            )
-            context.append((f"NC1 {v}", final))
-            if classes > 1:
-                context.append((f"NC1 {v} / (C-1)", final / (classes - 1)))
-        checks.append(
-            Check(
-                f"NC1 {view} / clean",
-                ratio(nc1[view], nc1["clean"]),
-                ">=",
-                t.at_perturbed_above_clean,
-                "at_perturbed_above_clean",
-            )
-        )
-        similarity = study.value(g.label, "train", view, PENULTIMATE, "simplex_similarity", epoch)
-        checks.append(
-            Check(
-                f"simplex similarity {view} vs clean / arccos(-1/(C-1))",
-                ratio(similarity, _simplex(study, g.label)),
-                "<=",
-                t.at_simplex_fraction,
-                "at_simplex_fraction",
-            )
-        )
-        ncc = study.value(g.label, "train", view, PENULTIMATE, "ncc_accuracy", epoch)
-        acc = study.value(g.label, "train", view, OUTPUT_LAYER, "accuracy", epoch)
-        checks.append(
-            Check(
-                f"|NCC accuracy - accuracy| on {view}",
-                abs(ncc - acc),
-                "<=",
-                t.at_ncc_gap,
-                "at_ncc_gap",
-            )
-        )
-        context += [
-            (f"simplex similarity {view} (rad)", similarity),
-            (f"NCC accuracy {view}", ncc),
-            (f"accuracy {view}", acc),
+        pre = (terminal(study, g, epoch, t),)
+        out += [
+            _at_collapse(study, g, view, epoch, pre, t),
+            _at_gaussian(study, g, epoch, pre, t),
+            _at_same_means(study, g, view, epoch, pre, t),
+            _at_nc4(study, g, view, epoch, pre, t),
         ]
-        out.append(
-            Finding(
-                "3",
-                _claim("3"),
-                runs_text(g),
-                epoch,
-                checks=tuple(checks),
-                context=tuple(context),
-                preconditions=(terminal(study, g, epoch, t),),
-            )
-        )
     return out
 
 
+def _at_collapse(
+    study: Study, g: RunGroup, view: str, epoch: int, pre: tuple[Check, ...], t: Thresholds
+) -> Finding:
+    classes = study.num_classes(g.label) or 0
+    checks, context = [], []
+    nc1 = {}
+    for v in ("clean", view):
+        final, peak, phase = fall(study, g.label, ("train", v, PENULTIMATE, "nc1"), epoch, t)
+        nc1[v] = final
+        checks.append(
+            Check(
+                f"NC1 {v} final / {phase}", ratio(final, peak), "<=", t.at_nc1_drop, "at_nc1_drop"
+            )
+        )
+        context += [(f"NC1 {v}", final), (f"NC1 {v} early-phase peak", peak)]
+        if classes > 1:
+            context.append((f"NC1 {v} / (C-1)", final / (classes - 1)))
+    checks.append(
+        Check(
+            f"NC1 {view} / clean",
+            ratio(nc1[view], nc1["clean"]),
+            ">=",
+            t.at_perturbed_above_clean,
+            "at_perturbed_above_clean",
+        )
+    )
+    similarity = study.value(g.label, "train", view, PENULTIMATE, "simplex_similarity", epoch)
+    checks.append(
+        Check(
+            f"simplex similarity {view} vs clean / arccos(-1/(C-1))",
+            ratio(similarity, _simplex(study, g.label)),
+            "<=",
+            t.at_simplex_fraction,
+            "at_simplex_fraction",
+        )
+    )
+    ncc = study.value(g.label, "train", view, PENULTIMATE, "ncc_accuracy", epoch)
+    acc = study.value(g.label, "train", view, OUTPUT_LAYER, "accuracy", epoch)
+    checks.append(
+        Check(
+            f"|NCC accuracy - accuracy| on {view}", abs(ncc - acc), "<=", t.at_ncc_gap, "at_ncc_gap"
+        )
+    )
+    context += [
+        (f"simplex similarity {view} (rad)", similarity),
+        (f"NCC accuracy {view}", ncc),
+        (f"accuracy {view}", acc),
+    ]
+    return Finding(
+        "3",
+        _claim("3"),
+        runs_text(g),
+        epoch,
+        checks=tuple(checks),
+        context=tuple(context),
+        preconditions=pre,
+        notes=(
+            "each fall is measured from the curve's own early peak, interpolated at the end of "
+            "the early phase: the measurement cadence does not change it",
+        ),
+    )
+
+
+def _at_gaussian(
+    study: Study, g: RunGroup, epoch: int, pre: tuple[Check, ...], t: Thresholds
+) -> Finding:
+    """3b: the largest factor between gaussian and clean NC1 over the epochs both measured."""
+    clean = study.series(g.label, "train", "clean", PENULTIMATE, "nc1")
+    noisy = study.series(g.label, "train", "gaussian", PENULTIMATE, "nc1")
+    both = clean.merge(noisy, on="epoch", suffixes=("_clean", "_gaussian"))
+    both = both[both["epoch"] <= epoch]
+    if both.empty:
+        return _none("3b", "gaussian NC1 not measured on training data", runs_text(g))
+    a, b = both["mean_clean"].to_numpy(float), both["mean_gaussian"].to_numpy(float)
+    factor = (
+        float(np.max(np.maximum(a / b, b / a))) if (a > 0).all() and (b > 0).all() else math.nan
+    )
+    return Finding(
+        "3b",
+        _claim("3b"),
+        runs_text(g),
+        epoch,
+        checks=(
+            Check(
+                "largest factor between NC1 gaussian and clean over epochs",
+                factor,
+                "<=",
+                t.at_gaussian_match,
+                "at_gaussian_match",
+            ),
+        ),
+        context=(("epochs compared", float(len(both))),),
+        preconditions=pre,
+    )
+
+
+def _between(study: Study, label: str, epoch: int) -> tuple[float, str, str]:
+    """(the angle between classes, its name, a note): the run's non-centred angle between
+    clean class means when recorded, else arccos(-1/(C-1)) as the paper's Fig. 7 caption."""
+    between = study.value(label, "train", "clean", PENULTIMATE, BETWEEN_CLASS_ANGLE, epoch)
+    if math.isfinite(between):
+        return (
+            between,
+            "clean between-class angle",
+            "baseline: the run's non-centred angle between different clean class means",
+        )
+    return (
+        _simplex(study, label),
+        "arccos(-1/(C-1))",
+        "baseline: arccos(-1/(C-1)) as the paper's Fig. 7 caption (the run records no "
+        f"non-centred angle between clean class means, {BETWEEN_CLASS_ANGLE})",
+    )
+
+
+def _at_same_means(
+    study: Study, g: RunGroup, view: str, epoch: int, pre: tuple[Check, ...], t: Thresholds
+) -> Finding:
+    """3c: the non-centred angular distance of Fig. 3 (right) against the angle between
+    classes."""
+    angle = study.value(g.label, "train", view, PENULTIMATE, "angular_distance", epoch)
+    baseline, name, note = _between(study, g.label, epoch)
+    return Finding(
+        "3c",
+        _claim("3c"),
+        runs_text(g),
+        epoch,
+        checks=(
+            Check(
+                f"angular distance {view} vs clean / {name}",
+                ratio(angle, baseline),
+                "<=",
+                t.at_simplex_fraction,
+                "at_simplex_fraction",
+            ),
+        ),
+        context=((f"angular distance {view} (rad)", angle), (f"{name} (rad)", baseline)),
+        preconditions=pre,
+        notes=(note,),
+    )
+
+
+def _at_nc4(
+    study: Study, g: RunGroup, view: str, epoch: int, pre: tuple[Check, ...], t: Thresholds
+) -> Finding:
+    """3d: NC4 (network vs NCC disagreement) of the perturbed view."""
+    nc4 = study.value(g.label, "train", view, PENULTIMATE, "nc4", epoch)
+    return Finding(
+        "3d",
+        _claim("3d"),
+        runs_text(g),
+        epoch,
+        checks=(Check(f"NC4 {view}", nc4, "<=", t.at_ncc_gap, "at_ncc_gap"),),
+        context=(("NC4 clean", study.value(g.label, "train", "clean", PENULTIMATE, "nc4", epoch)),),
+        preconditions=pre,
+    )
+
+
 # -- 4: TRADES ------------------------------------------------------------------------------------
+
+
+# judged: NC1 and NC2 equiangular (the paper's text); shown beside them: the other NC metrics
+TRADES_SHOWN = {"nc1": "NC1", "nc2_equinorm": "NC2 equinorm", **STRUCTURE}
 
 
 def finding4(study: Study, t: Thresholds) -> list[Finding]:
@@ -315,7 +473,7 @@ def finding4(study: Study, t: Thresholds) -> list[Finding]:
         values = {
             (who, m): study.value(label, "train", "clean", PENULTIMATE, m, ep)
             for who, label, ep in (("TRADES", g.label, epoch_t), ("AT", other.label, epoch_a))
-            for m in ("nc1", "nc2_equiangular")
+            for m in TRADES_SHOWN
         }
         out.append(
             Finding(
@@ -340,8 +498,9 @@ def finding4(study: Study, t: Thresholds) -> list[Finding]:
                     ),
                 ),
                 context=tuple(
-                    (f"{'NC1' if m == 'nc1' else 'NC2 equiangular'} clean {who}", v)
+                    (f"{TRADES_SHOWN[m]} clean {who}", v)
                     for (who, m), v in values.items()
+                    if m in ("nc1", "nc2_equiangular") or math.isfinite(v)
                 ),
                 preconditions=(terminal(study, g, epoch_t, t), terminal(study, other, epoch_a, t)),
                 notes=(
@@ -349,6 +508,44 @@ def finding4(study: Study, t: Thresholds) -> list[Finding]:
                     if g.config.trades_bn_eval
                     else "TRADES with BN in train mode (original TRADES)",
                 ),
+            )
+        )
+    return out
+
+
+def finding4b(study: Study, t: Thresholds) -> list[Finding]:
+    """TRADES: the KL term of the training loss falls from its early-phase peak to near 0."""
+    groups = study.groups_of(("trades",))
+    if not groups:
+        return [_none("4b", "no TRADES run")]
+    out = []
+    for g in groups:
+        key = ("train", FIT_VIEW, OUTPUT_LAYER, "kl_loss")
+        epoch = study.final_epoch(g.label, *key)
+        if epoch is None:
+            out.append(
+                _none("4b", "the KL term of the training loss was not recorded", runs_text(g))
+            )
+            continue
+        final, peak, phase = fall(study, g.label, key, epoch, t)
+        ce = study.value(g.label, "train", FIT_VIEW, OUTPUT_LAYER, "ce_loss", epoch)
+        out.append(
+            Finding(
+                "4b",
+                _claim("4b"),
+                runs_text(g),
+                epoch,
+                checks=(
+                    Check(
+                        f"KL term final / {phase}",
+                        ratio(final, peak),
+                        "<=",
+                        t.trades_kl_drop,
+                        "trades_kl_drop",
+                    ),
+                ),
+                context=(("KL term", final), ("KL term early-phase peak", peak), ("CE term", ce)),
+                preconditions=(terminal(study, g, epoch, t),),
             )
         )
     return out
@@ -379,16 +576,7 @@ def finding7(study: Study, t: Thresholds) -> list[Finding]:
         epoch = int(rows["epoch"].max())
         angles = rows.loc[rows["epoch"] == epoch, "mean"].to_numpy(dtype=float)
         angle = float(np.nanmean(angles)) if np.isfinite(angles).any() else math.nan
-        between = study.value(g.label, "train", "clean", PENULTIMATE, BETWEEN_CLASS_ANGLE, epoch)
-        if math.isfinite(between):
-            baseline, name = between, "clean between-class angle"
-            note = "baseline: the run's non-centred angle between different clean class means"
-        else:
-            baseline, name = _simplex(study, g.label), "arccos(-1/(C-1))"
-            note = (
-                "baseline: arccos(-1/(C-1)) as the paper's Fig. 7 caption (the run records no "
-                f"non-centred angle between clean class means, {BETWEEN_CLASS_ANGLE})"
-            )
+        baseline, name, note = _between(study, g.label, epoch)
         out.append(
             Finding(
                 "7",
@@ -415,19 +603,110 @@ def finding7(study: Study, t: Thresholds) -> list[Finding]:
     return out
 
 
+COUNTS = ("predicted_count", "counts")  # the statistic's name, then its older name
+
+
+def _effective_classes(study: Study, label: str, view: str) -> tuple[float, int | None]:
+    """(exp of the entropy of the predicted-label counts of ``view`` on training data at its
+    last epoch, that epoch): how many classes the predictions effectively spread over."""
+    stats = study.stats
+    rows = stats[
+        (stats["group"] == label)
+        & (stats["split"] == "train")
+        & (stats["view"] == view)
+        & (stats["layer"] == PENULTIMATE)
+        & stats["statistic"].isin(COUNTS)
+    ]
+    if rows.empty:
+        return math.nan, None
+    epoch = int(rows["epoch"].max())
+    counts = rows.loc[rows["epoch"] == epoch, "mean"].to_numpy(dtype=float)
+    counts = counts[np.isfinite(counts) & (counts > 0)]
+    if counts.sum() <= 0:
+        return math.nan, epoch
+    p = counts / counts.sum()
+    return float(np.exp(-(p * np.log(p)).sum())), epoch
+
+
+def finding7b(study: Study, t: Thresholds) -> list[Finding]:
+    """ST: predictions on pgd data spread over fewer classes than on gaussian data (Fig. 7
+    left), counted as the effective number of predicted classes."""
+    groups = study.groups_of(("st",))
+    if not groups:
+        return [_none("7b", "no ST run")]
+    out = []
+    for g in groups:
+        pgd, epoch = _effective_classes(study, g.label, "pgd")
+        gaussian, _ = _effective_classes(study, g.label, "gaussian")
+        if epoch is None or not math.isfinite(gaussian):
+            why = "no predicted-label counts of pgd and gaussian training data"
+            out.append(_none("7b", why, runs_text(g)))
+            continue
+        out.append(
+            Finding(
+                "7b",
+                _claim("7b"),
+                runs_text(g),
+                epoch,
+                checks=(
+                    Check(
+                        "effective predicted classes pgd / gaussian",
+                        ratio(pgd, gaussian),
+                        "<=",
+                        t.label_skew,
+                        "label_skew",
+                    ),
+                ),
+                context=(
+                    ("effective predicted classes pgd", pgd),
+                    ("effective predicted classes gaussian", gaussian),
+                    ("classes", float(study.num_classes(g.label) or math.nan)),
+                ),
+                preconditions=(
+                    terminal(study, g, epoch, t),
+                    attack_moves_points(study, g, epoch, t),
+                ),
+                notes=("effective classes: exp of the entropy of the predicted-label counts",),
+            )
+        )
+    return out
+
+
 # -- 9a, 9b: Appendix H -----------------------------------------------------------------------
 
 
+EPS_METRICS = {"nc1": "NC1", **STRUCTURE}
+
+
+def _rising(values: dict[float, float]) -> float:
+    """The smallest ratio of consecutive values in the order of their keys."""
+    keys = sorted(values)
+    return min(ratio(values[b], values[a]) for a, b in itertools.pairwise(keys))
+
+
+def _at_radius(study: Study, label: str, metric: str, eps: float) -> tuple[float, int | None]:
+    """(the last value of ``metric`` on training data attacked by pgd at radius ``eps``,
+    its epoch); NaN when that radius was not measured."""
+    curves = study.eps_series(label, "train", "pgd", PENULTIMATE, metric)
+    curve = curves.get(float(f"{eps:.6g}"))
+    if curve is None or curve.empty:
+        return math.nan, None
+    return float(curve["mean"].iloc[-1]), int(curve["epoch"].iloc[-1])
+
+
 def finding9(study: Study, t: Thresholds) -> list[Finding]:
-    """App. H: ST perturbed NC1 rises with the attack eps (9a); AT perturbed data collapse at
-    every training eps (9b)."""
+    """App. H: ST perturbed NC metrics rise with the attack eps (9a, Fig. 16); AT runs trained
+    at a larger eps collapse more on data attacked at one common eps (9b, Fig. 15)."""
     out = []
     st = study.groups_of(("st",))
     for g in st:
-        curves = study.eps_series(g.label, "train", "pgd", PENULTIMATE, "nc1")
-        finals = {eps: float(c["mean"].iloc[-1]) for eps, c in curves.items() if len(c)}
-        epochs = {eps: int(c["epoch"].iloc[-1]) for eps, c in curves.items() if len(c)}
-        if len(finals) < 2:
+        finals: dict[str, dict[float, float]] = {}
+        epochs: list[int] = []
+        for metric in EPS_METRICS:
+            curves = study.eps_series(g.label, "train", "pgd", PENULTIMATE, metric)
+            finals[metric] = {eps: float(c["mean"].iloc[-1]) for eps, c in curves.items()}
+            epochs += [int(c["epoch"].iloc[-1]) for c in curves.values()]
+        if len(finals["nc1"]) < 2:
             out.append(
                 _none(
                     "9a",
@@ -437,25 +716,27 @@ def finding9(study: Study, t: Thresholds) -> list[Finding]:
                 )
             )
             continue
-        eps_values = sorted(finals)
-        steps = [ratio(finals[b], finals[a]) for a, b in itertools.pairwise(eps_values)]
-        epoch = min(epochs.values())
+        epoch = min(epochs)
         out.append(
             Finding(
                 "9a",
                 _claim("9a"),
                 runs_text(g),
                 epoch,
-                checks=(
+                checks=tuple(
                     Check(
-                        "smallest NC1 ratio between consecutive eps",
-                        min(steps),
+                        f"smallest {name} ratio between consecutive attack eps",
+                        _rising(finals[metric]),
                         ">",
                         t.eps_monotone_ratio,
                         "eps_monotone_ratio",
-                    ),
+                    )
+                    for metric, name in EPS_METRICS.items()
+                    if len(finals[metric]) >= 2
                 ),
-                context=tuple((f"NC1 pgd eps={format_eps(e)}", finals[e]) for e in eps_values),
+                context=tuple(
+                    (f"NC1 pgd eps={format_eps(e)}", v) for e, v in sorted(finals["nc1"].items())
+                ),
                 preconditions=(terminal(study, g, epoch, t),),
             )
         )
@@ -465,37 +746,68 @@ def finding9(study: Study, t: Thresholds) -> list[Finding]:
     if not families:
         out.append(_none("9b", "needs AT runs that differ only in their training eps"))
     for family in families:
-        checks, pre = [], []
-        last = None
-        for g in family:
-            view = study.perturbed_view(g.label, "train")
-            end = study.final_epoch(g.label, "train", "clean", PENULTIMATE, "nc1")
-            if view is None or end is None:
-                final, first, first_epoch = math.nan, math.nan, None
-            else:
-                final, first, first_epoch = _drop(study, g.label, view, end)
-                last = end if last is None else max(last, end)
-            checks.append(
-                Check(
-                    f"eps={format_eps(g.config.eps)}: NC1 {view} final / after epoch {first_epoch}",
-                    ratio(final, first),
-                    "<=",
-                    t.at_nc1_drop,
-                    "at_nc1_drop",
-                )
-            )
-            pre.append(terminal(study, g, end, t))
-        out.append(
-            Finding(
-                "9b",
-                _claim("9b"),
-                runs_text(*family),
-                last,
-                checks=tuple(checks),
-                preconditions=tuple(pre),
-            )
-        )
+        out.append(_at_eps_family(study, family, t))
     return out
 
 
-__all__ = ["finding1", "finding2", "finding3", "finding4", "finding7", "finding9"]
+def _at_eps_family(study: Study, family: list[RunGroup], t: Thresholds) -> Finding:
+    """9b: every run of the family attacked by pgd at the family's largest training eps (as
+    Fig. 15 at 8/255); the NC metrics fall as the training eps grows."""
+    common = max(float(g.config.eps) for g in family)
+    values: dict[str, dict[float, float]] = {m: {} for m in EPS_METRICS}
+    epochs: dict[float, int | None] = {}
+    for g in family:
+        for metric in EPS_METRICS:
+            value, epoch = _at_radius(study, g.label, metric, common)
+            values[metric][float(g.config.eps)] = value
+            if metric == "nc1":
+                epochs[float(g.config.eps)] = epoch
+    runs = runs_text(*family)
+    absent = [format_eps(e) for e, v in values["nc1"].items() if not math.isfinite(v)]
+    if absent:
+        return _none(
+            "9b",
+            f"pgd at the common eps {format_eps(common)} not measured on the runs trained at "
+            f"eps {', '.join(absent)} (train with views pgd@eps={common:.6g})",
+            runs,
+        )
+    # a falling sequence over training eps is a rising one over -eps
+    checks = tuple(
+        Check(
+            f"smallest {name} ratio between consecutive training eps (smaller eps / larger), "
+            f"pgd at eps {format_eps(common)}",
+            _rising({-e: v for e, v in values[metric].items()}),
+            ">",
+            t.eps_monotone_ratio,
+            "eps_monotone_ratio",
+        )
+        for metric, name in EPS_METRICS.items()
+        if all(math.isfinite(v) for v in values[metric].values())
+    )
+    last = max(e for e in epochs.values() if e is not None)
+    return Finding(
+        "9b",
+        _claim("9b"),
+        runs,
+        last,
+        checks=checks,
+        context=tuple(
+            (f"NC1 pgd eps={format_eps(common)}, trained at eps={format_eps(e)}", v)
+            for e, v in sorted(values["nc1"].items())
+        ),
+        preconditions=tuple(terminal(study, g, epochs[float(g.config.eps)], t) for g in family),
+        notes=(f"every run attacked by pgd at eps {format_eps(common)} (Fig. 15: 8/255)",),
+    )
+
+
+__all__ = [
+    "finding0",
+    "finding1",
+    "finding2",
+    "finding3",
+    "finding4",
+    "finding4b",
+    "finding7",
+    "finding7b",
+    "finding9",
+]
