@@ -209,7 +209,8 @@ def test_any_model_any_data_and_its_mode_is_restored() -> None:
     table = evaluate(model, (x, y), attacks="pgd:steps=3:restarts=2", eps=8 / 255, batch_size=5)
     assert model.training and torch.equal(bn.running_mean, mean)  # evaluated in eval mode
     assert list(table.columns) == ["epoch", "split", "attack", "norm", "eps", "metric", "value"]
-    assert set(table.split) == {"test"} and set(table.attack) == {"clean", "pgd:steps=3:restarts=2"}
+    assert set(table.split) == {"test"}
+    assert set(table.attack) == {"clean", "pgd:steps=3:restarts=2", "masking-checks"}  # default
     with torch.no_grad():
         expected = (model.eval()(x).argmax(1) == y).float().mean().item()
     assert accuracy(table, "clean") == pytest.approx(expected)
@@ -285,7 +286,7 @@ def test_cli_writes_rerun_replaces_and_a_failure_keeps_what_was_written(
     at_run: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = RunDirectory(at_run).robustness_path
-    argv = ["eval", str(at_run), "--attacks", "pgd:steps=3", "--epochs", "3,6"]
+    argv = ["eval", str(at_run), "--attacks", "pgd:steps=3", "--epochs", "3,6", "--no-checks"]
     try:
         assert main([*argv, "--limit", "20"]) == 0
         printed = capsys.readouterr().out

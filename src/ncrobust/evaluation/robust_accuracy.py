@@ -24,6 +24,7 @@ from typing import Any
 
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ncrobust.attacks import NORMS, pgd
@@ -34,8 +35,16 @@ from ncrobust.errors import UsageError
 from ncrobust.runs.tables import (
     ACCURACY,
     AUTOATTACK,
+    CHECKS,
     CLEAN,
+    OUTPUT_VARIATION,
+    PGD_SAME_POINTS,
     POINTS,
+    PROBABILITY_OUTPUT,
+    SQUARE_GAIN,
+    SWEEP_MULTIPLIERS,
+    SWEEP_PREFIX,
+    ZERO_GRADIENT,
     robustness_frame,
 )
 from ncrobust.runtime import resolve_device
@@ -300,6 +309,76 @@ def _autoattack_robust(
     return robust, after
 
 
+# -- gradient-masking checks (the original AutoAttack suite's checks, ported) ---------------
+
+CHECK_PASSES = 5  # forward passes compared for randomness, as the original suite
+PROBABILITY_TOLERANCE = 1e-5  # the original suite's tolerance for "rows sum to 1"
+
+
+def _output_checks(model: nn.Module, target: _Target, batch_size: int) -> dict[str, float]:
+    """Evidence of masking that needs no attack, on every evaluated point: the fraction of
+    points whose cross-entropy gradient w.r.t. the input is exactly zero (the gradient attacks
+    cannot move them), the largest change of L2-normalised outputs over repeated forward
+    passes (a randomised model), and whether the outputs are probabilities (a softmax applied
+    before the attacks' loss flattens its gradient)."""
+    zero = 0
+    variation = 0.0
+    probability = True
+    for index in _chunks(torch.arange(len(target.labels)), batch_size):
+        x, y = target.batch(index)
+        x.requires_grad_(True)
+        with torch.enable_grad():
+            out = model(x)
+            (grad,) = torch.autograd.grad(F.cross_entropy(out, y, reduction="sum"), [x])
+        zero += int((grad.flatten(1).abs().sum(1) == 0).sum())
+        with torch.no_grad():
+            passes = [out.detach(), *(model(x.detach()) for _ in range(CHECK_PASSES - 1))]
+        unit = [o / (o.norm(dim=1, keepdim=True) + 1e-10) for o in passes]
+        for i, first in enumerate(unit):
+            for second in unit[i + 1 :]:
+                variation = max(variation, float((first - second).norm(dim=1).max()))
+        o = passes[0]
+        probability &= bool(
+            o.max() < 1 + PROBABILITY_TOLERANCE
+            and o.min() > -PROBABILITY_TOLERANCE
+            and ((o.sum(1) - 1).abs() < PROBABILITY_TOLERANCE).all()
+        )
+    return {
+        ZERO_GRADIENT: zero / len(target.labels),
+        OUTPUT_VARIATION: variation,
+        PROBABILITY_OUTPUT: float(probability),
+    }
+
+
+def _box_radius(norm: str, shape: Sequence[int]) -> float:
+    """The largest meaningful radius in [0,1] pixels: the whole range (l_inf) or the
+    diagonal of the box (l_2)."""
+    return 1.0 if norm == "linf" else math.sqrt(math.prod(shape))
+
+
+def _sweep(
+    model: nn.Module,
+    target: _Target,
+    correct: Tensor,
+    norm: str,
+    eps: float,
+    step: float,
+    seed: int,
+    batch_size: int,
+) -> dict[str, float]:
+    """PGD-10 accuracy on the evaluated points at eps and at k·eps (k in SWEEP_MULTIPLIERS,
+    capped at the box): without masking it falls towards 0 as the radius grows."""
+    spec = PGDSpec(steps=10)
+    box = _box_radius(norm, target.images.shape[1:])
+    values = {}
+    for multiplier in (1, *SWEEP_MULTIPLIERS):
+        radius = min(multiplier * eps, box)
+        robust = _pgd_robust(model, target, correct, spec, norm, radius, step, seed, batch_size)
+        name = PGD_SAME_POINTS if multiplier == 1 else f"{SWEEP_PREFIX}{multiplier}"
+        values[name] = float(robust.float().mean())
+    return values
+
+
 def evaluate(
     model: nn.Module,
     data: ImageDataset | Split | tuple[Tensor, Tensor] | Mapping[str, Any],
@@ -315,6 +394,7 @@ def evaluate(
     device: str | torch.device | None = None,
     epoch: int = 0,
     on_result: Callable[[pd.DataFrame], None] | None = None,
+    checks: bool = True,
 ) -> pd.DataFrame:
     """Clean and robust accuracy of ``model`` on ``data`` under each attack and eps.
 
@@ -326,6 +406,12 @@ def evaluate(
     mode is restored afterwards), all randomness comes from ``seed`` and the caller's global
     RNG state is left as it was. ``on_result`` receives each attack's rows as soon as they
     are computed (the CLI writes them, so a kill loses nothing finished).
+
+    ``checks`` (default on; cheap next to AutoAttack) adds, per split and eps, the rows of
+    attack ``masking-checks`` on the same points: PGD-10 accuracy at eps (what training's PGD
+    reports, here comparable with AutoAttack) and at 2·eps and 4·eps, the zero-gradient
+    fraction, the output variation between forward passes, whether outputs are probabilities,
+    and the accuracy Square removed after the white-box stages (when AutoAttack ran).
     """
     parsed = parse_attacks(attacks)
     eps_values = [check_eps(e, norm) for e in (eps if isinstance(eps, list | tuple) else [eps])]
@@ -388,7 +474,9 @@ def evaluate(
 
                 points = float(len(labels))
                 emit(split, CLEAN, 0.0, {ACCURACY: float(correct.float().mean()), POINTS: points})
+                outputs = _output_checks(model, target, batch_size) if checks else {}
                 for eps_value in eps_values:
+                    square_gain: dict[str, float] = {}
                     for spec in parsed:
                         stages: dict[str, float] = {}
                         if isinstance(spec, PGDSpec):
@@ -405,6 +493,15 @@ def evaluate(
                         values = {ACCURACY: float(robust.float().mean())}
                         values |= {STAGE_PREFIX + k: v for k, v in stages.items()}
                         emit(split, spec.name, eps_value, values | {POINTS: points})
+                        if stages:  # Square's success where the white-box stages failed
+                            white_box = stages[AUTOATTACK_STAGES[-2]]
+                            square_gain[SQUARE_GAIN] = white_box - stages[AUTOATTACK_STAGES[-1]]
+                    if checks:
+                        sweep = _sweep(
+                            model, target, correct, norm, eps_value, step, seed, batch_size
+                        )
+                        found = sweep | outputs | square_gain | {POINTS: points}
+                        emit(split, CHECKS, eps_value, found)
     finally:
         model.train(was_training)
     return pd.concat(frames, ignore_index=True)

@@ -33,7 +33,9 @@ from ncrobust.runs.directory import RunDirectory, find_run_dirs
 from ncrobust.runs.tables import (
     ACCURACY,
     AUTOATTACK,
+    CHECKS,
     CLEAN,
+    PGD_SAME_POINTS,
     POINTS,
     ROBUSTNESS_COLUMNS,
     robustness_frame,
@@ -108,12 +110,14 @@ def evaluate_runs(
     batch_size: int = 500,
     device: str | None = None,
     echo: Callable[[str], None] | None = print,
+    checks: bool = True,
 ) -> pd.DataFrame:
     """Evaluate the chosen checkpoints of ``runs`` and merge the rows into each run's table.
 
     Everything (runs, checkpoints, attacks, eps, splits) is checked before any attack runs;
     each attack's rows are written as soon as they exist. Returns the new rows with a ``run``
     column. ``eps`` is comma-separated text (k/255 accepted); defaults come from each run.
+    ``checks`` runs the gradient-masking checks (:func:`evaluate`) on the same points.
     """
     parsed: list[AttackSpec] = parse_attacks(attacks)
     chosen = [s.strip() for s in splits.split(",")] if isinstance(splits, str) else list(splits)
@@ -146,10 +150,11 @@ def evaluate_runs(
                 if echo is not None:
                     attack = str(rows.attack.iloc[0])
                     where = f" {rows.norm.iloc[0]} eps {rows.eps.iloc[0]:.5g}"
-                    accuracy = float(rows[rows.metric == ACCURACY].value.iloc[0])
+                    shown = PGD_SAME_POINTS if attack == CHECKS else ACCURACY
+                    accuracy = float(rows[rows.metric == shown].value.iloc[0])
                     echo(
                         f"{plan.run.root}: epoch {rows.epoch.iloc[0]} {rows.split.iloc[0]} "
-                        f"{attack}{where if attack != CLEAN else ''}: accuracy {accuracy:.4f}"
+                        f"{attack}{where if attack != CLEAN else ''}: {shown} {accuracy:.4f}"
                     )
 
             evaluate(
@@ -166,5 +171,6 @@ def evaluate_runs(
                 device=target,
                 epoch=checkpoint.epoch,
                 on_result=write,
+                checks=checks,
             )
     return pd.concat(results, ignore_index=True)
