@@ -111,6 +111,10 @@ def test_autoattack_is_at_least_as_strong_as_pgd(at_model: nn.Module, strong: pd
     ]
     assert stages == sorted(stages, reverse=True) and stages[-1] == auto and stages[0] <= clean
     assert set(table[table.metric == "points"].value) == {100.0}
+    # the masking checks on the same points: PGD-10 is the pgd:steps=10 attack's number, and
+    # Square's gain is what it removed after the white-box stages
+    assert accuracy(table, "masking-checks", "pgd10_accuracy") == pgd10
+    assert accuracy(table, "masking-checks", "square_gain") == pytest.approx(stages[2] - auto)
 
     # APGD-CE stage, independently: torchattacks' APGD (100 steps) on the clean-correct points
     import torchattacks
