@@ -3,8 +3,6 @@ a model built to mask gradients in its way (the checks of the original AutoAttac
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pandas as pd
 import pytest
 import torch
@@ -18,14 +16,6 @@ from ncrobust.study.robustness import FLAG, RobustnessRow, RobustnessTable, Stat
 
 EPS = 0.15
 LIMIT = 100
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
