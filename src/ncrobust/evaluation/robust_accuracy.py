@@ -24,11 +24,11 @@ from typing import Any
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ncrobust.attacks import NORMS, pgd
 from ncrobust.attacks.ball import Ball
+from ncrobust.attacks.margin import margin
 from ncrobust.attacks.validation import check_nonnegative
 from ncrobust.data import ImageDataset, Split, to_pixels
 from ncrobust.errors import UsageError
@@ -317,10 +317,13 @@ PROBABILITY_TOLERANCE = 1e-5  # the original suite's tolerance for "rows sum to 
 
 def _output_checks(model: nn.Module, target: _Target, batch_size: int) -> dict[str, float]:
     """Evidence of masking that needs no attack, on every evaluated point: the fraction of
-    points whose cross-entropy gradient w.r.t. the input is exactly zero (the gradient attacks
-    cannot move them), the largest change of L2-normalised outputs over repeated forward
-    passes (a randomised model), and whether the outputs are probabilities (a softmax applied
-    before the attacks' loss flattens its gradient)."""
+    points whose margin (largest other logit minus the true one) has an all-zero gradient
+    w.r.t. the input (the gradient attacks cannot move them), the largest change of
+    L2-normalised outputs over repeated forward passes (a randomised model), and whether the
+    outputs are probabilities (a softmax applied before the attacks' loss flattens its
+    gradient). The original suite inspects the cross-entropy's gradient, which also underflows
+    to zero on merely very confident points; the margin's vanishes only where the model's
+    outputs are flat in the input."""
     zero = 0
     variation = 0.0
     probability = True
@@ -329,7 +332,7 @@ def _output_checks(model: nn.Module, target: _Target, batch_size: int) -> dict[s
         x.requires_grad_(True)
         with torch.enable_grad():
             out = model(x)
-            (grad,) = torch.autograd.grad(F.cross_entropy(out, y, reduction="sum"), [x])
+            (grad,) = torch.autograd.grad(margin(out, y).sum(), [x])
         zero += int((grad.flatten(1).abs().sum(1) == 0).sum())
         with torch.no_grad():
             passes = [out.detach(), *(model(x.detach()) for _ in range(CHECK_PASSES - 1))]

@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ncrobust.attacks import PIXEL_BOUNDS, Bounds, gaussian, pgd, target_labels
-from ncrobust.attacks.ball import Ball, random_offsets
-from ncrobust.attacks.validation import check_bounds
+from ncrobust.attacks.ball import random_offsets
+from ncrobust.attacks.margin import margin_pgd
 from ncrobust.collapse import AttackStatistics, CollapseAccumulator
 from ncrobust.data import Split, to_pixels
 from ncrobust.distributed import Rows, all_reduce_sum, draw_rows, shard_rows
@@ -569,7 +569,7 @@ class Prober:
         parts = self._parts(len(labels), local=False)
         for layer in self.spec.layers:
             means, centre = reference[layer]
-            rule = NCCLogits(self.model, self.extractor, layer, means, centre)
+            rule = NCCLogits(self.extractor, layer, means, centre)
             ncc = ReferenceNCC(means, centre)
             seed = derive_seed(self.spec.seed, epoch, split_name, label, layer)
             generator = make_generator(seed, self.device)
@@ -618,15 +618,9 @@ class NCCLogits(nn.Module):
     offsets: torch.Tensor
 
     def __init__(
-        self,
-        model: nn.Module,
-        extractor: Extractor,
-        layer: str,
-        means: torch.Tensor,
-        global_mean: torch.Tensor,
+        self, extractor: Extractor, layer: str, means: torch.Tensor, global_mean: torch.Tensor
     ) -> None:
         super().__init__()
-        self.model = model  # a submodule: its parameters give the input dtype to the checks
         self.extractor = extractor
         self.layer = layer
         centred = (means.detach() - global_mean.detach()).float()
@@ -638,43 +632,6 @@ class NCCLogits(nn.Module):
         _, features = self.extractor(x, [self.layer])
         h = features[self.layer].flatten(1).float() - self.centre
         return 2.0 * h @ self.centred.T - self.offsets
-
-
-def margin_pgd(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    norm: str,
-    eps: float,
-    alpha: float,
-    steps: int,
-    bounds: Bounds,
-    start: torch.Tensor,
-    targeted: bool = False,
-) -> torch.Tensor:
-    """PGD (as :func:`ncrobust.attacks.pgd`: same steps, projection and bounds) ascending the
-    margin max_{c≠y} z_c − z_y of ``model``'s logits z instead of the cross-entropy.
-
-    The margin does not saturate: on the squared-distance logits of :class:`NCCLogits` the
-    cross-entropy's gradient vanishes on confidently classified points, or averages over all
-    classes, depending on the layer's scale; sign and normalised steps of the margin are the
-    same at any scale. Gradients are taken w.r.t. the input only.
-    """
-    if targeted:
-        raise ValueError("margin_pgd is untargeted")
-    ball = Ball(x, norm, eps, check_bounds(bounds, x))
-    x_adv = ball.clamp(start.detach().to(x.dtype, copy=True))
-    rows = y.long()[:, None]
-    with torch.enable_grad():
-        for _ in range(steps):
-            x_adv.requires_grad_(True)
-            logits = model(x_adv).float()
-            others = logits.scatter(1, rows, float("-inf")).amax(1)
-            margin = others - logits.gather(1, rows)[:, 0]
-            (grad,) = torch.autograd.grad(margin.sum(), [x_adv])
-            x_adv = ball.step(x_adv.detach(), grad, alpha)
-    return x_adv.detach()
 
 
 def _kl_sum(clean_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
