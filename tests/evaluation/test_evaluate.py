@@ -276,6 +276,25 @@ def test_cli_refuses_bad_input(
     assert not RunDirectory(at_run).robustness_path.exists()
 
 
+def test_cli_runs_the_transfer_check_from_a_kept_checkpoint(
+    at_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = RunDirectory(at_run).robustness_path
+    argv = ["eval", str(at_run), "--attacks", "pgd:steps=2", "--limit", "20"]
+    try:
+        assert main([*argv, "--transfer-from", "7"]) == 2
+        assert "no kept checkpoint for epoch(s) [7]" in capsys.readouterr().err
+        assert main([*argv, "--transfer-from", "3", "--no-checks"]) == 2
+        assert "drop --no-checks" in capsys.readouterr().err
+        assert not path.exists()
+        assert main([*argv, "--transfer-from", "3"]) == 0
+        table = pd.read_parquet(path)
+        gain = table[(table.attack == "masking-checks") & (table.metric == "transfer_gain")]
+        assert len(gain) == 1 and 0 <= gain.value.iloc[0] <= 1
+    finally:
+        path.unlink(missing_ok=True)
+
+
 def test_cli_writes_rerun_replaces_and_a_failure_keeps_what_was_written(
     at_run: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -66,9 +66,12 @@ class Noisy(nn.Module):
         return self.inner(x + 0.05 * torch.randn_like(x))
 
 
-def checks(model: nn.Module, attacks: str = "pgd:steps=10") -> tuple[pd.DataFrame, RobustnessRow]:
+def checks(
+    model: nn.Module, attacks: str = "pgd:steps=10", surrogate: nn.Module | None = None
+) -> tuple[pd.DataFrame, RobustnessRow]:
     """The evaluation's rows and the report row built from them (one seed)."""
-    table = evaluate(model, load_dataset("digits"), attacks=attacks, eps=EPS, limit=LIMIT)
+    data = load_dataset("digits")
+    table = evaluate(model, data, attacks=attacks, eps=EPS, limit=LIMIT, surrogate=surrogate)
     found = table[(table.attack == CHECKS) & (table.metric != "points")]
     values = dict(zip(found.metric, found.value, strict=True))
     row = RobustnessRow(
@@ -113,6 +116,15 @@ def test_a_masked_model_raises_the_flag_with_its_evidence(
     assert all(any(text in e for e in found) for text in evidence), found
     table = RobustnessTable([row], [])
     assert table.flagged(row) and table.cells()[0][-1] == FLAG
+
+
+def test_a_transfer_attack_breaks_what_the_masked_gradient_hides(standard: nn.Module) -> None:
+    table, row = checks(Rounded(standard), surrogate=standard)
+    found = table[table.attack == CHECKS].set_index("metric").value
+    # PGD-10 on the quantised model cannot move; made on the plain one, it transfers
+    assert found["pgd10_accuracy"] > 0.5 and found["transfer_gain"] > 0.3
+    assert any("transferred from another checkpoint broke" in e for e in row.evidence())
+    assert standard.training is False
 
 
 def test_checks_can_be_skipped(standard: nn.Module) -> None:

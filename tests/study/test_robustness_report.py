@@ -104,6 +104,7 @@ def test_table_aggregates_seeds_and_states_the_gap_without_a_flag(runs: Path) ->
     ("evidence", "text"),
     [
         ({"square_gain": 0.03}, "Square broke 3.0% of the points the white-box stages"),
+        ({"transfer_gain": 0.05}, "PGD-10 transferred from another checkpoint broke 5.0%"),
         ({"pgd10_accuracy_eps_x4": 0.4}, "PGD-10 accuracy 0.40 at 4× eps (does not fall to 0)"),
         ({"zero_gradient_fraction": 0.25}, "zero input gradient on 25.0% of the points"),
         ({"output_variation": 0.01}, "outputs change between forward passes"),

@@ -44,6 +44,7 @@ from ncrobust.runs.tables import (
     SQUARE_GAIN,
     SWEEP_MULTIPLIERS,
     SWEEP_PREFIX,
+    TRANSFER_GAIN,
     ZERO_GRADIENT,
     robustness_frame,
 )
@@ -382,6 +383,30 @@ def _sweep(
     return values
 
 
+def _transfer_gain(
+    model: nn.Module,
+    surrogate: nn.Module,
+    target: _Target,
+    robust: Tensor,
+    norm: str,
+    eps: float,
+    step: float,
+    seed: int,
+    batch_size: int,
+) -> float:
+    """The fraction of all points that every attack left robust but PGD-10 made on
+    ``surrogate`` (a different model, e.g. an earlier checkpoint) breaks on ``model``."""
+    broken = 0
+    generator = torch.Generator(device=target.device).manual_seed(seed)
+    for index in _chunks(robust.nonzero().flatten(), batch_size):
+        x, y = target.batch(index)
+        x_adv = pgd(
+            surrogate, x, y, norm=norm, eps=eps, alpha=step * eps, steps=10, generator=generator
+        )
+        broken += int((_predict(model, x_adv) != y).sum())
+    return broken / len(robust)
+
+
 def evaluate(
     model: nn.Module,
     data: ImageDataset | Split | tuple[Tensor, Tensor] | Mapping[str, Any],
@@ -398,6 +423,7 @@ def evaluate(
     epoch: int = 0,
     on_result: Callable[[pd.DataFrame], None] | None = None,
     checks: bool = True,
+    surrogate: nn.Module | None = None,
 ) -> pd.DataFrame:
     """Clean and robust accuracy of ``model`` on ``data`` under each attack and eps.
 
@@ -414,7 +440,9 @@ def evaluate(
     attack ``masking-checks`` on the same points: PGD-10 accuracy at eps (what training's PGD
     reports, here comparable with AutoAttack) and at 2·eps and 4·eps, the zero-gradient
     fraction, the output variation between forward passes, whether outputs are probabilities,
-    and the accuracy Square removed after the white-box stages (when AutoAttack ran).
+    and the accuracy Square removed after the white-box stages (when AutoAttack ran). With a
+    ``surrogate`` model (evaluated in eval mode, its mode restored), they also hold the
+    accuracy that PGD-10 transferred from it removes from the points every attack left robust.
     """
     parsed = parse_attacks(attacks)
     eps_values = [check_eps(e, norm) for e in (eps if isinstance(eps, list | tuple) else [eps])]
@@ -438,6 +466,9 @@ def evaluate(
     )
     was_training = model.training
     model.to(target_device).eval()
+    surrogate_training = surrogate is not None and surrogate.training
+    if surrogate is not None:
+        surrogate.to(target_device).eval()
     frames: list[pd.DataFrame] = []
     forked = [target_device.index or 0] if target_device.type == "cuda" else []
 
@@ -480,6 +511,7 @@ def evaluate(
                 outputs = _output_checks(model, target, batch_size) if checks else {}
                 for eps_value in eps_values:
                     square_gain: dict[str, float] = {}
+                    survived = correct.clone()  # robust under every attack
                     for spec in parsed:
                         stages: dict[str, float] = {}
                         if isinstance(spec, PGDSpec):
@@ -493,6 +525,7 @@ def evaluate(
                                 ta, model, target, correct, norm, eps_value, num_classes, seed,
                                 batch_size,
                             )  # fmt: skip
+                        survived &= robust
                         values = {ACCURACY: float(robust.float().mean())}
                         values |= {STAGE_PREFIX + k: v for k, v in stages.items()}
                         emit(split, spec.name, eps_value, values | {POINTS: points})
@@ -503,8 +536,15 @@ def evaluate(
                         sweep = _sweep(
                             model, target, correct, norm, eps_value, step, seed, batch_size
                         )
+                        if surrogate is not None:
+                            sweep[TRANSFER_GAIN] = _transfer_gain(
+                                model, surrogate, target, survived, norm, eps_value, step, seed,
+                                batch_size,
+                            )  # fmt: skip
                         found = sweep | outputs | square_gain | {POINTS: points}
                         emit(split, CHECKS, eps_value, found)
     finally:
         model.train(was_training)
+        if surrogate is not None:
+            surrogate.train(surrogate_training)
     return pd.concat(frames, ignore_index=True)

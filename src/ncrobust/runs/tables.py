@@ -38,6 +38,7 @@ ZERO_GRADIENT = "zero_gradient_fraction"  # points whose margin's gradient w.r.t
 OUTPUT_VARIATION = "output_variation"  # max change of normalised outputs between passes
 PROBABILITY_OUTPUT = "probability_output"  # 1: outputs in [0, 1] with rows summing to 1
 SQUARE_GAIN = "square_gain"  # accuracy Square removed after the white-box stages
+TRANSFER_GAIN = "transfer_gain"  # accuracy PGD-10 transferred from a surrogate removed after all
 
 
 def empty_metrics() -> pd.DataFrame:

@@ -36,6 +36,7 @@ from ncrobust.runs.tables import (
     SQUARE_GAIN,
     SWEEP_MULTIPLIERS,
     SWEEP_PREFIX,
+    TRANSFER_GAIN,
     ZERO_GRADIENT,
 )
 from ncrobust.study.aggregate import format_eps
@@ -51,6 +52,7 @@ EVIDENCE = "masking evidence"
 FLAG = "gradient masking suspected"
 # Evidence thresholds: the original AutoAttack suite's checks (autoattack/checks.py) unless noted
 SQUARE_GAIN_MAX = 0.002  # check_square_sr: Square lowering robust accuracy by more than this
+TRANSFER_GAIN_MAX = SQUARE_GAIN_MAX  # the project's: a transfer attack held to Square's bar
 OUTPUT_VARIATION_MAX = 1e-4  # check_randomized: normalised outputs differing by more than this
 ZERO_GRADIENT_MAX = 0.0  # check_zero_gradients: any point with an all-zero gradient
 # the project's choice: PGD-10 at the largest sweep radius (4·eps, capped at the box) leaves
@@ -117,6 +119,11 @@ class RobustnessRow:
             found.append(
                 f"Square broke {worst[SQUARE_GAIN]:.1%} of the points the white-box stages "
                 "left robust"
+            )
+        if worst.get(TRANSFER_GAIN, 0.0) > TRANSFER_GAIN_MAX:
+            found.append(
+                f"PGD-10 transferred from another checkpoint broke {worst[TRANSFER_GAIN]:.1%} "
+                "of the points every attack left robust"
             )
         largest = f"{SWEEP_PREFIX}{max(SWEEP_MULTIPLIERS)}"
         if worst.get(largest, 0.0) > SWEEP_ACCURACY_MAX:
@@ -201,8 +208,9 @@ class RobustnessTable:
             f"'{OVERSTATES}' is PGD-10 minus AutoAttack on the same points, marked (!) above "
             f"{self.masking_gap:g} (--masking-gap): how weak PGD-10 is, not masking. "
             f"'{FLAG}' needs evidence from the original AutoAttack suite's checks: Square "
-            f"breaking more than {SQUARE_GAIN_MAX:.1%} the white-box stages missed, PGD-10 "
-            f"accuracy above {SWEEP_ACCURACY_MAX:g} at {max(SWEEP_MULTIPLIERS)}× eps, any "
+            f"breaking more than {SQUARE_GAIN_MAX:.1%} the white-box stages missed (or a "
+            "transfer attack, `eval --transfer-from`, breaking as many every attack missed), "
+            f"PGD-10 accuracy above {SWEEP_ACCURACY_MAX:g} at {max(SWEEP_MULTIPLIERS)}× eps, any "
             "point with a zero input gradient, outputs that change between passes or are "
             "probabilities."
         )
