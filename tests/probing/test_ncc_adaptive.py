@@ -135,3 +135,13 @@ def test_adaptive_view_is_opt_in_and_takes_a_radius() -> None:
     assert "ncc_adaptive@test@eps=4/255" in chosen.views
     with pytest.raises(UsageError, match="eps=8 is larger than the whole"):
         build_config("digits", overrides={"views": "clean,ncc_adaptive@eps=8", "out": "x"})
+
+
+def test_a_view_with_its_own_radius_is_weaker_at_a_smaller_radius() -> None:
+    net, data = _trained_net()
+    views = ["clean", "ncc_adaptive@test@eps=0.05", "ncc_adaptive@test"]
+    table = measure(net, data, layers=LAYERS, views=views, attack=ATTACK)
+    assert set(table.view) == {"clean", "ncc_adaptive@eps=0.05", "ncc_adaptive"}
+    for layer in LAYERS:
+        small = _ncc(table, "ncc_adaptive@eps=0.05", layer)
+        assert _ncc(table, "ncc_adaptive", layer) < small <= _ncc(table, "clean", layer)
