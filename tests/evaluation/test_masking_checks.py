@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ncrobust.data import load_dataset
+from ncrobust.errors import UsageError
 from ncrobust.evaluation.robust_accuracy import evaluate
 from ncrobust.runs.tables import CHECKS
 from ncrobust.study.robustness import FLAG, RobustnessRow, RobustnessTable, Stat
@@ -132,3 +133,7 @@ def test_checks_can_be_skipped(standard: nn.Module) -> None:
         standard, load_dataset("digits"), attacks="pgd:steps=2", eps=EPS, limit=20, checks=False
     )
     assert CHECKS not in set(table.attack)
+    with pytest.raises(UsageError, match="masking checks: checks=True"):
+        evaluate(standard, load_dataset("digits"), eps=EPS, checks=False, surrogate=standard)
+    with pytest.raises(UsageError, match=r"surrogate must be a torch\.nn\.Module"):
+        evaluate(standard, load_dataset("digits"), eps=EPS, surrogate="epoch 3")  # type: ignore[arg-type]

@@ -456,6 +456,10 @@ def evaluate(
         raise UsageError("batch_size must be >= 1")
     if limit is not None and limit < 1:
         raise UsageError("limit must be >= 1")
+    if surrogate is not None and not isinstance(surrogate, nn.Module):
+        raise UsageError(f"surrogate must be a torch.nn.Module, got {type(surrogate).__name__}")
+    if surrogate is not None and not checks:
+        raise UsageError("the transfer from a surrogate is one of the masking checks: checks=True")
     targets = _data(data, splits)
     ta = require_torchattacks() if any(isinstance(a, AutoAttackSpec) for a in parsed) else None
     parameter = next(model.parameters(), None)
