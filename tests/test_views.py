@@ -24,7 +24,7 @@ def test_labels_round_trip_with_six_significant_digits() -> None:
         ("pgd@eps=0", "eps must be a finite number > 0"),
         ("pgd@eps=nan", "eps must be a finite number > 0"),
         ("@eps=0.1", "unknown view ''"),
-        ("clean@eps=0.1", "only pgd and targeted take a radius"),
+        ("clean@eps=0.1", "only pgd, targeted and ncc_adaptive take a radius"),
     ],
 )
 def test_malformed_labels_are_refused(label: str, message: str) -> None:

@@ -26,7 +26,15 @@ from ncrobust.data import DATASETS
 from ncrobust.errors import UsageError
 from ncrobust.models import available_models
 from ncrobust.runtime import PRECISIONS
-from ncrobust.views import SPLITS, VIEWS, parse_pixels, parse_view, probe_plan, view_radii
+from ncrobust.views import (
+    ADAPTIVE_VIEW,
+    SPLITS,
+    VIEWS,
+    parse_pixels,
+    parse_view,
+    probe_plan,
+    view_radii,
+)
 
 MODES = ("st", "at", "trades")
 
@@ -248,8 +256,8 @@ def build_config(
 def resolve(config: TrainConfig) -> TrainConfig:
     """Fill the fields whose defaults depend on others (views per mode)."""
     views = list(config.views) or list(DEFAULT_VIEWS.get(config.mode, DEFAULT_VIEWS["st"]))
-    if views == ["all"]:
-        views = list(VIEWS)
+    if views == ["all"]:  # every view but the adaptive one (an attack per layer): opt in
+        views = [v for v in VIEWS if v != ADAPTIVE_VIEW]
     out = config.out or default_out(config)
     return dataclasses.replace(config, views=views, out=out)
 

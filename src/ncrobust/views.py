@@ -1,7 +1,8 @@
 """Views, splits and layer names: what a measurement row is about, written once.
 
 A *view* is the data a measurement sees: ``clean``, ``pgd`` (fresh PGD on the evaluated model),
-``train_adv`` (the epoch's own training perturbations), ``gaussian`` or ``targeted``. A view
+``train_adv`` (the epoch's own training perturbations), ``gaussian``, ``targeted`` or
+``ncc_adaptive`` (PGD on each layer's nearest-class-mean rule, NCC rows only). A view
 spec ``VIEW[@SPLIT][@eps=E]`` may limit it to one split and give an attack view its own radius;
 its *label* in the tables is the view's name, or ``"{view}@eps={eps:.6g}"`` with eps in pixel
 units. Radii are numbers or fractions such as ``8/255`` everywhere (:func:`parse_pixels`).
@@ -16,8 +17,11 @@ from dataclasses import dataclass
 
 from ncrobust.errors import UsageError
 
-VIEWS = ("clean", "pgd", "train_adv", "gaussian", "targeted")
-PERTURBED_VIEWS = ("pgd", "train_adv", "gaussian", "targeted")
+VIEWS = ("clean", "pgd", "train_adv", "gaussian", "targeted", "ncc_adaptive")
+PERTURBED_VIEWS = ("pgd", "train_adv", "gaussian", "targeted", "ncc_adaptive")
+# PGD per layer on that layer's nearest-class-mean rule: one attack per measured layer, so
+# selected explicitly (``all`` and no mode's defaults include it)
+ADAPTIVE_VIEW = "ncc_adaptive"
 SPLITS = ("train", "test")
 PENULTIMATE = "penultimate"  # the tap of the classifier head's input
 OUTPUT_LAYER = "output"  # the layer name of accuracy / loss rows
@@ -25,7 +29,8 @@ FIT_VIEW = "fit"  # rows about the optimisation itself (training loss, lr, secon
 
 # -- view specs: VIEW, VIEW@split, VIEW@eps=E, VIEW@split@eps=E ----------------------------
 
-RADIUS_VIEWS = ("pgd", "targeted")  # the attack views a spec may give a radius of their own
+# the attack views a spec may give a radius of their own
+RADIUS_VIEWS = ("pgd", "targeted", "ncc_adaptive")
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,8 @@ def parse_view(spec: str, norm: str | None = None) -> ViewSpec:
     if eps is not None:
         if view not in RADIUS_VIEWS:
             raise UsageError(
-                f"view {text!r}: only {' and '.join(RADIUS_VIEWS)} take a radius of their own"
+                f"view {text!r}: only {', '.join(RADIUS_VIEWS[:-1])} and {RADIUS_VIEWS[-1]} "
+                "take a radius of their own"
             )
         if not (math.isfinite(eps) and eps > 0):
             raise UsageError(f"view {text!r}: eps must be a finite number > 0, got {eps:g}")

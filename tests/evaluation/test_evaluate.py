@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -29,15 +28,6 @@ from ncrobust.runs.tables import ROBUSTNESS_COLUMNS, robustness_frame, upsert
 from ncrobust.training import train
 
 EPS = 0.15
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny models: one thread is faster than two on a busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +101,10 @@ def test_autoattack_is_at_least_as_strong_as_pgd(at_model: nn.Module, strong: pd
     ]
     assert stages == sorted(stages, reverse=True) and stages[-1] == auto and stages[0] <= clean
     assert set(table[table.metric == "points"].value) == {100.0}
+    # the masking checks on the same points: PGD-10 is the pgd:steps=10 attack's number, and
+    # Square's gain is what it removed after the white-box stages
+    assert accuracy(table, "masking-checks", "pgd10_accuracy") == pgd10
+    assert accuracy(table, "masking-checks", "square_gain") == pytest.approx(stages[2] - auto)
 
     # APGD-CE stage, independently: torchattacks' APGD (100 steps) on the clean-correct points
     import torchattacks
@@ -209,7 +203,8 @@ def test_any_model_any_data_and_its_mode_is_restored() -> None:
     table = evaluate(model, (x, y), attacks="pgd:steps=3:restarts=2", eps=8 / 255, batch_size=5)
     assert model.training and torch.equal(bn.running_mean, mean)  # evaluated in eval mode
     assert list(table.columns) == ["epoch", "split", "attack", "norm", "eps", "metric", "value"]
-    assert set(table.split) == {"test"} and set(table.attack) == {"clean", "pgd:steps=3:restarts=2"}
+    assert set(table.split) == {"test"}
+    assert set(table.attack) == {"clean", "pgd:steps=3:restarts=2", "masking-checks"}  # default
     with torch.no_grad():
         expected = (model.eval()(x).argmax(1) == y).float().mean().item()
     assert accuracy(table, "clean") == pytest.approx(expected)
@@ -281,11 +276,30 @@ def test_cli_refuses_bad_input(
     assert not RunDirectory(at_run).robustness_path.exists()
 
 
+def test_cli_runs_the_transfer_check_from_a_kept_checkpoint(
+    at_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = RunDirectory(at_run).robustness_path
+    argv = ["eval", str(at_run), "--attacks", "pgd:steps=2", "--limit", "20"]
+    try:
+        assert main([*argv, "--transfer-from", "7"]) == 2
+        assert "no kept checkpoint for epoch(s) [7]" in capsys.readouterr().err
+        assert main([*argv, "--transfer-from", "3", "--no-checks"]) == 2
+        assert "drop --no-checks" in capsys.readouterr().err
+        assert not path.exists()
+        assert main([*argv, "--transfer-from", "3"]) == 0
+        table = pd.read_parquet(path)
+        gain = table[(table.attack == "masking-checks") & (table.metric == "transfer_gain")]
+        assert len(gain) == 1 and 0 <= gain.value.iloc[0] <= 1
+    finally:
+        path.unlink(missing_ok=True)
+
+
 def test_cli_writes_rerun_replaces_and_a_failure_keeps_what_was_written(
     at_run: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = RunDirectory(at_run).robustness_path
-    argv = ["eval", str(at_run), "--attacks", "pgd:steps=3", "--epochs", "3,6"]
+    argv = ["eval", str(at_run), "--attacks", "pgd:steps=3", "--epochs", "3,6", "--no-checks"]
     try:
         assert main([*argv, "--limit", "20"]) == 0
         printed = capsys.readouterr().out

@@ -38,6 +38,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="seed of the attacks (default: the run's seed)")
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--device", default=None, help="default: the run's device")
+    parser.add_argument(
+        "--no-checks",
+        dest="checks",
+        action="store_false",
+        help="skip the gradient-masking checks (PGD-10 at 1, 2 and 4 x eps on the same points, "
+        "zero gradients, randomised or probability outputs, Square's gain)",
+    )
+    parser.add_argument(
+        "--transfer-from",
+        type=int,
+        metavar="EPOCH",
+        help="masking check: PGD-10 made on this kept checkpoint of each run, transferred to "
+        "the evaluated one, on the points every attack left robust",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         batch_size=args.batch_size,
         device=args.device,
+        checks=args.checks,
+        transfer_from=args.transfer_from,
     )
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(summary(results).to_string(index=False, float_format=lambda v: f"{v:.4g}"))

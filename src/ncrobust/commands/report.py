@@ -34,8 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--masking-gap",
         type=float,
         default=MASKING_GAP,
-        help="flag PGD-10 accuracy above AutoAttack's by more than this as possible gradient "
-        f"masking (default: {MASKING_GAP:g})",
+        help="mark PGD-10 accuracy above AutoAttack's (same points) by more than this as "
+        "overstated; the gradient-masking flag rests on the masking checks' evidence "
+        f"(default: {MASKING_GAP:g})",
     )
     group = parser.add_argument_group("thresholds of the verdicts")
     defaults = Thresholds()

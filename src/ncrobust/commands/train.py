@@ -39,8 +39,10 @@ HELP: dict[str, str] = {
     "channels_last": "NHWC memory format on CUDA",
     "measure_every": "measure NC every k epochs (plus epoch 0 and the last)",
     "measure_batch_size": "batch size of measurement passes",
-    "views": "clean,pgd,train_adv,gaussian,targeted or all; VIEW@split limits a view to a "
-    "split, VIEW@eps=E gives pgd/targeted a radius of their own (step scaled linearly)",
+    "views": "clean,pgd,train_adv,gaussian,targeted,ncc_adaptive or all (all but "
+    "ncc_adaptive, which attacks each layer's NCC rule: one PGD per layer); VIEW@split limits "
+    "a view to a split, VIEW@eps=E gives pgd/targeted/ncc_adaptive a radius of their own "
+    "(step scaled linearly)",
     "splits": "train,test",
     "layers": "tap names, comma-separated, or all",
     "final_layers": "layers measured at the last epoch (default: --layers); all for layerwise",

@@ -28,14 +28,24 @@ from torch import Tensor, nn
 
 from ncrobust.attacks import NORMS, pgd
 from ncrobust.attacks.ball import Ball
+from ncrobust.attacks.margin import margin
 from ncrobust.attacks.validation import check_nonnegative
 from ncrobust.data import ImageDataset, Split, to_pixels
 from ncrobust.errors import UsageError
 from ncrobust.runs.tables import (
     ACCURACY,
     AUTOATTACK,
+    CHECKS,
     CLEAN,
+    OUTPUT_VARIATION,
+    PGD_SAME_POINTS,
     POINTS,
+    PROBABILITY_OUTPUT,
+    SQUARE_GAIN,
+    SWEEP_MULTIPLIERS,
+    SWEEP_PREFIX,
+    TRANSFER_GAIN,
+    ZERO_GRADIENT,
     robustness_frame,
 )
 from ncrobust.runtime import resolve_device
@@ -300,6 +310,103 @@ def _autoattack_robust(
     return robust, after
 
 
+# -- gradient-masking checks (the original AutoAttack suite's checks, ported) ---------------
+
+CHECK_PASSES = 5  # forward passes compared for randomness, as the original suite
+PROBABILITY_TOLERANCE = 1e-5  # the original suite's tolerance for "rows sum to 1"
+
+
+def _output_checks(model: nn.Module, target: _Target, batch_size: int) -> dict[str, float]:
+    """Evidence of masking that needs no attack, on every evaluated point: the fraction of
+    points whose margin (largest other logit minus the true one) has an all-zero gradient
+    w.r.t. the input (the gradient attacks cannot move them), the largest change of
+    L2-normalised outputs over repeated forward passes (a randomised model), and whether the
+    outputs are probabilities (a softmax applied before the attacks' loss flattens its
+    gradient). The original suite inspects the cross-entropy's gradient, which also underflows
+    to zero on merely very confident points; the margin's vanishes only where the model's
+    outputs are flat in the input."""
+    zero = 0
+    variation = 0.0
+    probability = True
+    for index in _chunks(torch.arange(len(target.labels)), batch_size):
+        x, y = target.batch(index)
+        x.requires_grad_(True)
+        with torch.enable_grad():
+            out = model(x)
+            (grad,) = torch.autograd.grad(margin(out, y).sum(), [x])
+        zero += int((grad.flatten(1).abs().sum(1) == 0).sum())
+        with torch.no_grad():
+            passes = [out.detach(), *(model(x.detach()) for _ in range(CHECK_PASSES - 1))]
+        unit = [o / (o.norm(dim=1, keepdim=True) + 1e-10) for o in passes]
+        for i, first in enumerate(unit):
+            for second in unit[i + 1 :]:
+                variation = max(variation, float((first - second).norm(dim=1).max()))
+        o = passes[0]
+        probability &= bool(
+            o.max() < 1 + PROBABILITY_TOLERANCE
+            and o.min() > -PROBABILITY_TOLERANCE
+            and ((o.sum(1) - 1).abs() < PROBABILITY_TOLERANCE).all()
+        )
+    return {
+        ZERO_GRADIENT: zero / len(target.labels),
+        OUTPUT_VARIATION: variation,
+        PROBABILITY_OUTPUT: float(probability),
+    }
+
+
+def _box_radius(norm: str, shape: Sequence[int]) -> float:
+    """The largest meaningful radius in [0,1] pixels: the whole range (l_inf) or the
+    diagonal of the box (l_2)."""
+    return 1.0 if norm == "linf" else math.sqrt(math.prod(shape))
+
+
+def _sweep(
+    model: nn.Module,
+    target: _Target,
+    correct: Tensor,
+    norm: str,
+    eps: float,
+    step: float,
+    seed: int,
+    batch_size: int,
+) -> dict[str, float]:
+    """PGD-10 accuracy on the evaluated points at eps and at k·eps (k in SWEEP_MULTIPLIERS,
+    capped at the box): without masking it falls towards 0 as the radius grows."""
+    spec = PGDSpec(steps=10)
+    box = _box_radius(norm, target.images.shape[1:])
+    values = {}
+    for multiplier in (1, *SWEEP_MULTIPLIERS):
+        radius = min(multiplier * eps, box)
+        robust = _pgd_robust(model, target, correct, spec, norm, radius, step, seed, batch_size)
+        name = PGD_SAME_POINTS if multiplier == 1 else f"{SWEEP_PREFIX}{multiplier}"
+        values[name] = float(robust.float().mean())
+    return values
+
+
+def _transfer_gain(
+    model: nn.Module,
+    surrogate: nn.Module,
+    target: _Target,
+    robust: Tensor,
+    norm: str,
+    eps: float,
+    step: float,
+    seed: int,
+    batch_size: int,
+) -> float:
+    """The fraction of all points that every attack left robust but PGD-10 made on
+    ``surrogate`` (a different model, e.g. an earlier checkpoint) breaks on ``model``."""
+    broken = 0
+    generator = torch.Generator(device=target.device).manual_seed(seed)
+    for index in _chunks(robust.nonzero().flatten(), batch_size):
+        x, y = target.batch(index)
+        x_adv = pgd(
+            surrogate, x, y, norm=norm, eps=eps, alpha=step * eps, steps=10, generator=generator
+        )
+        broken += int((_predict(model, x_adv) != y).sum())
+    return broken / len(robust)
+
+
 def evaluate(
     model: nn.Module,
     data: ImageDataset | Split | tuple[Tensor, Tensor] | Mapping[str, Any],
@@ -315,6 +422,8 @@ def evaluate(
     device: str | torch.device | None = None,
     epoch: int = 0,
     on_result: Callable[[pd.DataFrame], None] | None = None,
+    checks: bool = True,
+    surrogate: nn.Module | None = None,
 ) -> pd.DataFrame:
     """Clean and robust accuracy of ``model`` on ``data`` under each attack and eps.
 
@@ -326,6 +435,14 @@ def evaluate(
     mode is restored afterwards), all randomness comes from ``seed`` and the caller's global
     RNG state is left as it was. ``on_result`` receives each attack's rows as soon as they
     are computed (the CLI writes them, so a kill loses nothing finished).
+
+    ``checks`` (default on; cheap next to AutoAttack) adds, per split and eps, the rows of
+    attack ``masking-checks`` on the same points: PGD-10 accuracy at eps (what training's PGD
+    reports, here comparable with AutoAttack) and at 2·eps and 4·eps, the zero-gradient
+    fraction, the output variation between forward passes, whether outputs are probabilities,
+    and the accuracy Square removed after the white-box stages (when AutoAttack ran). With a
+    ``surrogate`` model (evaluated in eval mode, its mode restored), they also hold the
+    accuracy that PGD-10 transferred from it removes from the points every attack left robust.
     """
     parsed = parse_attacks(attacks)
     eps_values = [check_eps(e, norm) for e in (eps if isinstance(eps, list | tuple) else [eps])]
@@ -339,6 +456,10 @@ def evaluate(
         raise UsageError("batch_size must be >= 1")
     if limit is not None and limit < 1:
         raise UsageError("limit must be >= 1")
+    if surrogate is not None and not isinstance(surrogate, nn.Module):
+        raise UsageError(f"surrogate must be a torch.nn.Module, got {type(surrogate).__name__}")
+    if surrogate is not None and not checks:
+        raise UsageError("the transfer from a surrogate is one of the masking checks: checks=True")
     targets = _data(data, splits)
     ta = require_torchattacks() if any(isinstance(a, AutoAttackSpec) for a in parsed) else None
     parameter = next(model.parameters(), None)
@@ -349,6 +470,9 @@ def evaluate(
     )
     was_training = model.training
     model.to(target_device).eval()
+    surrogate_training = surrogate is not None and surrogate.training
+    if surrogate is not None:
+        surrogate.to(target_device).eval()
     frames: list[pd.DataFrame] = []
     forked = [target_device.index or 0] if target_device.type == "cuda" else []
 
@@ -388,7 +512,10 @@ def evaluate(
 
                 points = float(len(labels))
                 emit(split, CLEAN, 0.0, {ACCURACY: float(correct.float().mean()), POINTS: points})
+                outputs = _output_checks(model, target, batch_size) if checks else {}
                 for eps_value in eps_values:
+                    square_gain: dict[str, float] = {}
+                    survived = correct.clone()  # robust under every attack
                     for spec in parsed:
                         stages: dict[str, float] = {}
                         if isinstance(spec, PGDSpec):
@@ -402,9 +529,26 @@ def evaluate(
                                 ta, model, target, correct, norm, eps_value, num_classes, seed,
                                 batch_size,
                             )  # fmt: skip
+                        survived &= robust
                         values = {ACCURACY: float(robust.float().mean())}
                         values |= {STAGE_PREFIX + k: v for k, v in stages.items()}
                         emit(split, spec.name, eps_value, values | {POINTS: points})
+                        if stages:  # Square's success where the white-box stages failed
+                            white_box = stages[AUTOATTACK_STAGES[-2]]
+                            square_gain[SQUARE_GAIN] = white_box - stages[AUTOATTACK_STAGES[-1]]
+                    if checks:
+                        sweep = _sweep(
+                            model, target, correct, norm, eps_value, step, seed, batch_size
+                        )
+                        if surrogate is not None:
+                            sweep[TRANSFER_GAIN] = _transfer_gain(
+                                model, surrogate, target, survived, norm, eps_value, step, seed,
+                                batch_size,
+                            )  # fmt: skip
+                        found = sweep | outputs | square_gain | {POINTS: points}
+                        emit(split, CHECKS, eps_value, found)
     finally:
         model.train(was_training)
+        if surrogate is not None:
+            surrogate.train(surrogate_training)
     return pd.concat(frames, ignore_index=True)

@@ -33,7 +33,9 @@ from ncrobust.runs.directory import RunDirectory, find_run_dirs
 from ncrobust.runs.tables import (
     ACCURACY,
     AUTOATTACK,
+    CHECKS,
     CLEAN,
+    PGD_SAME_POINTS,
     POINTS,
     ROBUSTNESS_COLUMNS,
     robustness_frame,
@@ -54,6 +56,7 @@ class EvalPlan:
     eps: list[float]
     step: float
     seed: int
+    surrogate: Path | None = None  # a kept checkpoint whose PGD-10 examples are transferred
 
 
 def plan_run(
@@ -62,11 +65,15 @@ def plan_run(
     eps: str | None,
     norm: str | None,
     seed: int | None,
+    transfer_from: int | None = None,
 ) -> EvalPlan:
     """Check one run directory and its checkpoints; resolve the run's defaults."""
     run = RunDirectory(path)
     config = run.read_config()
     files = kept_checkpoints(run.checkpoint_dir, epochs)
+    surrogate = None
+    if transfer_from is not None:
+        (surrogate,) = kept_checkpoints(run.checkpoint_dir, str(transfer_from))
     chosen_norm = norm or config.norm
     texts = [e for e in (eps or "").split(",") if e.strip()]
     if not texts and not config.eps > 0:
@@ -81,6 +88,7 @@ def plan_run(
         eps=radii,
         step=config.alpha / config.eps if config.eps > 0 else DEFAULT_STEP,
         seed=config.seed if seed is None else seed,
+        surrogate=surrogate,
     )
 
 
@@ -108,12 +116,17 @@ def evaluate_runs(
     batch_size: int = 500,
     device: str | None = None,
     echo: Callable[[str], None] | None = print,
+    checks: bool = True,
+    transfer_from: int | None = None,
 ) -> pd.DataFrame:
     """Evaluate the chosen checkpoints of ``runs`` and merge the rows into each run's table.
 
     Everything (runs, checkpoints, attacks, eps, splits) is checked before any attack runs;
     each attack's rows are written as soon as they exist. Returns the new rows with a ``run``
     column. ``eps`` is comma-separated text (k/255 accepted); defaults come from each run.
+    ``checks`` runs the gradient-masking checks (:func:`evaluate`) on the same points;
+    ``transfer_from`` (an epoch with a kept checkpoint in every run) adds the transfer check,
+    PGD-10 made on that checkpoint and applied to each evaluated one.
     """
     parsed: list[AttackSpec] = parse_attacks(attacks)
     chosen = [s.strip() for s in splits.split(",")] if isinstance(splits, str) else list(splits)
@@ -129,13 +142,19 @@ def evaluate_runs(
         raise UsageError(f"unknown norm {norm!r} (known: {', '.join(NORMS)})")
     if any(isinstance(a, AutoAttackSpec) for a in parsed):
         require_torchattacks()
-    plans = [plan_run(p, epochs, eps, norm, seed) for p in find_run_dirs(runs)]
+    if transfer_from is not None and not checks:
+        raise UsageError("--transfer-from is one of the masking checks: drop --no-checks")
+    plans = [plan_run(p, epochs, eps, norm, seed, transfer_from) for p in find_run_dirs(runs)]
     results: list[pd.DataFrame] = []
     for plan in plans:
         config = plan.config
         target = resolve_device(device or config.device)
         dataset = load_dataset(config.dataset, data_dir=config.data_dir)
         model = build_model(config, dataset).to(target)
+        surrogate = None
+        if plan.surrogate is not None:
+            surrogate = build_model(config, dataset).to(target)
+            restore(load_checkpoint(plan.surrogate), surrogate)
         for file in plan.files:
             checkpoint = load_checkpoint(file)
             restore(checkpoint, model)
@@ -146,10 +165,11 @@ def evaluate_runs(
                 if echo is not None:
                     attack = str(rows.attack.iloc[0])
                     where = f" {rows.norm.iloc[0]} eps {rows.eps.iloc[0]:.5g}"
-                    accuracy = float(rows[rows.metric == ACCURACY].value.iloc[0])
+                    shown = PGD_SAME_POINTS if attack == CHECKS else ACCURACY
+                    accuracy = float(rows[rows.metric == shown].value.iloc[0])
                     echo(
                         f"{plan.run.root}: epoch {rows.epoch.iloc[0]} {rows.split.iloc[0]} "
-                        f"{attack}{where if attack != CLEAN else ''}: accuracy {accuracy:.4f}"
+                        f"{attack}{where if attack != CLEAN else ''}: {shown} {accuracy:.4f}"
                     )
 
             evaluate(
@@ -166,5 +186,7 @@ def evaluate_runs(
                 device=target,
                 epoch=checkpoint.epoch,
                 on_result=write,
+                checks=checks,
+                surrogate=surrogate,
             )
     return pd.concat(results, ignore_index=True)

@@ -11,6 +11,8 @@ layer are the reference of the NCC and simplex metrics of every other view. A vi
 miss a class keeps its accuracy, loss and NCC against the reference; the metrics that need every
 class are listed with the reason in ``ProbeResult.missing``. Perturbed views are clamped to
 ``ProbeSpec.bounds`` ([0, 1] pixels unless set).
+The ``ncc_adaptive`` view attacks, per layer, that layer's differentiable nearest-class-mean rule
+(:class:`NCCLogits`) and records only its NCC rows.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from torch import nn
 
 from ncrobust.attacks import PIXEL_BOUNDS, Bounds, gaussian, pgd, target_labels
 from ncrobust.attacks.ball import random_offsets
+from ncrobust.attacks.margin import margin_pgd
 from ncrobust.collapse import AttackStatistics, CollapseAccumulator
 from ncrobust.data import Split, to_pixels
 from ncrobust.distributed import Rows, all_reduce_sum, draw_rows, shard_rows
@@ -43,11 +46,17 @@ from ncrobust.probing.missing_classes import (
 )
 from ncrobust.runs.tables import metric_rows
 from ncrobust.runtime import autocast, eval_mode, make_generator
-from ncrobust.views import OUTPUT_LAYER, SPLITS, scaled_step, view_kind
+from ncrobust.views import (
+    ADAPTIVE_VIEW,
+    OUTPUT_LAYER,
+    PERTURBED_VIEWS,
+    SPLITS,
+    scaled_step,
+    view_kind,
+)
 
 # (inputs, layer names) -> (logits, {layer: features}); a TappedClassifier's forward with taps
 Extractor = Callable[[torch.Tensor, Sequence[str]], tuple[torch.Tensor, dict[str, torch.Tensor]]]
-PERTURBED_VIEWS = ("pgd", "train_adv", "gaussian", "targeted")
 # layer -> (class means, global mean) of the clean train set: every other view's reference
 Reference = dict[str, tuple[torch.Tensor, torch.Tensor]]
 
@@ -252,6 +261,14 @@ class Prober:
                 if (split_name, view) == ("train", "clean"):
                     continue
                 layers_off = (split_name, view) in self.spec.accuracy_only
+                if view_kind(view) == ADAPTIVE_VIEW:
+                    if not layers_off:
+                        split = splits[split_name]
+                        self._adaptive_view(
+                            split_name, view, split.images, split.labels, epoch, reference, result
+                        )
+                    done(split_name, view)
+                    continue
                 if view == "train_adv":
                     if train_adv is None:
                         continue  # nothing was perturbed in this epoch's training
@@ -502,27 +519,86 @@ class Prober:
         if view in ("clean", "train_adv"):
             return x
         spec = self.spec
-        eps, alpha = spec.eps, spec.alpha
-        if label in spec.radii:  # the view's own radius, the step scaled linearly
-            eps, alpha = spec.radii[label], scaled_step(spec.alpha, spec.eps, spec.radii[label])
-        y = labels[start:stop]
         if view == "gaussian":
             noise = draw_rows(x, rows, lambda t: t.normal_(generator=generator))
             return gaussian(x, spec.gaussian_std, noise=noise, bounds=spec.bounds)
+        y = labels[start:stop]
+        return self._attack(self.model, x, y, label, generator, rows, view == "targeted")
+
+    def _attack(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        label: str,
+        generator: torch.Generator,
+        rows: Rows | None,
+        targeted: bool = False,
+        attack: Callable[..., torch.Tensor] = pgd,
+    ) -> torch.Tensor:
+        """``attack`` (:func:`pgd` or :func:`margin_pgd`) on ``model``'s logits with the threat
+        model of the view ``label`` (its own radius, the step scaled linearly), from random
+        offsets drawn for the global batch."""
+        spec = self.spec
+        eps, alpha = spec.eps, spec.alpha
+        if label in spec.radii:  # the view's own radius, the step scaled linearly
+            eps, alpha = spec.radii[label], scaled_step(spec.alpha, spec.eps, spec.radii[label])
         offsets = draw_rows(x, rows, lambda t: random_offsets(t, spec.norm, eps, generator))
         with torch.enable_grad(), autocast(self.device, spec.precision):
-            return pgd(
-                self.model,
+            return attack(
+                model,
                 x,
                 y,
                 norm=spec.norm,
                 eps=eps,
                 alpha=alpha,
                 steps=spec.steps,
-                targeted=view == "targeted",
+                targeted=targeted,
                 bounds=spec.bounds,
                 start=x + offsets,  # clamped to the bounds by pgd
             )
+
+    def _adaptive_view(
+        self,
+        split_name: str,
+        label: str,
+        images: Any,
+        labels: torch.Tensor,
+        epoch: int,
+        reference: Reference | None,
+        result: ProbeResult,
+    ) -> None:
+        """The ``ncc_adaptive`` view: per layer, PGD on the margin of that layer's
+        nearest-class-mean rule (:func:`margin_pgd` on :class:`NCCLogits` of the clean train
+        means, the pgd view's norm, radius, step and steps), then the layer's ``ncc_accuracy`` and
+        ``ncc_match`` (agreement with the network) on the attacked inputs.
+
+        Finding 6 classifies network-PGD points with an early layer's NCC rule: a transfer
+        attack on that rule. This view attacks the rule itself, so its accuracy is what the
+        rule's robustness is worth against an attacker who knows it.
+        """
+        if reference is None:  # no clean train means: no rule to attack
+            layers = self.spec.layers
+            missing = self._missing_rows(epoch, split_name, label, layers, [], None, False)
+            result.missing += [row for row in missing if row["metric"] in NCC_METRICS]
+            return
+        labels = labels.to(self.device)
+        parts = self._parts(len(labels), local=False)
+        for layer in self.spec.layers:
+            means, centre = reference[layer]
+            rule = NCCLogits(self.extractor, layer, means, centre)
+            ncc = ReferenceNCC(means, centre)
+            seed = derive_seed(self.spec.seed, epoch, split_name, label, layer)
+            generator = make_generator(seed, self.device)
+            for start, stop, _, rows in parts:
+                x = to_pixels(images[start:stop], self.device, self.spec.input_dtype)
+                y = labels[start:stop]
+                x_adv = self._attack(rule, x, y, label, generator, rows, attack=margin_pgd)
+                with torch.no_grad():
+                    logits, features = self.extractor(x_adv, [layer])
+                ncc.update(features[layer].flatten(1), y, logits.float())
+            all_reduce_sum(ncc.totals)
+            result.metrics += metric_rows(epoch, split_name, label, layer, ncc.compute())
 
     def _stored_inputs(
         self, images: Any, start: int, stop: int, store: torch.Tensor | None, here: slice
@@ -560,6 +636,36 @@ def _named(layer: str, split: str, view: str) -> Iterator[None]:
             f"layer {layer!r} of split {split!r}, view {view!r}: the model's {exc} (check the "
             "model and its inputs there, or measure other layers=)"
         ) from None
+
+
+class NCCLogits(nn.Module):
+    """A layer's nearest-class-mean rule as a differentiable classifier: logits −‖h(x) − μ_c‖²,
+    with μ_c the clean train class means of the layer (the argmax is the NCC prediction).
+
+    The per-row term ‖h − g‖² is dropped (it shifts all logits of a row alike and cancels in
+    the margin), leaving 2⟨h − g, μ_c − g⟩ − ‖μ_c − g‖² with g the global mean, as
+    :class:`ReferenceNCC` computes the nearest centre.
+    """
+
+    centre: torch.Tensor
+    centred: torch.Tensor
+    offsets: torch.Tensor
+
+    def __init__(
+        self, extractor: Extractor, layer: str, means: torch.Tensor, global_mean: torch.Tensor
+    ) -> None:
+        super().__init__()
+        self.extractor = extractor
+        self.layer = layer
+        centred = (means.detach() - global_mean.detach()).float()
+        self.register_buffer("centre", global_mean.detach().float())
+        self.register_buffer("centred", centred)
+        self.register_buffer("offsets", centred.square().sum(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, features = self.extractor(x, [self.layer])
+        h = features[self.layer].flatten(1).float() - self.centre
+        return 2.0 * h @ self.centred.T - self.offsets
 
 
 def _kl_sum(clean_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:

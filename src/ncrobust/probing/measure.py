@@ -612,7 +612,9 @@ def measure(
             classifier's input), or ``"all"`` (every leaf module producing a tensor, in
             execution order; see :func:`list_layers`).
         views: ``clean``, ``pgd``, ``gaussian``, ``targeted`` (and ``train_adv`` with
-            ``train_adv``); ``VIEW@split`` limits a view to one split.
+            ``train_adv``); ``VIEW@split`` limits a view to one split. ``ncc_adaptive``
+            attacks each layer's nearest-class-mean rule itself (one PGD per layer) and
+            records that layer's ``ncc_accuracy`` and ``ncc_match`` under it.
         attack: the threat model (norm, eps, alpha, steps, gaussian_std, precision) in the
             inputs' own units; default the paper's l_inf 8/255.
         bounds: the input box ``(lo, hi)`` the data lie in and attacks and noise are clamped

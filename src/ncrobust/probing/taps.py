@@ -288,7 +288,7 @@ def _pre(
             if tap.wants_input and (tap.call or 0) == index:
                 value = first_tensor(args)
                 if value is not None:  # copied now: the module may change it in place
-                    store[tap.name] = value.detach().clone()
+                    store[tap.name] = _copy(value)
 
     return hook
 
@@ -303,9 +303,15 @@ def _post(
             if not tap.wants_input and (tap.call or 0) == index:
                 value = first_tensor(output)
                 if value is not None:  # copied now: a later in-place op must not change it
-                    store[tap.name] = value.detach().clone()
+                    store[tap.name] = _copy(value)
 
     return hook
+
+
+def _copy(value: Tensor) -> Tensor:
+    """A tap's copy: detached, unless gradients are on (an attack through the features, such as
+    the ``ncc_adaptive`` view's, differentiates the copy back to the input)."""
+    return value.clone() if torch.is_grad_enabled() else value.detach().clone()
 
 
 def head_weight(

@@ -28,6 +28,17 @@ CLEAN = "clean"  # the attack name of clean accuracy rows
 ACCURACY = "accuracy"
 POINTS = "points"  # how many points were evaluated (a --limit makes it a subset)
 AUTOATTACK = "autoattack"
+# ``ncrobust eval``'s gradient-masking checks (the original AutoAttack suite's, ported): rows of
+# attack CHECKS at each evaluated eps, on the points AutoAttack saw
+CHECKS = "masking-checks"
+PGD_SAME_POINTS = "pgd10_accuracy"  # PGD-10 (the run's step) at eps on the evaluated points
+SWEEP_PREFIX = "pgd10_accuracy_eps_x"  # + multiplier: PGD-10 at k·eps (capped at the box)
+SWEEP_MULTIPLIERS = (2, 4)
+ZERO_GRADIENT = "zero_gradient_fraction"  # points whose margin's gradient w.r.t. x is all 0
+OUTPUT_VARIATION = "output_variation"  # max change of normalised outputs between passes
+PROBABILITY_OUTPUT = "probability_output"  # 1: outputs in [0, 1] with rows summing to 1
+SQUARE_GAIN = "square_gain"  # accuracy Square removed after the white-box stages
+TRANSFER_GAIN = "transfer_gain"  # accuracy PGD-10 transferred from a surrogate removed after all
 
 
 def empty_metrics() -> pd.DataFrame:
