@@ -287,8 +287,10 @@ def _autoattack_robust(
     num_classes: int,
     seed: int,
     batch_size: int,
+    on_stage: Callable[[str, float], None] | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
-    """Robust flags after the four stages run in turn on the points still robust."""
+    """Robust flags after the four stages run in turn on the points still robust
+    (``on_stage(stage, accuracy)`` after each)."""
     robust = correct.clone()
     after: dict[str, float] = {}
     for stage_name, stage in _autoattack_stages(ta, model, norm, eps, num_classes, seed):
@@ -297,6 +299,8 @@ def _autoattack_robust(
             x_adv = _project(stage(x, y), x, norm, eps)
             robust[index] &= (_predict(model, x_adv) == y).to(robust.device)
         after[stage_name] = float(robust.float().mean())
+        if on_stage is not None:
+            on_stage(stage_name, after[stage_name])
     return robust, after
 
 
@@ -315,6 +319,7 @@ def evaluate(
     device: str | torch.device | None = None,
     epoch: int = 0,
     on_result: Callable[[pd.DataFrame], None] | None = None,
+    on_stage: Callable[[str, float], None] | None = None,
 ) -> pd.DataFrame:
     """Clean and robust accuracy of ``model`` on ``data`` under each attack and eps.
 
@@ -325,7 +330,8 @@ def evaluate(
     Every input is checked before any attack runs. The model is evaluated in eval mode (its
     mode is restored afterwards), all randomness comes from ``seed`` and the caller's global
     RNG state is left as it was. ``on_result`` receives each attack's rows as soon as they
-    are computed (the CLI writes them, so a kill loses nothing finished).
+    are computed (the CLI writes them, so a kill loses nothing finished); ``on_stage`` gets
+    each AutoAttack stage's name and the accuracy after it, as the stage ends (progress).
     """
     parsed = parse_attacks(attacks)
     eps_values = [check_eps(e, norm) for e in (eps if isinstance(eps, list | tuple) else [eps])]
@@ -400,7 +406,7 @@ def evaluate(
                             assert ta is not None
                             robust, stages = _autoattack_robust(
                                 ta, model, target, correct, norm, eps_value, num_classes, seed,
-                                batch_size,
+                                batch_size, on_stage,
                             )  # fmt: skip
                         values = {ACCURACY: float(robust.float().mean())}
                         values |= {STAGE_PREFIX + k: v for k, v in stages.items()}

@@ -152,6 +152,10 @@ def evaluate_runs(
                         f"{attack}{where if attack != CLEAN else ''}: accuracy {accuracy:.4f}"
                     )
 
+            def stage_done(stage: str, accuracy: float, plan: EvalPlan = plan) -> None:
+                if echo is not None:
+                    echo(f"{plan.run.root}: autoattack stage {stage}: accuracy {accuracy:.4f}")
+
             evaluate(
                 model,
                 dataset,
@@ -166,5 +170,6 @@ def evaluate_runs(
                 device=target,
                 epoch=checkpoint.epoch,
                 on_result=write,
+                on_stage=stage_done,
             )
     return pd.concat(results, ignore_index=True)
