@@ -100,8 +100,8 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--executor",
         choices=["sequential", "local", "slurm"],
-        help="sequential (default): one after another here; local: parallel processes here; "
-        "slurm: one SLURM job array",
+        help="sequential: one after another here; local: parallel processes here; "
+        "slurm: one SLURM job array (default: sequential)",
     )
     group.add_argument("--cluster-config", metavar="YAML", help="executor settings (flags win)")
     group.add_argument("--max-parallel", type=int, help="runs at once (SLURM: array throttle)")
