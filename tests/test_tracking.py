@@ -59,3 +59,25 @@ def test_off_is_a_no_op_and_bad_names_are_refused(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
     with pytest.raises(UsageError, match=r"pip install 'ncrobust\[track\]'"):
         check_tracking("mlflow", installed=True)
+
+
+def test_a_sweep_tracks_one_run_per_grid_point_grouped_by_its_root(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from ncrobust.cli import main
+
+    store, root = tmp_path / "store", tmp_path / "grid-a"
+    settings = ["epochs=1", "steps=1", "device=cpu", "views=clean", "splits=test",
+                "tracking=mlflow", f"tracking_dir={store}"]  # fmt: skip
+    argv = ["sweep", "--datasets", "digits", "--models", "small_cnn", "--modes", "st",
+            "--norms", "linf", "--seeds", "1,2", "--root", str(root), "--quiet"]  # fmt: skip
+    assert main([*argv, *(a for s in settings for a in ("--set", s))]) == 0
+    client = MlflowClient(tracking_uri=store.as_uri())
+    experiment = client.get_experiment_by_name("grid-a")
+    assert experiment is not None
+    tracked = client.search_runs([experiment.experiment_id])
+    runs = sorted(p for p in root.iterdir() if (p / "config.yaml").is_file())
+    assert len(runs) == 2
+    assert sorted(t.data.tags[RUN_DIR_TAG] for t in tracked) == [str(p.resolve()) for p in runs]
+    assert {t.data.params["seed"] for t in tracked} == {"1", "2"}
+    assert all(t.info.status == "FINISHED" for t in tracked)

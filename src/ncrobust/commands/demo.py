@@ -16,41 +16,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = DemoSettings()
     parser.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier demo in --out")
-    parser.add_argument(
-        "--epochs", type=int, default=d.epochs, help=f"training epochs (default: {d.epochs})"
+    integers = (
+        ("--epochs", d.epochs, "training epochs"),
+        (
+            "--measure-every",
+            d.measure_every,
+            "measure NC every k epochs, plus epoch 0 and the last",
+        ),
+        ("--seed", d.seed, "seed of every run"),
+        ("--steps", d.steps, "PGD steps"),
+        ("--jobs", d.jobs, "runs trained at once, one process and thread each (1: all cores)"),
     )
-    parser.add_argument(
-        "--eps",
-        type=radius,
-        default=d.eps,
-        help="l_inf training and PGD radius in [0,1] pixel units, a number or k/255 "
-        f"(default: {format_pixels(d.eps)})",
+    for flag, value, what in integers:
+        parser.add_argument(flag, type=int, default=value, help=f"{what} (default: {value})")
+    radii = (
+        ("--eps", d.eps, "l_inf training and PGD radius"),
+        ("--targeted-eps", d.targeted_eps, "l_inf radius of the targeted view"),
     )
-    parser.add_argument(
-        "--targeted-eps",
-        type=radius,
-        default=d.targeted_eps,
-        help="l_inf radius of the targeted view in [0,1] pixel units, a number or k/255 "
-        f"(default: {format_pixels(d.targeted_eps)})",
-    )
-    parser.add_argument(
-        "--measure-every",
-        type=int,
-        default=d.measure_every,
-        help=f"measure NC every k epochs, plus epoch 0 and the last (default: {d.measure_every})",
-    )
-    parser.add_argument(
-        "--seed", type=int, default=d.seed, help=f"seed of every run (default: {d.seed})"
-    )
-    parser.add_argument(
-        "--steps", type=int, default=d.steps, help=f"PGD steps (default: {d.steps})"
-    )
-    parser.add_argument(
-        "--jobs",
-        type=int,
-        default=d.jobs,
-        help=f"runs trained at once, one process and one thread each (default: {d.jobs})",
-    )
+    for flag, value, what in radii:
+        parser.add_argument(
+            flag,
+            type=radius,
+            default=value,
+            help=f"{what} in [0,1] pixel units, a number or k/255 "
+            f"(default: {format_pixels(value)})",
+        )
     parser.add_argument(
         "--tensorboard",
         action="store_true",

@@ -30,6 +30,7 @@ from ncrobust.experiments.executors import (
 from ncrobust.experiments.grids import AXES, GRIDS, Grid, dry_run, expand, read_rates
 from ncrobust.experiments.jobs import check_existing
 from ncrobust.experiments.sweep import dispatch, run_sweep, status
+from ncrobust.tracking import check_tracking
 from ncrobust.views import parse_pixels
 
 
@@ -263,6 +264,8 @@ def run(args: argparse.Namespace) -> int:
     if options.executor != "sequential":
         require_submitit(options.executor)
     check_existing(configs, extend=args.extend)
+    for config in configs:  # an optional package is missing: say so before any run starts
+        check_tracking(config.tracking, installed=not args.dry_run)
     if args.write_plan:
         atomic_write_text(
             Path(args.write_plan), yaml.safe_dump([c.to_dict() for c in configs], sort_keys=False)

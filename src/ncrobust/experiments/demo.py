@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ncrobust.config import TrainConfig, build_config
 from ncrobust.errors import UsageError
+from ncrobust.tracking import check_tracking
 from ncrobust.views import ViewSpec, scaled_step
 
 # run name -> (mode, TRADES with frozen BN as the released code)
@@ -134,6 +135,7 @@ def run_demo(settings: DemoSettings, out: Path, overwrite: bool = False) -> dict
     if settings.jobs < 1:
         raise UsageError("--jobs must be >= 1")
     configs = [settings.config(mode, out) for mode in SCHEDULE]  # validated before any work
+    check_tracking(settings.tracking, installed=True)
     replace = _check_out(out, overwrite)
     if replace:
         _clear_figures(out / "figures")
