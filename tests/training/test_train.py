@@ -189,6 +189,8 @@ def test_progress_bars_and_tensorboard_scalars(
     events.Reload()
     tags = events.Tags()["scalars"]
     assert "train/clean/penultimate/nc1" in tags and "test/pgd/output/accuracy" in tags
+    (text,) = events.Tensors("config/text_summary")  # the config, as a table in the text tab
+    assert "| mode | st |" in text.tensor_proto.string_val[0].decode()
     logged = {s.step: s.value for s in events.Scalars("train/clean/penultimate/nc1")}
     table = RunDirectory(out).read_metrics()
     expected = table.query("split == 'train' and view == 'clean' and metric == 'nc1'")
