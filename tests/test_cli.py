@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -134,12 +135,19 @@ def test_bugs_keep_their_traceback_and_debug_shows_bad_input_too(
 
 
 def test_every_flag_has_help_and_one_style_of_default() -> None:
-    from ncrobust.cli import COMMANDS, build_parser
+    from ncrobust.cli import BENCHMARKS, COMMANDS, build_parser
 
-    for name in COMMANDS:
-        parser = build_parser([name])
-        (sub,) = [a for a in parser._actions if a.dest == "command"]
-        command = sub.choices[name]  # type: ignore[index]
+    def chosen(parser: argparse.ArgumentParser, dest: str, name: str) -> argparse.ArgumentParser:
+        (sub,) = [a for a in parser._actions if a.dest == dest]
+        return sub.choices[name]  # type: ignore[index,no-any-return]
+
+    commands = [(name, chosen(build_parser([name]), "command", name)) for name in COMMANDS]
+    commands += [
+        (f"bench {name}", chosen(chosen(build_parser(["bench", name]), "command", "bench"),
+                                 "benchmark", name))
+        for name in BENCHMARKS
+    ]  # fmt: skip
+    for name, command in commands:
         for action in command._actions:
             if action.dest == "help":
                 continue

@@ -77,6 +77,8 @@ def _suggestion(parser: argparse.ArgumentParser, message: str) -> str:
             if match
         ]
         return f"; did you mean {', '.join(guesses)}?" if guesses else ""
+    if message.endswith("required: COMMAND"):
+        return f" (one of {', '.join(COMMANDS)}, bench; ncrobust COMMAND --help)"
     invalid = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
     if invalid:
         choices = re.findall(r"'([^']*)'", invalid.group(2)) or invalid.group(2).split(", ")
