@@ -33,13 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ("--eps", d.eps, "l_inf training and PGD radius"),
         ("--targeted-eps", d.targeted_eps, "l_inf radius of the targeted view"),
     )
-    for flag, value, what in radii:
+    for flag, pixels, what in radii:
         parser.add_argument(
             flag,
             type=radius,
-            default=value,
+            default=pixels,
             help=f"{what} in [0,1] pixel units, a number or k/255 "
-            f"(default: {format_pixels(value)})",
+            f"(default: {format_pixels(pixels)})",
         )
     parser.add_argument(
         "--tensorboard",
