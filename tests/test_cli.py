@@ -23,6 +23,7 @@ FAST = ["--dataset", "digits", "--epochs", "1", "--device", "cpu", "--quiet"]
         (["--device", "meta"], "unknown device 'meta'"),
         (["--device", "xpu"], "unknown device 'xpu'"),
         (["--norm", "l2", "--eps", "128"], "--eps 128/255"),
+        (["--eps", "0.5"], "same grey image; if k/255 was meant, write --eps 0.5/255"),
         (["--epochs", "true"], "epochs: expected an integer"),
     ],
 )
