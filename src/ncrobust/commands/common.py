@@ -24,7 +24,7 @@ def add_terminal_arguments(parser: argparse.ArgumentParser) -> None:
         dest="progress",
         action="store_true",
         default=None,
-        help="progress bars for the batches and the measurement, above the per-epoch summary "
+        help="progress bars for the batches and the measurement, below the per-epoch summary "
         "lines (default: on when stderr is a terminal)",
     )
     group.add_argument(
