@@ -152,7 +152,7 @@ def run_demo(settings: DemoSettings, out: Path, overwrite: bool = False) -> dict
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=settings.jobs, mp_context=context) as pool:
             futures = {pool.submit(_train_one, c, 1, replace, True): c for c in configs}
-            _watch(futures, settings.epochs)
+            _watch(futures, settings.epochs, settings.jobs)
     trained = time.perf_counter() - started
     from ncrobust.study.report import write_report
 
@@ -181,7 +181,7 @@ def _say(line: str) -> None:
     print(f"demo: {line}", flush=True)
 
 
-def _watch(futures: dict[Future[tuple[str, float]], TrainConfig], epochs: int) -> None:
+def _watch(futures: dict[Future[tuple[str, float]], TrainConfig], epochs: int, jobs: int) -> None:
     """Wait for the training processes, saying every few seconds which epoch each running
     run has finished (read from its ``log.txt``) and "run k of N" as each one ends."""
     pending, done = set(futures), 0
@@ -191,11 +191,10 @@ def _watch(futures: dict[Future[tuple[str, float]], TrainConfig], epochs: int) -
             done += 1
             _report_cpu(*future.result(), done, len(futures))
         if not finished:
-            where = [
-                f"{Path(futures[f].out).name} epoch {_last_epoch(Path(futures[f].out))}/{epochs}"
-                for f in pending
-                if f.running()
-            ]
+            # the pool runs them in submission order; one more may wait in its queue as running
+            running = [futures[f] for f in futures if f in pending and f.running()][:jobs]
+            where = [f"{Path(c.out).name} epoch {_last_epoch(Path(c.out))}/{epochs}"
+                     for c in running]  # fmt: skip
             _say(f"{done} of {len(futures)} runs done; " + ", ".join(where))
 
 
