@@ -166,8 +166,8 @@ def run_demo(settings: DemoSettings, out: Path, overwrite: bool = False) -> dict
     if settings.tracking:
         _track_outputs(out, settings, [out / "figures", report, html])
     _say(
-        f"trained {total} runs in {time.perf_counter() - started:.0f}s "
-        f"(training {trained:.0f}s), {figures} figures in {out / 'figures'}"
+        f"done in {time.perf_counter() - started:.0f}s (training the {total} runs "
+        f"{trained:.0f}s), {figures} figures in {out / 'figures'}"
     )
     print(f"report: {report}\nreport (HTML): {html}", flush=True)
     return {"report": report, "html": html, "figures": out / "figures"}
