@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -22,6 +23,7 @@ FAST = ["--dataset", "digits", "--epochs", "1", "--device", "cpu", "--quiet"]
         (["--device", "meta"], "unknown device 'meta'"),
         (["--device", "xpu"], "unknown device 'xpu'"),
         (["--norm", "l2", "--eps", "128"], "--eps 128/255"),
+        (["--eps", "0.5"], "same grey image; if k/255 was meant, write --eps 0.5/255"),
         (["--epochs", "true"], "epochs: expected an integer"),
     ],
 )
@@ -91,3 +93,74 @@ def test_sigterm_during_import_is_one_line_and_143(tmp_path: Path) -> None:
     )
     assert proc.returncode == 143
     assert proc.stderr.strip().splitlines() == ["ncrobust train: terminated (SIGTERM)"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--eppchs", "3"], "unrecognized arguments: --eppchs 3; did you mean --epochs?"),
+        (
+            ["train", "--preset", "cifar10"],
+            "did you mean cifar10-l2 or cifar100-l2 or cifar10-linf",
+        ),
+        (["trian"], "invalid choice: 'trian'"),
+        (["demo", "--eps", "8/256x"], "argument --eps: invalid radius value: '8/256x'"),
+        (["demo", "--eps", "0.9", "--out", "never"], "if k/255 was meant, write --eps 0.9/255"),
+        (["measure"], "the following arguments are required: run"),
+    ],
+)
+def test_usage_errors_are_one_line_with_the_closest_choice(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    os.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert list(tmp_path.iterdir()) == []  # refused before anything is written
+
+
+def test_bugs_keep_their_traceback_and_debug_shows_bad_input_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ncrobust.commands import eval as eval_command
+    from ncrobust.errors import UsageError
+
+    monkeypatch.setattr(eval_command, "run", lambda args: [][0])  # an IndexError: a bug
+    with pytest.raises(IndexError):
+        main(["eval", "somewhere"])
+    with pytest.raises(UsageError, match="invalid choice"):
+        main(["--debug", "train", "--preset", "nope"])
+    monkeypatch.setenv("NCROBUST_DEBUG", "1")
+    with pytest.raises(UsageError, match="did you mean --epochs"):
+        main(["train", "--eppchs", "3"])
+
+
+def test_every_flag_has_help_and_one_style_of_default() -> None:
+    from ncrobust.cli import BENCHMARKS, COMMANDS, build_parser
+
+    def chosen(parser: argparse.ArgumentParser, dest: str, name: str) -> argparse.ArgumentParser:
+        (sub,) = [a for a in parser._actions if a.dest == dest]
+        return sub.choices[name]  # type: ignore[index,no-any-return]
+
+    commands = [(name, chosen(build_parser([name]), "command", name)) for name in COMMANDS]
+    commands += [
+        (f"bench {name}", chosen(chosen(build_parser(["bench", name]), "command", "bench"),
+                                 "benchmark", name))
+        for name in BENCHMARKS
+    ]  # fmt: skip
+    for name, command in commands:
+        for action in command._actions:
+            if action.dest == "help":
+                continue
+            where = f"{name} {'/'.join(action.option_strings) or action.dest}"
+            assert action.help, f"{where} has no help text"
+            text = action.help % {"default": action.default} if "%" in action.help else action.help
+            assert text.count("(default") <= 1, f"{where}: {text}"
+            assert "(default " not in text and "0.0313725" not in text, f"{where}: {text}"
+
+
+def test_demo_reads_radii_as_train_does() -> None:
+    from ncrobust.cli import build_parser
+
+    args = build_parser(["demo"]).parse_args(["demo", "--eps", "8/255", "--targeted-eps", "0.3"])
+    assert args.eps == pytest.approx(8 / 255) and args.targeted_eps == 0.3

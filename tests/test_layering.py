@@ -19,7 +19,7 @@ SOURCE = Path(__file__).resolve().parents[1] / "src" / "ncrobust"
 # lowest first: a package may import packages listed before it (and itself), never after
 LAYERS = [
     ["errors"],
-    ["runtime", "atomic", "views"],
+    ["runtime", "atomic", "views", "tracking"],
     ["attacks", "data", "models", "collapse"],
     ["distributed"],
     ["config"],
@@ -32,7 +32,7 @@ LAYERS = [
 ]
 # packages of one layer that must not import one another
 INDEPENDENT = [
-    {"runtime", "atomic", "views"},
+    {"runtime", "atomic", "views", "tracking"},
     {"attacks", "data", "models", "collapse"},
     {"probing", "evaluation", "study"},
     {"bench", "commands"},

@@ -42,3 +42,12 @@ def test_views_of_one_kind_by_radius() -> None:
     assert views_of(["pgd@eps=bad"], "pgd") == {}
     # l_2 radii may exceed 1 (ImageNette's 1536/255): still a view with its own radius
     assert views_of(["pgd@eps=6.02353"], "pgd") == {6.02353: "pgd@eps=6.02353"}
+
+
+def test_radii_are_shown_as_written_and_read_back() -> None:
+    from ncrobust.views import format_pixels, parse_pixels
+
+    shown = {v: format_pixels(v) for v in (8 / 255, 2 / 255, 128 / 255, 0.15, 0.2, 0.0375)}
+    assert shown == {8 / 255: "8/255", 2 / 255: "2/255", 128 / 255: "128/255", 0.15: "0.15",
+                     0.2: "0.2", 0.0375: "0.0375"}  # fmt: skip
+    assert all(parse_pixels(text) == value for value, text in shown.items())

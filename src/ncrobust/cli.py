@@ -2,22 +2,29 @@
 
 A command's module is imported only when that command runs, so ``ncrobust --help`` stays
 fast. Every module exposes ``add_arguments(parser)`` and ``run(args) -> int``. Bad input
-(any ``ValueError``, :class:`~ncrobust.errors.UsageError` included) is reported in one line
-and exits with status 2; the modules validate before they compute or write anything.
+(:class:`~ncrobust.errors.UsageError`, and argparse's own errors, with the closest valid flag
+or choice) is reported in one line and exits with status 2; the modules validate before they
+compute or write anything. Anything else is a bug and keeps its traceback; ``--debug`` (or
+``NCROBUST_DEBUG=1``) shows the traceback of bad input too.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
+import os
+import re
 import signal
 import sys
 import threading
 from collections.abc import Sequence
-from typing import Any, Protocol, cast
+from typing import Any, NoReturn, Protocol, cast
 
 from ncrobust import __version__
-from ncrobust.errors import DiskFull, Terminated, TrainingDiverged
+from ncrobust.errors import DiskFull, Terminated, TrainingDiverged, UsageError
+
+DEBUG_ENV = "NCROBUST_DEBUG"
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -47,13 +54,51 @@ def _load(module_name: str) -> CommandModule:
     return cast(CommandModule, importlib.import_module(module_name))
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argparse parser whose errors are one line (a :class:`UsageError`) naming the closest
+    valid flag or choice, instead of a usage dump and ``SystemExit``."""
+
+    chosen: argparse.ArgumentParser | None = None  # the parser of the command being run
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message + _suggestion(self.chosen or self, message))
+
+
+def _suggestion(parser: argparse.ArgumentParser, message: str) -> str:
+    """`` (did you mean ...?)`` for a mistyped flag or an invalid choice, else ``""``."""
+    unknown = re.match(r"unrecognized arguments: (.*)", message)
+    if unknown:
+        flags = [a for a in parser._option_string_actions if a.startswith("--")]
+        guesses = [
+            match[0]
+            for token in unknown.group(1).split()
+            if token.startswith("-")
+            for match in [difflib.get_close_matches(token.split("=")[0], flags, n=1)]
+            if match
+        ]
+        return f"; did you mean {', '.join(guesses)}?" if guesses else ""
+    if message.endswith("required: COMMAND"):
+        return f" (one of {', '.join(COMMANDS)}, bench; ncrobust COMMAND --help)"
+    invalid = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if invalid:
+        choices = re.findall(r"'([^']*)'", invalid.group(2)) or invalid.group(2).split(", ")
+        close = difflib.get_close_matches(invalid.group(1), choices, n=3, cutoff=0.5)
+        return f"; did you mean {' or '.join(close)}?" if close else ""
+    return ""
+
+
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     """The full parser; only the module of the command named in ``argv`` is imported."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ncrobust",
         description="Neural Collapse of standard, adversarial and TRADES training.",
     )
     parser.add_argument("--version", action="version", version=f"ncrobust {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help=f"show the traceback of bad input too (or set {DEBUG_ENV}=1)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     chosen = argv[0] if argv else None
     for name, (module_name, help_text) in COMMANDS.items():
@@ -62,6 +107,7 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
             module = _load(module_name)
             module.add_arguments(p)
             p.set_defaults(_module=module)
+            parser.chosen = p
     bench = sub.add_parser("bench", help="benchmarks against the released code's approach")
     bench_sub = bench.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
     bench_chosen = argv[1] if chosen == "bench" and len(argv) > 1 else None
@@ -71,6 +117,7 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
             module = _load(module_name)
             module.add_arguments(p)
             p.set_defaults(_module=module)
+            parser.chosen = p
     return parser
 
 
@@ -82,6 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     temporary file is removed and the run stays resumable.
     """
     args_list = list(sys.argv[1:] if argv is None else argv)
+    debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    while args_list[:1] == ["--debug"]:
+        debug = True
+        args_list.pop(0)
     label = args_list[0] if args_list else "ncrobust"
     previous = _on_sigterm()
     try:
@@ -90,8 +141,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         module: CommandModule = args._module
         label = args.command if args.command != "bench" else f"bench {args.benchmark}"
         return int(module.run(args))
-    except ValueError as exc:
-        print(f"ncrobust {label}: error: {exc}", file=sys.stderr)
+    except UsageError as exc:
+        if debug:
+            raise
+        known = label.split()[0] in (*COMMANDS, "bench")  # not an unknown command's name
+        print(f"ncrobust{' ' + label if known else ''}: error: {exc}", file=sys.stderr)
         return 2
     except (TrainingDiverged, DiskFull) as exc:
         print(f"ncrobust {label}: stopped: {exc}", file=sys.stderr)

@@ -26,6 +26,7 @@ from ncrobust.data import DATASETS
 from ncrobust.errors import UsageError
 from ncrobust.models import available_models
 from ncrobust.runtime import PRECISIONS
+from ncrobust.tracking import check_tracking
 from ncrobust.views import (
     ADAPTIVE_VIEW,
     SPLITS,
@@ -93,6 +94,8 @@ class TrainConfig:
     out: str = ""  # empty: runs/<dataset>_<model>_<mode>_<norm>_eps<eps·255>_seed<seed>
     checkpoint_every: int = 50
     tensorboard: bool = False
+    tracking: str = ""  # "" (off) or mlflow: config, metric rows and files to a tracking store
+    tracking_dir: str = ""  # empty: $MLFLOW_TRACKING_URI, else ./mlruns (a local file store)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain mapping of every field (lists copied), as written to ``config.yaml``."""
@@ -118,10 +121,12 @@ PLACEMENT_FIELDS = EXECUTION_FIELDS | {
     "device",
     "data_dir",
     "tensorboard",
+    "tracking",
+    "tracking_dir",
     "feature_cache_mb",
 }
 _LIST_FIELDS = {"lr_milestones", "views", "splits", "layers", "final_layers"}
-_PIXEL_FIELDS = {"eps", "alpha", "gaussian_std"}
+PIXEL_FIELDS = ("eps", "alpha", "gaussian_std")  # pixel-unit amounts: a number or k/255
 
 
 INT_RANGE = (-(2**63), 2**63 - 1)  # what torch and the file formats can hold
@@ -134,7 +139,7 @@ def _coerce(name: str, value: Any) -> Any:
         known = ", ".join(sorted(CONFIG_FIELDS))
         raise UsageError(f"unknown configuration key {name!r} (known: {known})")
     default = getattr(TrainConfig(), name)
-    if name in _PIXEL_FIELDS:
+    if name in PIXEL_FIELDS:
         return parse_pixels(value, name)
     if name in _LIST_FIELDS:
         items = value.split(",") if isinstance(value, str) else value
@@ -285,6 +290,7 @@ def validate(config: TrainConfig) -> TrainConfig:
     need(config.mode in MODES, f"unknown mode {config.mode!r} (known: {', '.join(MODES)})")
     need(config.norm in NORMS, f"unknown norm {config.norm!r} (known: {', '.join(NORMS)})")
     check_device(config.device)
+    check_tracking(config.tracking)
     need(config.precision in PRECISIONS, f"unknown precision {config.precision!r} (fp32 or bf16)")
     for name in ("eps", "alpha", "gaussian_std", "lr", "trades_beta", "weight_decay", "momentum"):
         value = getattr(config, name)
@@ -343,10 +349,14 @@ INPUT_VALUES["synthetic"] = 3 * 32 * 32
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")
 
 
-def check_radius(norm: str, value: float, dataset: str, name: str = "eps") -> None:
-    """Refuse a radius beyond the [0,1] image box: 1 for l_inf, sqrt(C*H*W) for l_2.
+GREY_RADIUS = 0.5  # an l_inf ball this large around any image holds the all-grey image
 
-    A larger ball contains every image, so such a value is almost surely k meant as k/255.
+
+def check_radius(norm: str, value: float, dataset: str, name: str = "eps") -> None:
+    """Refuse a radius beyond the [0,1] image box (1 for l_inf, sqrt(C*H*W) for l_2) and an
+    l_inf radius of 0.5 or more (every image can be made the same grey image).
+
+    Such a ball makes the task meaningless, so the value is almost surely k meant as k/255.
     """
     if norm == "linf":
         bound, where = 1.0, "the whole [0,1] pixel range for linf"
@@ -354,11 +364,16 @@ def check_radius(norm: str, value: float, dataset: str, name: str = "eps") -> No
         values = INPUT_VALUES.get(dataset, 3 * 32 * 32)
         bound = math.sqrt(values)
         where = f"the l2 diameter of {dataset}'s [0,1] image box (sqrt({values}) = {bound:.4g})"
+    flag = "--" + name.replace("_", "-")
     if not value <= bound:
-        flag = "--" + name.replace("_", "-")
         raise UsageError(
             f"{name}={value:g} is larger than {where}; "
             f"write it as a fraction, e.g. {flag} {value:g}/255"
+        )
+    if norm == "linf" and value >= GREY_RADIUS:
+        raise UsageError(
+            f"{name}={value:g}: an l_inf radius >= {GREY_RADIUS:g} lets the attack turn every "
+            f"image into the same grey image; if k/255 was meant, write {flag} {value:g}/255"
         )
 
 

@@ -148,6 +148,16 @@ def parse_pixels(value: object, name: str = "value") -> float:
     return numerator / denominator
 
 
+def format_pixels(value: float) -> str:
+    """A pixel-unit amount as a user writes it: a short decimal (``0.15``), else ``8/255`` when
+    it is a whole number of 255ths; :func:`parse_pixels` reads both back."""
+    short = f"{value:.4g}"
+    steps = value * 255
+    if float(short) != value and abs(steps - round(steps)) < 1e-6 * max(1.0, steps):
+        return f"{round(steps)}/255"
+    return f"{value:g}"
+
+
 # -- labels read back from tables (other rows, e.g. ``fit``, are plain names too) ---------
 
 EPS_MARK = "@eps="

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from ncrobust.cli import main
@@ -79,3 +80,21 @@ def test_foreign_or_impossible_checkpoints_are_refused(
     assert main(["measure", str(run.root), "--epochs", "all"]) == 2
     assert message in capsys.readouterr().err
     assert not run.measurements_path.exists()
+
+
+def test_default_views_are_the_runs_own_with_their_radii(tmp_path: Path) -> None:
+    run = RunDirectory(tmp_path / "run")
+    views = ["clean", "train_adv", "targeted@eps=0.3"]
+    config = build_config(
+        "digits",
+        overrides={"out": str(run.root), "epochs": 2, "eps": 0.15, "alpha": 0.05, "steps": 2,
+                   "views": views, "splits": ["test"]},
+    )  # fmt: skip
+    write_config(config, run.config_path)
+    model = create_model("small_cnn", num_classes=10, in_channels=1, image_size=8)
+    save_checkpoint(run.checkpoint_dir / LAST, model, None, 2, identity=IDENTITY)
+    assert main(["measure", str(run.root), "--layers", "penultimate", "--device", "cpu"]) == 0
+    measured = pd.read_parquet(run.root / "measurements.parquet")
+    # targeted at the run's own 0.3, not the training eps; train_adv exists only in training
+    assert set(measured.view) == {"clean", "targeted@eps=0.3"}
+    assert set(measured.split) == {"test"}  # the run's own splits

@@ -169,8 +169,14 @@ def test_accuracy_falls_to_zero_as_eps_grows(at_model: nn.Module) -> None:
     table = evaluate(at_model, load_dataset("digits"), attacks="pgd:steps=20", eps=radii, limit=100)
     values = [accuracy(table, "pgd:steps=20:restarts=1", eps=e) for e in radii]
     assert values == sorted(values, reverse=True) and values[0] > 0.5 and values[-1] == 0.0
-    auto = evaluate(at_model, load_dataset("digits"), attacks="autoattack", eps=0.6, limit=50)
+    stages: list[tuple[str, float]] = []  # progress: each stage as it ends
+    auto = evaluate(
+        at_model, load_dataset("digits"), attacks="autoattack", eps=0.6, limit=50,
+        on_stage=lambda stage, value: stages.append((stage, value)),
+    )  # fmt: skip
     assert accuracy(auto, "autoattack", eps=0.6) == 0.0
+    after = auto.set_index("metric").value
+    assert stages == [(s, after[f"accuracy_after_{s}"]) for s in robust_accuracy.AUTOATTACK_STAGES]
     l2 = evaluate(
         at_model, load_dataset("digits"), attacks="pgd:steps=20", norm="l2", eps=[0.3, 8.0],
         limit=100,

@@ -15,9 +15,19 @@ from ncrobust.experiments.demo import MODES, DemoSettings, run_demo
 REDUCED = DemoSettings(epochs=2, measure_every=1, steps=2, jobs=2, autoattack_points=0)
 
 
-def test_reduced_demo_writes_runs_figures_and_report(tmp_path: Path) -> None:
+def test_reduced_demo_writes_runs_figures_and_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "demo"
     paths = run_demo(REDUCED, out)
+    lines = capsys.readouterr().out.strip().splitlines()  # the parent's lines: phases, progress
+    assert lines[0] == "demo: phase 1 of 3: training 4 runs of 2 epochs (2 at a time)"
+    done = [line.split(":")[1] for line in lines if " of 4 done: " in line]
+    assert done == [f" run {k} of 4 done" for k in (1, 2, 3, 4)]
+    assert "demo: phase 2 of 3: AutoAttack skipped (autoattack_points = 0)" in lines
+    assert "demo: phase 3 of 3: figures and the findings report" in lines
+    assert lines[-2:] == [f"report: {out / 'report.md'}", f"report (HTML): {out / 'report.html'}"]
+    assert (out / "report.html").is_file() and paths["html"] == out / "report.html"
     assert MODES == ("st", "at", "trades", "trades-bneval")
     for name in MODES:
         table = pd.read_parquet(out / name / "metrics.parquet")

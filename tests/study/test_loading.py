@@ -80,3 +80,17 @@ def test_perturbed_view_follows_the_paper(paper_study: Study) -> None:
     assert paper_study.perturbed_view("AT", "train") == "train_adv"
     assert paper_study.perturbed_view("AT", "test") == "pgd"
     assert paper_study.num_classes("ST") == 4
+
+
+def test_load_runs_takes_one_path_as_the_readme_writes_it(
+    fake: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ncrobust.analysis import load_runs
+
+    fake.write_run(tmp_path / "runs" / "demo" / "st", "st", 1)
+    fake.write_run(tmp_path / "runs" / "demo" / "at", "at", 1)
+    monkeypatch.chdir(tmp_path)
+    one = load_runs("runs/demo")  # a str is one path, not a sequence of characters
+    assert sorted(run.name for run in one) == ["at", "st"]
+    assert [r.path for r in load_runs(Path("runs/demo"))] == [r.path for r in one]
+    assert [r.path for r in load_runs(["runs/demo"])] == [r.path for r in one]

@@ -189,6 +189,8 @@ def test_progress_bars_and_tensorboard_scalars(
     events.Reload()
     tags = events.Tags()["scalars"]
     assert "train/clean/penultimate/nc1" in tags and "test/pgd/output/accuracy" in tags
+    (text,) = events.Tensors("config/text_summary")  # the config, as a table in the text tab
+    assert "| mode | st |" in text.tensor_proto.string_val[0].decode()
     logged = {s.step: s.value for s in events.Scalars("train/clean/penultimate/nc1")}
     table = RunDirectory(out).read_metrics()
     expected = table.query("split == 'train' and view == 'clean' and metric == 'nc1'")
@@ -199,8 +201,24 @@ def test_progress_bars_and_tensorboard_scalars(
     assert (
         main(["train", *FAST, "--out", str(tmp_path / "bars"), "--epochs", "1", "--progress"]) == 0
     )
-    err = capsys.readouterr().err
-    assert "epoch 1/1" in err and "measure epoch 1" in err  # tqdm writes its bars to stderr
+    captured = capsys.readouterr()
+    assert "epoch 1/1" in captured.err and "measure epoch 1" in captured.err  # tqdm's bars
+    assert "[bars] epoch 1/1 | loss" in captured.out  # the summary line stays above them
+
+
+def test_one_line_per_epoch_and_quiet_prints_none(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["train", *FAST, "--epochs", "2", "--measure-every", "1", "--views", "clean"]
+    assert main([*argv, "--out", str(tmp_path / "lines"), "--no-progress"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert [line.split(" | ")[0] for line in out[:-1]] == ["[lines] epoch 1/2", "[lines] epoch 2/2"]
+    assert "nc1" in out[1] and out[-1] == f"run directory: {tmp_path / 'lines'}"
+    assert main([*argv, "--out", str(tmp_path / "quiet"), "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip().splitlines() == [f"run directory: {tmp_path / 'quiet'}"]
+    assert captured.err == ""
+    assert "epoch 2/2 | loss" in (tmp_path / "quiet" / "log.txt").read_text()
 
 
 def test_kl_to_clean_without_a_clean_view(tmp_path: Path) -> None:

@@ -59,7 +59,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--wide-features", type=int, default=65_536, help="p of the wide case")
     parser.add_argument("--wide-classes", type=int, default=10, help="C of the wide case")
-    parser.add_argument("--wide-batch-size", type=int, default=1_000)
+    parser.add_argument(
+        "--wide-batch-size",
+        type=int,
+        default=1_000,
+        help="batch size of the wide-feature case (default: 1000)",
+    )
     parser.add_argument(
         "--baseline-samples",
         type=int,
@@ -80,7 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="CPU threads of torch and of the baseline's BLAS (default: the libraries' choice)",
     )
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of ours per case")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data (default: 0)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
 
 

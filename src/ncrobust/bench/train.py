@@ -38,7 +38,9 @@ MEASURE_EVERY = 5
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``ncrobust bench train``."""
-    parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)"
+    )
     parser.add_argument(
         "--models",
         nargs="+",
@@ -47,9 +49,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="registry names (default: the paper's)",
     )
     parser.add_argument(
-        "--modes", nargs="+", default=["st", "at", "trades"], choices=["st", "at", "trades"]
+        "--modes",
+        nargs="+",
+        default=["st", "at", "trades"],
+        choices=["st", "at", "trades"],
+        help="training modes to time (default: st at trades)",
     )
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument(
+        "--batch-size", type=int, default=128, help="training batch size (default: 128)"
+    )
     parser.add_argument(
         "--batches",
         type=int,
@@ -60,9 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--measure-samples",
         type=int,
         default=None,
-        help="train-split size of the measurement pass (default 512 CPU, 10000 CUDA)",
+        help="train-split size of the measurement pass (default: 512 on a CPU, 10000 on CUDA)",
     )
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=10, help="PGD steps (default: 10)")
     parser.add_argument("--quick", action="store_true", help="tiny model and sizes (smoke test)")
     parser.add_argument(
         "--write-rates",

@@ -6,26 +6,58 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ncrobust.commands.common import radius
 from ncrobust.experiments.demo import DemoSettings, run_demo
+from ncrobust.views import format_pixels
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``ncrobust demo``."""
     d = DemoSettings()
-    parser.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    parser.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
-    parser.add_argument("--eps", type=float, default=d.eps, help=f"l_inf radius (default {d.eps})")
-    parser.add_argument(
-        "--targeted-eps",
-        type=float,
-        default=d.targeted_eps,
-        help=f"radius of the targeted view (default {d.targeted_eps})",
+    parser.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier demo in --out")
+    integers = (
+        ("--epochs", d.epochs, "training epochs"),
+        (
+            "--measure-every",
+            d.measure_every,
+            "measure NC every k epochs, plus epoch 0 and the last",
+        ),
+        ("--seed", d.seed, "seed of every run"),
+        ("--steps", d.steps, "PGD steps"),
+        ("--jobs", d.jobs, "runs trained at once, one process and thread each (1: all cores)"),
     )
-    parser.add_argument("--measure-every", type=int, default=d.measure_every)
-    parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--steps", type=int, default=d.steps, help=f"PGD steps (default {d.steps})")
-    parser.add_argument("--jobs", type=int, default=d.jobs, help="parallel training processes")
+    for flag, value, what in integers:
+        parser.add_argument(flag, type=int, default=value, help=f"{what} (default: {value})")
+    radii = (
+        ("--eps", d.eps, "l_inf training and PGD radius"),
+        ("--targeted-eps", d.targeted_eps, "l_inf radius of the targeted view"),
+    )
+    for flag, pixels, what in radii:
+        parser.add_argument(
+            flag,
+            type=radius,
+            default=pixels,
+            help=f"{what} in [0,1] pixel units, a number or k/255 "
+            f"(default: {format_pixels(pixels)})",
+        )
+    parser.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also write TensorBoard scalars and the config of each run (RUN/tensorboard)",
+    )
+    parser.add_argument(
+        "--tracking",
+        choices=["mlflow"],
+        default="",
+        help="log each run (config, metric rows, files) and the figures and report to MLflow, "
+        "one experiment named after --out (default: off)",
+    )
+    parser.add_argument(
+        "--tracking-dir",
+        default="",
+        help="MLflow store, a path or URI (default: $MLFLOW_TRACKING_URI, else ./mlruns)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,8 +70,9 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         jobs=args.jobs,
         steps=args.steps,
+        tensorboard=args.tensorboard,
+        tracking=args.tracking,
+        tracking_dir=args.tracking_dir,
     )
-    out = Path(args.out)
-    paths = run_demo(settings, out, overwrite=args.overwrite)
-    print(f"figures: {paths['figures']}\nreport: {paths['report']}")
+    run_demo(settings, Path(args.out), overwrite=args.overwrite)
     return 0

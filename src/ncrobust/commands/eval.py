@@ -23,21 +23,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--epochs",
         default="last",
-        help="kept checkpoints to evaluate: last (default), all, or comma-separated epochs",
+        help="kept checkpoints to evaluate: last, all, or comma-separated epochs (default: last)",
     )
     parser.add_argument("--splits", default="test", help="train and/or test (default: test)")
     parser.add_argument(
         "--attacks",
         default=AUTOATTACK,
         help="comma-separated: autoattack (the standard suite), pgd:steps=S:restarts=R[:step=F] "
-        "(F: step as a fraction of eps; default the run's alpha/eps). Default: autoattack",
+        "(F: step as a fraction of eps, the run's alpha/eps if not given) (default: autoattack)",
     )
-    parser.add_argument("--eps", help="comma-separated radii (k/255 accepted); default: the run's")
-    parser.add_argument("--norm", choices=NORMS, help="threat model; default: the run's")
+    parser.add_argument(
+        "--eps",
+        help="comma-separated radii in [0,1] pixel units, numbers or k/255 (default: the run's)",
+    )
+    parser.add_argument("--norm", choices=NORMS, help="threat model (default: the run's)")
     parser.add_argument("--limit", type=int, help="evaluate only the first N points of each split")
     parser.add_argument("--seed", type=int, help="seed of the attacks (default: the run's seed)")
-    parser.add_argument("--batch-size", type=int, default=500)
-    parser.add_argument("--device", default=None, help="default: the run's device")
+    parser.add_argument(
+        "--batch-size", type=int, default=500, help="points per attack batch (default: 500)"
+    )
+    parser.add_argument(
+        "--device", default=None, help="auto, cpu, cuda or cuda:N (default: the run's device)"
+    )
     parser.add_argument(
         "--no-checks",
         dest="checks",

@@ -37,23 +37,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="tap names or all (default: all; with --eps the penultimate layer, as Figure 16)",
     )
-    parser.add_argument("--views", default="clean,pgd,gaussian,targeted")
-    parser.add_argument("--splits", default="train,test")
+    parser.add_argument(
+        "--views",
+        default=None,
+        help="view specs VIEW[@SPLIT][@eps=E], comma-separated (default: the run's own views, "
+        "with their own radii, except train_adv, which exists only during training)",
+    )
+    parser.add_argument(
+        "--splits", default=None, help="train and/or test, comma-separated (default: the run's)"
+    )
     parser.add_argument("--pool", type=int, help="average-pool conv features to POOL×POOL")
     parser.add_argument("--eps", help="small-eps study: comma-separated radii (k/255 accepted)")
-    parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--device", default=None, help="default: the run's device")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="batch size of the measurement passes (default: the run's measure_batch_size)",
+    )
+    parser.add_argument(
+        "--device", default=None, help="auto, cpu, cuda or cuda:N (default: the run's device)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Validate the run, its checkpoints and the options, then measure and write the tables."""
     run_dir = RunDirectory(Path(args.run))
     config = run_dir.read_config()  # validated as a whole
-    views = [v for v in args.views.split(",") if v]
+    if args.views is None:  # the run's own view specs (own radii kept), less train_adv
+        views = [v for v in config.views if parse_view(v, config.norm).view != "train_adv"]
+    else:
+        views = [v for v in args.views.split(",") if v]
     for view in views:
         if parse_view(view, config.norm).view == "train_adv":
             raise UsageError("train_adv is recorded during training only; it cannot be re-measured")
-    splits = [s for s in args.splits.split(",") if s]
+    splits = list(config.splits) if args.splits is None else args.splits.split(",")
+    splits = [s for s in splits if s]
     unknown = [s for s in splits if s not in SPLITS]
     if unknown or not splits:
         raise UsageError(f"--splits: expected train and/or test, got {args.splits!r}")

@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--figures",
         default="all",
-        help=f"comma-separated, from {', '.join(FIGURES)}; or all (default)",
+        help=f"comma-separated, from {', '.join(FIGURES)}; or all (default: all)",
     )
     parser.add_argument(
         "--formats",
@@ -51,15 +51,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--nc3",
         choices=tuple(NC3_FORMS),
         default="frobenius",
-        help="NC3 form: frobenius (the released code's, behind the paper's curves; default) "
-        "or text (the formula of the paper's Appendix B.2)",
+        help="NC3 form: frobenius (the released code's, behind the paper's curves) "
+        "or text (the formula of the paper's Appendix B.2) (default: frobenius)",
     )
     parser.add_argument(
         "--nc2-equinorm",
         choices=tuple(EQUINORM_FORMS),
         default="ratio",
-        help="NC2 equinorm form: ratio (std/mean, the released code's; default) or std (the "
-        "paper text's; needs a recorded nc2_equinorm_std)",
+        help="NC2 equinorm form: ratio (std/mean, the released code's) or std (the "
+        "paper text's; needs a recorded nc2_equinorm_std) (default: ratio)",
     )
     parser.add_argument(
         "--metrics",

@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--figures",
         default="all",
         help=f"comma-separated figures to include ({', '.join(FIGURES)}), "
-        "'all' (default) or 'none'",
+        "'all' or 'none' (default: all)",
     )
     add_where_argument(parser)
     parser.add_argument(

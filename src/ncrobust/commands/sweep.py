@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from ncrobust.atomic import atomic_write_text
+from ncrobust.commands.common import add_terminal_arguments
 from ncrobust.errors import UsageError
 from ncrobust.experiments.executors import (
     ClusterOptions,
@@ -29,6 +30,7 @@ from ncrobust.experiments.executors import (
 from ncrobust.experiments.grids import AXES, GRIDS, Grid, dry_run, expand, read_rates
 from ncrobust.experiments.jobs import check_existing
 from ncrobust.experiments.sweep import dispatch, run_sweep, status
+from ncrobust.tracking import check_tracking
 from ncrobust.views import parse_pixels
 
 
@@ -43,15 +45,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=sorted(GRIDS),
         help="a named grid (the axes below select from it; --seeds and --eps replace its own)",
     )
-    parser.add_argument("--datasets", help="comma-separated")
-    parser.add_argument("--models", help="comma-separated")
+    parser.add_argument("--datasets", help="comma-separated, e.g. cifar10,cifar100")
+    parser.add_argument("--models", help="comma-separated, e.g. vgg11_bn,preact_resnet18")
     parser.add_argument("--modes", help="comma-separated: st,at,trades")
     parser.add_argument("--norms", help="comma-separated: linf,l2")
     parser.add_argument(
         "--eps", help="comma-separated radii (k/255 accepted); step scaled linearly"
     )
     parser.add_argument("--seeds", help="comma-separated integers")
-    parser.add_argument("--root", default="runs/sweep", help="parent directory of the runs")
+    parser.add_argument(
+        "--root",
+        default="runs/sweep",
+        help="parent directory of the runs; also the tracking experiment's name with "
+        "--set tracking=mlflow (default: runs/sweep)",
+    )
     parser.add_argument(
         "--set",
         action="append",
@@ -71,8 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="JSON",
         help="images/s from `ncrobust bench train --write-rates` for the --dry-run estimate",
     )
-    parser.add_argument("--progress", dest="progress", action="store_true", default=None)
-    parser.add_argument("--quiet", dest="progress", action="store_false")
+    add_terminal_arguments(parser)
     add_cluster_arguments(parser)
 
 
@@ -95,19 +101,24 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--executor",
         choices=["sequential", "local", "slurm"],
-        help="sequential (default): one after another here; local: parallel processes here; "
-        "slurm: one SLURM job array",
+        help="sequential: one after another here; local: parallel processes here; "
+        "slurm: one SLURM job array (default: sequential)",
     )
     group.add_argument("--cluster-config", metavar="YAML", help="executor settings (flags win)")
     group.add_argument("--max-parallel", type=int, help="runs at once (SLURM: array throttle)")
-    group.add_argument("--partition")
-    group.add_argument("--account")
-    group.add_argument("--qos")
-    group.add_argument("--time", help="per job, e.g. 24:00:00 or 2-00:00:00 (default 24 h)")
-    group.add_argument("--gpus-per-run", type=int, help="N > 1: N DDP tasks on one node")
-    group.add_argument("--cpus-per-gpu", type=int)
-    group.add_argument("--mem-per-gpu", help="e.g. 32G")
-    group.add_argument("--constraint")
+    group.add_argument("--partition", help="SLURM partition (default: the cluster's)")
+    group.add_argument("--account", help="SLURM account to charge (default: yours)")
+    group.add_argument("--qos", help="SLURM quality of service (default: the cluster's)")
+    group.add_argument("--time", help="per job, e.g. 24:00:00 or 2-00:00:00 (default: 24:00:00)")
+    group.add_argument(
+        "--gpus-per-run",
+        type=int,
+        help="GPUs per run; N > 1: N DDP tasks on one node (default: 1 on SLURM and on a "
+        "machine with GPUs, else 0)",
+    )
+    group.add_argument("--cpus-per-gpu", type=int, help="CPUs of each task (default: SLURM's)")
+    group.add_argument("--mem-per-gpu", help="memory per GPU, e.g. 32G (default: the cluster's)")
+    group.add_argument("--constraint", help="SLURM node feature, e.g. a100 (default: none)")
     group.add_argument(
         "--slurm-arg",
         action="append",
@@ -253,6 +264,8 @@ def run(args: argparse.Namespace) -> int:
     if options.executor != "sequential":
         require_submitit(options.executor)
     check_existing(configs, extend=args.extend)
+    for config in configs:  # an optional package is missing: say so before any run starts
+        check_tracking(config.tracking, installed=not args.dry_run)
     if args.write_plan:
         atomic_write_text(
             Path(args.write_plan), yaml.safe_dump([c.to_dict() for c in configs], sort_keys=False)
@@ -269,7 +282,11 @@ def run(args: argparse.Namespace) -> int:
     record_plan(root, configs)
     if options.executor == "sequential":
         outcome = run_sweep(
-            configs, progress=args.progress, extend=args.extend, retry_failed=args.retry_failed
+            configs,
+            progress=args.progress,
+            quiet=args.quiet,
+            extend=args.extend,
+            retry_failed=args.retry_failed,
         )
     else:
         outcome = dispatch(configs, options, root, extend=args.extend, retry=args.retry_failed)

@@ -5,24 +5,27 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ncrobust.commands.common import add_terminal_arguments
 from ncrobust.config import (
     CONFIG_FIELDS,
     EXECUTION_FIELDS,
+    PIXEL_FIELDS,
     TrainConfig,
     available_presets,
     build_config,
 )
 from ncrobust.errors import UsageError
+from ncrobust.views import format_pixels
 
 HELP: dict[str, str] = {
     "dataset": "cifar10 | cifar100 | imagenette | digits | synthetic",
-    "data_dir": "dataset directory (default: $NCROBUST_DATA or the user cache)",
+    "data_dir": "dataset directory; empty: $NCROBUST_DATA or the user cache",
     "augment": "random crop + flip on the device (the paper: off)",
     "model": "vgg11_bn | preact_resnet18 | small_cnn",
     "mode": "st | at | trades",
     "norm": "linf | l2",
     "eps": "attack radius in [0,1] pixel units; a number or k/255",
-    "alpha": "PGD step; a number or k/255",
+    "alpha": "PGD step in [0,1] pixel units; a number or k/255",
     "steps": "PGD iterations",
     "trades_beta": "TRADES regularisation weight",
     "trades_bn_eval": "keep BN in eval mode for the whole TRADES run (the released code)",
@@ -42,15 +45,18 @@ HELP: dict[str, str] = {
     "views": "clean,pgd,train_adv,gaussian,targeted,ncc_adaptive or all (all but "
     "ncc_adaptive, which attacks each layer's NCC rule: one PGD per layer); VIEW@split limits "
     "a view to a split, VIEW@eps=E gives pgd/targeted/ncc_adaptive a radius of their own "
-    "(step scaled linearly)",
+    "(step scaled linearly); empty: the mode's default",
     "splits": "train,test",
     "layers": "tap names, comma-separated, or all",
-    "final_layers": "layers measured at the last epoch (default: --layers); all for layerwise",
-    "gaussian_std": "std of the Gaussian view; a number or k/255",
+    "final_layers": "layers measured at the last epoch (empty: --layers); all for layerwise",
+    "gaussian_std": "std of the Gaussian view in [0,1] pixel units; a number or k/255",
     "feature_cache_mb": "cache features between NC passes up to this size",
-    "out": "run directory (default: runs/<dataset>_<model>_<mode>_<norm>_eps<k>_seed<s>)",
+    "out": "run directory; empty: runs/<dataset>_<model>_<mode>_<norm>_eps<k>_seed<s>",
     "checkpoint_every": "keep a checkpoint every k epochs (0: only the last)",
-    "tensorboard": "also write TensorBoard scalars",
+    "tensorboard": "also write TensorBoard scalars and the config (RUN/tensorboard)",
+    "tracking": "mlflow: log the config, every metric row and the run's files to MLflow "
+    "(pip install 'ncrobust[track]'); empty: off",
+    "tracking_dir": "MLflow store, a path or URI; empty: $MLFLOW_TRACKING_URI or ./mlruns",
     "sync_bn": "under torchrun, BN statistics of the global batch (--no-sync-bn: per process)",
 }
 
@@ -61,9 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=available_presets(), help="a paper setting")
     parser.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
-    progress = parser.add_mutually_exclusive_group()
-    progress.add_argument("--progress", dest="progress", action="store_true", default=None)
-    progress.add_argument("--quiet", dest="progress", action="store_false")
+    add_terminal_arguments(parser)
     defaults = TrainConfig()
     group = parser.add_argument_group("configuration (flags override --config and --preset)")
     for name in CONFIG_FIELDS:
@@ -71,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             continue  # recorded from the launch, not chosen
         flag = "--" + name.replace("_", "-")
         default = getattr(defaults, name)
-        help_text = f"{HELP.get(name, '')} (default: {_show(default)})"
+        help_text = f"{HELP.get(name, '')} (default: {_show(name, default)})"
         if isinstance(default, bool):
             group.add_argument(
                 flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text
@@ -80,12 +84,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             group.add_argument(flag, dest=name, metavar=name.upper(), default=None, help=help_text)
 
 
-def _show(value: Any) -> str:
+def _show(name: str, value: Any) -> str:
+    """A field's default as one would type it (radii as k/255)."""
     if isinstance(value, list):
-        return ",".join(map(str, value)) or "mode's default"
+        return ",".join(map(str, value)) or "empty"
+    if name in PIXEL_FIELDS and isinstance(value, float):
+        return format_pixels(value)
     if isinstance(value, float):
         return f"{value:.6g}"
-    return str(value) if value != "" else "derived"
+    return "empty" if value in ("", None) else str(value)
 
 
 def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
@@ -116,7 +123,13 @@ def run(args: argparse.Namespace) -> int:
     context = distributed.launch_context()
     try:
         config, resume = config_from_args(args)
-        run_dir = train(config, resume=resume, overwrite=args.overwrite, progress=args.progress)
+        run_dir = train(
+            config,
+            resume=resume,
+            overwrite=args.overwrite,
+            progress=args.progress,
+            quiet=args.quiet,
+        )
     except Exception as exc:
         if not context.distributed:
             raise

@@ -297,8 +297,10 @@ def _autoattack_robust(
     num_classes: int,
     seed: int,
     batch_size: int,
+    on_stage: Callable[[str, float], None] | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
-    """Robust flags after the four stages run in turn on the points still robust."""
+    """Robust flags after the four stages run in turn on the points still robust
+    (``on_stage(stage, accuracy)`` after each)."""
     robust = correct.clone()
     after: dict[str, float] = {}
     for stage_name, stage in _autoattack_stages(ta, model, norm, eps, num_classes, seed):
@@ -307,6 +309,8 @@ def _autoattack_robust(
             x_adv = _project(stage(x, y), x, norm, eps)
             robust[index] &= (_predict(model, x_adv) == y).to(robust.device)
         after[stage_name] = float(robust.float().mean())
+        if on_stage is not None:
+            on_stage(stage_name, after[stage_name])
     return robust, after
 
 
@@ -424,6 +428,7 @@ def evaluate(
     on_result: Callable[[pd.DataFrame], None] | None = None,
     checks: bool = True,
     surrogate: nn.Module | None = None,
+    on_stage: Callable[[str, float], None] | None = None,
 ) -> pd.DataFrame:
     """Clean and robust accuracy of ``model`` on ``data`` under each attack and eps.
 
@@ -443,6 +448,8 @@ def evaluate(
     and the accuracy Square removed after the white-box stages (when AutoAttack ran). With a
     ``surrogate`` model (evaluated in eval mode, its mode restored), they also hold the
     accuracy that PGD-10 transferred from it removes from the points every attack left robust.
+    ``on_stage`` gets each AutoAttack stage's name and the accuracy after it, as the stage ends
+    (progress).
     """
     parsed = parse_attacks(attacks)
     eps_values = [check_eps(e, norm) for e in (eps if isinstance(eps, list | tuple) else [eps])]
@@ -527,7 +534,7 @@ def evaluate(
                             assert ta is not None
                             robust, stages = _autoattack_robust(
                                 ta, model, target, correct, norm, eps_value, num_classes, seed,
-                                batch_size,
+                                batch_size, on_stage,
                             )  # fmt: skip
                         survived &= robust
                         values = {ACCURACY: float(robust.float().mean())}

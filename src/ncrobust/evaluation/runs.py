@@ -172,6 +172,10 @@ def evaluate_runs(
                         f"{attack}{where if attack != CLEAN else ''}: {shown} {accuracy:.4f}"
                     )
 
+            def stage_done(stage: str, accuracy: float, plan: EvalPlan = plan) -> None:
+                if echo is not None:
+                    echo(f"{plan.run.root}: autoattack stage {stage}: accuracy {accuracy:.4f}")
+
             evaluate(
                 model,
                 dataset,
@@ -188,5 +192,6 @@ def evaluate_runs(
                 on_result=write,
                 checks=checks,
                 surrogate=surrogate,
+                on_stage=stage_done,
             )
     return pd.concat(results, ignore_index=True)

@@ -5,7 +5,9 @@ step eps/4) into the terminal phase, TRADES both as the original (BN in train mo
 paper's released code ran it (BN frozen), measures NC on train and test with every view every
 few epochs (the targeted attack at a radius of its own, where it reaches its targets) and every
 layer at the end, then writes the paper's figures and the findings report: ``DIR/st``,
-``DIR/at``, ``DIR/trades``, ``DIR/trades-bneval``, ``DIR/figures/*.png`` and ``DIR/report.md``.
+``DIR/at``, ``DIR/trades``, ``DIR/trades-bneval``, ``DIR/figures/*.png``, ``DIR/report.md`` and
+``DIR/report.html``. The terminal shows the phases, which run is where every few seconds, each
+AutoAttack stage and, last, the paths of both reports.
 The runs go to separate processes (one thread each), since small models on a CPU gain more
 from parallel runs than from threads within one.
 The final models are then evaluated with AutoAttack (``ncrobust eval``; skipped with a note
@@ -16,13 +18,15 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+import re
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
 from ncrobust.config import TrainConfig, build_config
 from ncrobust.errors import UsageError
+from ncrobust.tracking import check_tracking
 from ncrobust.views import ViewSpec, scaled_step
 
 # run name -> (mode, TRADES with frozen BN as the released code)
@@ -57,6 +61,9 @@ class DemoSettings:
     # AutoAttack on the first 180 of the 360 test points (None: all, 0: skip): ~30 s of CPU per
     # robust model instead of ~70 s, which keeps the demo within its 5-minute budget on 2 cores
     autoattack_points: int | None = 180
+    tensorboard: bool = False  # also TensorBoard scalars and config per run
+    tracking: str = ""  # mlflow: each run, then the figures and reports, to MLflow
+    tracking_dir: str = ""
 
     def config(self, name: str, out: Path) -> TrainConfig:
         """The training config of one run (a name of :data:`RUNS`)."""
@@ -80,6 +87,9 @@ class DemoSettings:
                 "final_layers": "all",
                 "device": "cpu",
                 "out": str(out / name),
+                "tensorboard": self.tensorboard,
+                "tracking": self.tracking,
+                "tracking_dir": self.tracking_dir,
             },
         )
 
@@ -125,34 +135,90 @@ def run_demo(settings: DemoSettings, out: Path, overwrite: bool = False) -> dict
     if settings.jobs < 1:
         raise UsageError("--jobs must be >= 1")
     configs = [settings.config(mode, out) for mode in SCHEDULE]  # validated before any work
+    check_tracking(settings.tracking, installed=True)
     replace = _check_out(out, overwrite)
     if replace:
         _clear_figures(out / "figures")
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    total = len(configs)
+    at_once = "one after another" if settings.jobs == 1 else f"{settings.jobs} at a time"
+    _say(f"phase 1 of 3: training {total} runs of {settings.epochs} epochs ({at_once})")
     if settings.jobs == 1:
-        for config in configs:
-            _report_cpu(*_train_one(config, None, replace))
+        for index, config in enumerate(configs, 1):
+            _say(f"run {index} of {total}: {Path(config.out).name}")
+            _report_cpu(*_train_one(config, None, replace), index, total)
     else:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=settings.jobs, mp_context=context) as pool:
-            jobs = pool.map(_train_one, configs, [1] * len(configs), [replace] * len(configs))
-            for root, cpu in jobs:
-                _report_cpu(root, cpu)
+            futures = {pool.submit(_train_one, c, 1, replace, True): c for c in configs}
+            _watch(futures, settings.epochs, settings.jobs)
     trained = time.perf_counter() - started
     from ncrobust.study.report import write_report
 
     _autoattack(out, settings)
+    _say("phase 3 of 3: figures and the findings report")
     report = write_report([out / mode for mode in MODES], out)  # also draws DIR/figures/*.png
     with report.open("a", encoding="utf-8") as handle:
         handle.write(settings.describe(_target_accuracy(out / "st", settings)))
-    total = time.perf_counter() - started
     figures = len(list((out / "figures").glob("*.png")))
-    print(
-        f"demo: trained {len(configs)} runs in {trained:.0f}s, {figures} figures, "
-        f"total {total:.0f}s"
+    html = report.with_suffix(".html")
+    if settings.tracking:
+        _track_outputs(out, settings, [out / "figures", report, html])
+    _say(
+        f"done in {time.perf_counter() - started:.0f}s (training the {total} runs "
+        f"{trained:.0f}s), {figures} figures in {out / 'figures'}"
     )
-    return {"report": report, "figures": out / "figures"}
+    print(f"report: {report}\nreport (HTML): {html}", flush=True)
+    return {"report": report, "html": html, "figures": out / "figures"}
+
+
+PROGRESS_SECONDS = 15.0  # how often the demo says where its running runs are
+EPOCH_LINE = re.compile(r"\] epoch (\d+)/(\d+)")
+
+
+def _say(line: str) -> None:
+    print(f"demo: {line}", flush=True)
+
+
+def _watch(futures: dict[Future[tuple[str, float]], TrainConfig], epochs: int, jobs: int) -> None:
+    """Wait for the training processes, saying every few seconds which epoch each running
+    run has finished (read from its ``log.txt``) and "run k of N" as each one ends."""
+    pending, done = set(futures), 0
+    while pending:
+        finished, pending = wait(pending, timeout=PROGRESS_SECONDS, return_when=FIRST_COMPLETED)
+        for future in finished:
+            done += 1
+            _report_cpu(*future.result(), done, len(futures))
+        if not finished:
+            # the pool runs them in submission order; one more may wait in its queue as running
+            running = [futures[f] for f in futures if f in pending and f.running()][:jobs]
+            where = [f"{Path(c.out).name} epoch {_last_epoch(Path(c.out))}/{epochs}"
+                     for c in running]  # fmt: skip
+            _say(f"{done} of {len(futures)} runs done; " + ", ".join(where))
+
+
+def _last_epoch(run: Path) -> int:
+    """The last epoch a run's ``log.txt`` reports as finished (0 before the first)."""
+    try:
+        lines = (run / "log.txt").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return 0
+    for line in reversed(lines):
+        match = EPOCH_LINE.search(line)
+        if match:
+            return int(match.group(1))
+    return 0
+
+
+def _track_outputs(out: Path, settings: DemoSettings, paths: list[Path]) -> None:
+    """Attach the demo's figures and reports to each run's tracked run."""
+    from ncrobust.tracking import open_tracker
+
+    for name in MODES:
+        tracker = open_tracker(settings.tracking, settings.tracking_dir, out / name)
+        tracker.log_artifacts(paths)
+        tracker.finish()
 
 
 REPORT_FILES = ("report.md", "report.html")
@@ -217,13 +283,13 @@ def _target_accuracy(run: Path, settings: DemoSettings) -> dict[str, float]:
     return {str(row.split): float(row.value) for row in rows.itertuples()}
 
 
-def _report_cpu(root: str, cpu: float) -> None:
+def _report_cpu(root: str, cpu: float, index: int, total: int) -> None:
     # CPU seconds of one run: its wall time on a core of its own, whatever else the machine runs
-    print(f"demo: {Path(root).name} took {cpu:.0f}s of CPU", flush=True)
+    _say(f"run {index} of {total} done: {Path(root).name} took {cpu:.0f}s of CPU")
 
 
 def _train_one(
-    config: TrainConfig, threads: int | None, overwrite: bool = False
+    config: TrainConfig, threads: int | None, overwrite: bool = False, quiet: bool = False
 ) -> tuple[str, float]:
     import torch
 
@@ -232,7 +298,7 @@ def _train_one(
     if threads is not None:
         torch.set_num_threads(threads)
     started = time.process_time()
-    run_dir = train(dataclasses.replace(config), overwrite=overwrite, progress=False)
+    run_dir = train(dataclasses.replace(config), overwrite=overwrite, progress=False, quiet=quiet)
     return str(run_dir.root), time.process_time() - started
 
 
@@ -241,10 +307,16 @@ def _autoattack(out: Path, settings: DemoSettings) -> None:
     import importlib.util
 
     if settings.autoattack_points == 0:
+        _say("phase 2 of 3: AutoAttack skipped (autoattack_points = 0)")
         return
     if importlib.util.find_spec("torchattacks") is None:
-        print("demo: AutoAttack skipped (needs torchattacks: pip install 'ncrobust[eval]')")
+        _say("phase 2 of 3: AutoAttack skipped (needs torchattacks: pip install 'ncrobust[eval]')")
         return
+    points = settings.autoattack_points or "all"
+    _say(
+        f"phase 2 of 3: AutoAttack (4 stages) and PGD-10 of the {len(SCHEDULE)} final models "
+        f"on {points} test points"
+    )
     started = time.perf_counter()
     runs = [str(out / name) for name in SCHEDULE]  # the costly ones first
     limits = [settings.autoattack_points] * len(runs)
@@ -256,7 +328,7 @@ def _autoattack(out: Path, settings: DemoSettings) -> None:
         with ProcessPoolExecutor(max_workers=settings.jobs, mp_context=context) as pool:
             for _ in pool.map(_autoattack_one, runs, limits, [1] * len(runs)):
                 pass
-    print(f"demo: AutoAttack of the final models in {time.perf_counter() - started:.0f}s")
+    _say(f"AutoAttack of the final models in {time.perf_counter() - started:.0f}s")
 
 
 def _autoattack_one(run_dir: str, limit: int | None, threads: int | None) -> None:
@@ -267,4 +339,4 @@ def _autoattack_one(run_dir: str, limit: int | None, threads: int | None) -> Non
     if threads is not None:
         torch.set_num_threads(threads)
     # PGD-10 on the same points as AutoAttack, so the two compare point for point
-    evaluate_runs([run_dir], attacks="autoattack,pgd:steps=10", limit=limit, echo=None)
+    evaluate_runs([run_dir], attacks="autoattack,pgd:steps=10", limit=limit, echo=_say)

@@ -86,7 +86,13 @@ def extend_run(config: TrainConfig) -> None:
     run.log(f"extended from {stored.epochs} to {config.epochs} epochs")
 
 
-def execute_run(config: TrainConfig, *, extend: bool = False, progress: bool | None = False) -> str:
+def execute_run(
+    config: TrainConfig,
+    *,
+    extend: bool = False,
+    progress: bool | None = False,
+    quiet: bool = False,
+) -> str:
     """Bring one run to ``DONE``; returns ``skipped``, ``resumed``, ``extended`` or ``trained``."""
     from ncrobust.training import resume_config, train
 
@@ -102,9 +108,10 @@ def execute_run(config: TrainConfig, *, extend: bool = False, progress: bool | N
     if run.exists():
         # every rank resumes to the grid's length, whether or not rank 0 rewrote config.yaml yet
         resumed = resume_config(config.out, config.device)
-        train(dataclasses.replace(resumed, epochs=config.epochs), resume=True, progress=progress)
+        longer = dataclasses.replace(resumed, epochs=config.epochs)
+        train(longer, resume=True, progress=progress, quiet=quiet)
         return outcome
-    train(config, progress=progress)
+    train(config, progress=progress, quiet=quiet)
     return "trained"
 
 

@@ -34,6 +34,7 @@ def run_sweep(
     configs: Sequence[TrainConfig],
     progress: bool | None = None,
     *,
+    quiet: bool = False,
     extend: bool = False,
     retry_failed: bool = False,
 ) -> dict[str, str]:
@@ -61,7 +62,7 @@ def run_sweep(
             outcome[config.out] = "failed"
             continue
         try:
-            outcome[config.out] = execute_run(config, extend=extend, progress=progress)
+            outcome[config.out] = execute_run(config, extend=extend, progress=progress, quiet=quiet)
         except RunLocked as exc:  # taken by another process since the states were read
             print(f"[{index}/{len(configs)}] {config.out}: busy ({exc})", flush=True)
             outcome[config.out] = "busy"

@@ -70,9 +70,11 @@ def load_run(path: str | Path) -> Run:
     )
 
 
-def load_runs(paths: Iterable[str | Path]) -> list[Run]:
-    """Every run under ``paths`` (see :func:`find_run_dirs`), read; refuses a set with no rows."""
-    runs = [load_run(p) for p in find_run_dirs(paths)]
+def load_runs(paths: str | Path | Iterable[str | Path]) -> list[Run]:
+    """Every run under ``paths`` (one path or several; see :func:`find_run_dirs`), read;
+    refuses a set with no rows."""
+    many = [paths] if isinstance(paths, str | Path) else paths
+    runs = [load_run(p) for p in find_run_dirs(many)]
     if all(run.metrics.empty for run in runs):
         names = ", ".join(str(r.path) for r in runs)
         raise UsageError(f"no metrics recorded yet in {names}")

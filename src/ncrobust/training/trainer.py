@@ -51,6 +51,7 @@ from ncrobust.runs.directory import Claim, RunDirectory
 from ncrobust.runs.directory import claim as claim_run
 from ncrobust.runs.tables import metric_rows
 from ncrobust.runtime import autocast, eval_mode, make_generator, seed_everything
+from ncrobust.tracking import Tracker, check_tracking, open_tracker
 from ncrobust.training.objectives import objective_step
 from ncrobust.training.schedule import piecewise_lr
 from ncrobust.views import FIT_VIEW, OUTPUT_LAYER
@@ -70,7 +71,9 @@ class Session:
     final_layers: list[str]
     start_epoch: int
     progress: bool
+    quiet: bool = False  # no per-epoch line on the terminal (log.txt still gets it)
     writer: Any = None
+    tracker: Tracker = field(default_factory=Tracker)  # MLflow with tracking: mlflow (rank 0)
     state: str = "new"  # how the session started: new, replace, resume or restart (runs.claim)
     claim: Claim | None = None  # the run directory's lock (rank 0), held for the session's life
     identity: dict[str, Any] = field(default_factory=dict)
@@ -90,6 +93,7 @@ def prepare(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool | None = None,
+    quiet: bool = False,
 ) -> Session:
     """Check the configuration, lock the output directory, load data and model, and restore
     the checkpoint of a resumed run; on any failure, nothing is written or changed.
@@ -112,6 +116,7 @@ def prepare(
             from torch.utils import tensorboard  # noqa: F401
         except ImportError as exc:  # pragma: no cover - tensorboard is a declared extra
             raise UsageError("--tensorboard needs the tensorboard package installed") from exc
+    check_tracking(config.tracking, installed=True)
     claim = None
     if context.is_main:
         claim = claim_run(Path(config.out), resume=resume, overwrite=overwrite, checkpoint=LAST)
@@ -123,7 +128,8 @@ def prepare(
         raise
     if progress is None:
         progress = sys.stderr.isatty()
-    session.progress = progress and session.context.is_main
+    session.progress = progress and session.context.is_main and not quiet
+    session.quiet = quiet
     return session
 
 
@@ -211,8 +217,12 @@ def train(
     overwrite: bool = False,
     progress: bool | None = None,
     stop_after: int | None = None,
+    quiet: bool = False,
 ) -> RunDirectory:
     """Train (or continue) the run of ``config`` and return its directory.
+
+    The terminal gets one summary line per epoch; ``progress`` adds tqdm bars for the batches
+    and the measurement (default: when stderr is a terminal), ``quiet`` prints neither.
 
     The run directory is locked for the whole session. A resumed run without a checkpoint
     (killed during start-up) starts again from scratch, which gives the same result.
@@ -221,7 +231,7 @@ def train(
     """
     joined = distributed.current().distributed  # a process group that the caller owns
     try:
-        run = _train(config, resume, overwrite, progress, stop_after)
+        run = _train(config, resume, overwrite, progress, stop_after, quiet)
     except BaseException:
         if not joined:
             distributed.shutdown()
@@ -237,8 +247,9 @@ def _train(
     overwrite: bool,
     progress: bool | None,
     stop_after: int | None,
+    quiet: bool = False,
 ) -> RunDirectory:
-    session = prepare(config, resume=resume, overwrite=overwrite, progress=progress)
+    session = prepare(config, resume=resume, overwrite=overwrite, progress=progress, quiet=quiet)
     run, main = session.run, session.context.is_main
     try:
         _start(session)
@@ -247,6 +258,10 @@ def _train(
             from torch.utils.tensorboard import SummaryWriter
 
             session.writer = SummaryWriter(str(run.tensorboard_dir))
+            session.writer.add_text("config", _config_table(config))
+        if main:
+            session.tracker = open_tracker(config.tracking, config.tracking_dir, run.root)
+            session.tracker.start(config.to_dict())
         if session.state != "resume":
             rows, stats = measure(session, 0, None)
             if main:
@@ -259,17 +274,24 @@ def _train(
                 return run
         if main:
             run.mark_done(config.epochs)
+            session.tracker.log_artifacts(
+                [run.config_path, run.log_path, run.metrics_path, run.stats_path]
+            )
+            session.tracker.finish()
     except KeyboardInterrupt as exc:
         signal_name = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
         message = f"{signal_name} after epoch {session.saved_epoch}" + _resumable(session)
         _log_quietly(session, f"interrupted: {message}")
+        _finish_quietly(session, "KILLED")
         raise type(exc)(message) from None
     except DiskFull as exc:
         message = f"{exc}" + _resumable(session)
         _log_quietly(session, f"stopped: {message}")
+        _finish_quietly(session, "FAILED")
         raise DiskFull(message, exc.path, exc.needed) from None
     except TrainingDiverged as exc:
         _log_quietly(session, f"stopped: {exc}")
+        _finish_quietly(session, "FAILED")
         raise
     finally:
         if session.writer is not None:
@@ -329,6 +351,20 @@ def _log_quietly(session: Session, line: str) -> None:
     if session.context.is_main and run.config_path.is_file():
         with contextlib.suppress(OSError, DiskFull):
             run.log(line)
+
+
+def _finish_quietly(session: Session, status: str) -> None:
+    """Close the tracked run of a stopped session; a tracking store that fails must not hide
+    the reason the run stopped."""
+    with contextlib.suppress(Exception):
+        session.tracker.finish(status)
+
+
+def _config_table(config: TrainConfig) -> str:
+    """The config as a markdown table (TensorBoard's text tab renders it)."""
+    lines = ["| field | value |", "|---|---|"]
+    lines += [f"| {name} | {value} |" for name, value in config.to_dict().items()]
+    return "\n".join(lines)
 
 
 def resume_config(out: str | Path, device: str | None = None) -> TrainConfig:
@@ -555,13 +591,18 @@ def _report(
         parts.append(f"nc1 {probe[('train', 'clean', 'penultimate', 'nc1')]:.4g}")
     line = " | ".join(parts)
     run.log(line)
-    if not session.progress:
+    if session.progress:
+        from tqdm import tqdm
+
+        tqdm.write(line)  # above the bars, which are erased when they finish
+    elif not session.quiet:
         print(line, flush=True)
     _scalars(session, epoch, rows)
 
 
 def _scalars(session: Session, epoch: int, rows: list[dict[str, Any]]) -> None:
-    """TensorBoard scalars of the rows, tagged split/view/layer/metric (with --tensorboard)."""
+    """The rows to the tracker and as TensorBoard scalars, tagged split/view/layer/metric."""
+    session.tracker.log_rows(epoch, rows)
     if session.writer is not None:
         for row in rows:
             tag = f"{row['split']}/{row['view']}/{row['layer']}/{row['metric']}"
