@@ -156,6 +156,10 @@ def _run_cases(cases: list[Case], device: torch.device, args: argparse.Namespace
             f"  ncrobust: {ours_time:.3f} s (median of {repeats}, min {min(times):.3f} s), "
             f"peak extra memory {peak():.0f} MiB; nc1 = {ours_values['nc1']:.6g}"
         )
+        print(
+            f"  ncrobust's time includes {len(ours_values)} measures: {', '.join(ours_values)} "
+            "(and the per-class sums behind per_class(): σ_c², NC4, NCC)"
+        )
         line = f"{case.label:<28} ours {ours_time:8.3f} s"
         if case.features > args.baseline_max_features:
             gib = BASELINE_BATCH * case.features**2 * 4 / 2**30
@@ -185,6 +189,7 @@ def _run_cases(cases: list[Case], device: torch.device, args: argparse.Namespace
             f"{base_peak():.0f} MiB; extrapolated linearly in N to {case.samples:,} samples: "
             f"{extrapolated:.2f} s"
         )
+        print(f"  the baseline computes {len(COMPARED)} of them: {', '.join(COMPARED)}")
         print(f"  speed ratio (extrapolated baseline / ours): {ratio:.1f}x")
         print(
             f"  values on the same {n_sub:,} samples: max relative difference {diff64:.1e} vs "
