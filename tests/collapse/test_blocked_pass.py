@@ -65,7 +65,8 @@ def test_blocked_pass_two_equals_the_whole_batch_computation(
 ) -> None:
     p, n = 16, 203  # n is a multiple of neither the chunk nor the block
     monkeypatch.setitem(_sums.CHUNK_ELEMENTS, "cpu", chunk * p)
-    monkeypatch.setattr(_sums, "BLOCK_MIN_ROWS", block)
+    width = min(p, num_classes) + 2 * num_classes  # k′: columns of U, R̃ and W
+    monkeypatch.setattr(_sums, "BLOCK_ELEMENTS", block * width)
     g = torch.Generator().manual_seed(num_classes + chunk)
     y = torch.cat(
         [torch.arange(num_classes), torch.randint(0, num_classes, (n - num_classes,), generator=g)]

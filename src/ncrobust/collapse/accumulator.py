@@ -7,7 +7,7 @@ into the class means μ_c, the count-weighted global mean μ_G and the eigendeco
 again) turns each chunk of rows into h − μ_y as it converts it to float64, then needs one
 matmul, z = (h − μ_y) [U, R, W] (R: the centred reference means; W only when no logits are
 given), and works in k dimensions, adding the C×k′ table μ_c [U, R, W] back where h itself is
-needed:
+needed, a block of a few thousand rows at a time so that no N-row temporary is formed:
 
 * NC1 = Tr(Σ_B^† Σ_W) = (1/N) Σ_i ‖Λ^{-1/2} Uᵀ (h_i − μ_{y_i})‖² over the kept eigenvalues;
 * the nearest class centre argmin_c ‖h − μ_c‖² = argmin_c β_c − 2⟨Uᵀh, Uᵀ(μ_c − g)⟩ with
@@ -536,7 +536,7 @@ class CollapseAccumulator:
         matrix, _ = self._stack(final, use_weight)
         partial = torch.zeros_like(second)
         n = h.shape[0]
-        block = block_rows(h) if n else 0
+        block = block_rows(h, max(matrix.shape[1], self.num_classes)) if n else 0
         spread = torch.empty(block, matrix.shape[1], dtype=torch.float64, device=second.device)
         within = torch.empty(block, dtype=torch.float64, device=second.device)
         first = 0  # the current block's first row
