@@ -27,3 +27,16 @@ def test_bad_sizes_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "collapse", "--classes", "10,x"]) == 2
     assert "--classes" in capsys.readouterr().err
     assert main(["bench", "collapse", "--classes", "1"]) == 2
+
+
+def test_cpu_clock_is_named_and_unknown_clocks_are_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = ["bench", "collapse", "--quick", "--threads", "1"]
+    assert main([*args, "--clock", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "cpu clock" in out.splitlines()[0]
+    assert re.search(r"speed ratio \(extrapolated baseline / ours\): [0-9.]+x", out)
+    with pytest.raises(SystemExit) as refused:
+        main([*args, "--clock", "sundial"])
+    assert refused.value.code == 2
