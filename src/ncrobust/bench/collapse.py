@@ -46,6 +46,7 @@ COMPARED = (
     "nc4",
 )
 AGREEMENT = 1e-6  # max relative difference allowed against the float64 baseline
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -85,6 +86,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="CPU threads of torch and of the baseline's BLAS (default: the libraries' choice)",
     )
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of ours per case")
+    parser.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="wall",
+        help="wall: elapsed time; cpu: this process's CPU time (less disturbed by other jobs on a "
+        "shared machine; with several threads it adds up their times)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the data (default: 0)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
 
@@ -146,8 +154,9 @@ def _run_cases(cases: list[Case], device: torch.device, args: argparse.Namespace
     baseline_n = min(args.baseline_samples, 300) if args.quick else args.baseline_samples
     print(
         f"ncrobust bench collapse on {_device_name(device)}, {torch.get_num_threads()} threads, "
-        f"torch {torch.__version__}; {repeats} timed run(s) of ours per case"
+        f"torch {torch.__version__}; {repeats} timed run(s) of ours per case, {args.clock} clock"
     )
+    clock = CLOCKS[args.clock]
     summary: list[str] = []
     ok = True
     for case in cases:
@@ -155,11 +164,17 @@ def _run_cases(cases: list[Case], device: torch.device, args: argparse.Namespace
         data = _make_data(case, device, args.seed)
         with _peak_memory(device) as peak:  # also the warm-up run
             ours_values = _ours(data, case.classes, case.batch)
-        times = [_time(partial(_ours, data, case.classes, case.batch)) for _ in range(repeats)]
+        times = [
+            _time(partial(_ours, data, case.classes, case.batch), clock) for _ in range(repeats)
+        ]
         ours_time = statistics.median(times)
         print(
             f"  ncrobust: {ours_time:.3f} s (median of {repeats}, min {min(times):.3f} s), "
             f"peak extra memory {peak():.0f} MiB; nc1 = {ours_values['nc1']:.6g}"
+        )
+        print(
+            f"  ncrobust's time includes {len(ours_values)} measures: {', '.join(ours_values)} "
+            "(and the per-class sums behind per_class(): σ_c², NC4, NCC)"
         )
         line = f"{case.label:<28} ours {ours_time:8.3f} s"
         if case.features > args.baseline_max_features:
@@ -175,8 +190,8 @@ def _run_cases(cases: list[Case], device: torch.device, args: argparse.Namespace
         n_sub = min(baseline_n, case.samples)
         sub = _subsample(data, n_sub)
         with _peak_memory(device) as base_peak:
-            passes, finalise, base32 = _baseline(sub, case.classes, torch.float32)
-        _, _, base64 = _baseline(sub, case.classes, torch.float64)
+            passes, finalise, base32 = _baseline(sub, case.classes, torch.float32, clock)
+        _, _, base64 = _baseline(sub, case.classes, torch.float64, clock)
         extrapolated = passes * case.samples / n_sub + finalise
         ratio = extrapolated / ours_time
         ours_sub = _ours(sub, case.classes, case.batch)
@@ -190,6 +205,7 @@ def _run_cases(cases: list[Case], device: torch.device, args: argparse.Namespace
             f"{base_peak():.0f} MiB; extrapolated linearly in N to {case.samples:,} samples: "
             f"{extrapolated:.2f} s"
         )
+        print(f"  the baseline computes {len(COMPARED)} of them: {', '.join(COMPARED)}")
         print(f"  speed ratio (extrapolated baseline / ours): {ratio:.1f}x")
         print(
             f"  values on the same {n_sub:,} samples: max relative difference {diff64:.1e} vs "
@@ -282,7 +298,7 @@ def _ours(data: Data, classes: int, batch: int) -> dict[str, float]:
 
 
 def _baseline(
-    data: Data, classes: int, dtype: torch.dtype
+    data: Data, classes: int, dtype: torch.dtype, clock: Callable[[], float]
 ) -> tuple[float, float, dict[str, float]]:
     """The released ``neural_collapse()`` structure: seconds of the two passes, seconds of the
     finalisation, and the values (NC3 in its Frobenius form, as released)."""
@@ -292,7 +308,7 @@ def _baseline(
     sigma_w: Tensor | int = 0
     agree = 0
     _sync(device)
-    start_time = time.perf_counter()
+    start_time = clock()
     means: Tensor | None = None
     for phase in ("mean", "cov"):
         for h, target, output in _baseline_batches(data, dtype):
@@ -319,7 +335,7 @@ def _baseline(
     n = sum(counts)
     sigma_w = sigma_w / n
     _sync(device)
-    passes = time.perf_counter() - start_time
+    passes = clock() - start_time
 
     def finalise() -> dict[str, float]:
         weight = data.weight.to(dtype)
@@ -342,7 +358,7 @@ def _baseline(
         }
 
     # the N-independent part is added once to the extrapolation: take its best of 3
-    finalise_time = min(_time(finalise) for _ in range(3))
+    finalise_time = min(_time(finalise, clock) for _ in range(3))
     return passes, finalise_time, finalise()
 
 
@@ -372,10 +388,10 @@ def _max_relative_difference(ours: dict[str, float], baseline: dict[str, float])
 # -- timing and memory ---------------------------------------------------------------------
 
 
-def _time(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
+def _time(fn: Callable[[], object], clock: Callable[[], float]) -> float:
+    start = clock()
     fn()
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def _sync(device: torch.device) -> None:

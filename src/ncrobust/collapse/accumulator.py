@@ -7,7 +7,7 @@ into the class means μ_c, the count-weighted global mean μ_G and the eigendeco
 again) turns each chunk of rows into h − μ_y as it converts it to float64, then needs one
 matmul, z = (h − μ_y) [U, R, W] (R: the centred reference means; W only when no logits are
 given), and works in k dimensions, adding the C×k′ table μ_c [U, R, W] back where h itself is
-needed:
+needed, a block of a few thousand rows at a time so that no N-row temporary is formed:
 
 * NC1 = Tr(Σ_B^† Σ_W) = (1/N) Σ_i ‖Λ^{-1/2} Uᵀ (h_i − μ_{y_i})‖² over the kept eigenvalues;
 * the nearest class centre argmin_c ‖h − μ_c‖² = argmin_c β_c − 2⟨Uᵀh, Uᵀ(μ_c − g)⟩ with
@@ -48,7 +48,13 @@ from ncrobust.collapse._checks import (
     check_width,
     empty_class_message,
 )
-from ncrobust.collapse._sums import ClassSums, all_reduce_sum, float64_chunks, sync_requested
+from ncrobust.collapse._sums import (
+    ClassSums,
+    all_reduce_sum,
+    block_rows,
+    float64_chunks,
+    sync_requested,
+)
 from ncrobust.runtime import resolve_device
 
 NEEDS_EVERY_CLASS = "means() needs every class (compute() and per_class() use the classes present)"
@@ -67,8 +73,8 @@ class _Finalised:
     global_mean: Tensor  # p
     centred: Tensor  # C′×p, μ_c − μ_G of the C′ classes present
     basis: Tensor  # p×k, U
-    inverse_sqrt: Tensor  # k, λ^{-1/2} for the eigenvalues Σ_B^† keeps, 0 for the others
-    basis_centred: Tensor  # k×C, Uᵀ(μ_c − μ_G) as columns (0 for absent classes)
+    inverse: Tensor  # k, 1/λ for the eigenvalues Σ_B^† keeps, 0 for the others
+    ncc_slopes: Tensor  # k×C, −2 Uᵀ(μ_c − μ_G) as columns (0 for absent classes)
     beta: Tensor  # C, NCC offsets of the data's own means (+inf for absent classes)
     ref_centred: Tensor | None  # C×p, reference means minus the reference global mean
     ref_global_mean: Tensor | None
@@ -476,10 +482,10 @@ class CollapseAccumulator:
         centred = means[present] - global_mean
         basis, eigenvalues, keep = geometry.between_class_basis(centred)
         # absent classes: zero coordinates and an infinite NCC offset, so never the nearest
-        basis_centred = torch.zeros(
+        ncc_slopes = torch.zeros(
             self.num_classes, basis.shape[1], dtype=torch.float64, device=basis.device
         )
-        basis_centred[present] = centred @ basis
+        ncc_slopes[present] = -2.0 * (centred @ basis)
         beta = torch.full_like(counts, math.inf, dtype=torch.float64)
         beta[present] = _ncc_offsets(centred, global_mean)
         ref_centred = ref_global_mean = ref_beta = None
@@ -496,8 +502,8 @@ class CollapseAccumulator:
             global_mean=global_mean,
             centred=centred,
             basis=basis,
-            inverse_sqrt=torch.where(keep, eigenvalues.rsqrt(), 0.0),
-            basis_centred=basis_centred.T.contiguous(),
+            inverse=torch.where(keep, eigenvalues.reciprocal(), 0.0),
+            ncc_slopes=ncc_slopes.T.contiguous(),
             beta=beta,
             ref_centred=ref_centred,
             ref_global_mean=ref_global_mean,
@@ -527,40 +533,30 @@ class CollapseAccumulator:
         final, second = self._final, self._second
         assert final is not None and second is not None
         use_weight = logits is None and self._weight is not None
-        matrix, cols = self._stack(final, use_weight)
-        at_means = final.stack_at_means[use_weight]  # C×k′: each column block at every μ_c
+        matrix, _ = self._stack(final, use_weight)
+        partial = torch.zeros_like(second)
         n = h.shape[0]
-        spread = torch.empty(n, matrix.shape[1], dtype=torch.float64, device=second.device)
-        within = torch.empty(n, dtype=torch.float64, device=second.device)
+        block = block_rows(h, max(matrix.shape[1], self.num_classes)) if n else 0
+        spread = torch.empty(block, matrix.shape[1], dtype=torch.float64, device=second.device)
+        within = torch.empty(block, dtype=torch.float64, device=second.device)
+        first = 0  # the current block's first row
         # every chunk arrives as h − μ_y: the spread ‖h − μ_y‖² is its row norm and the matmul
         # gives Uᵀ(h − μ_y) directly; only these two p-wide operations run per chunk
         for rows, chunk in float64_chunks(h, final.filled_means, y):
-            torch.matmul(chunk, matrix, out=spread[rows])
-            torch.linalg.vector_norm(chunk, dim=1, out=within[rows])
-        # the rest is k′-wide, once per batch; adding the block at μ_y recovers Uᵀh, R̃ᵀh, Wh
-        out = spread + at_means[y]
-        per_row = torch.zeros(n, PASS2_COLUMNS, dtype=torch.float64, device=second.device)
-        per_row[:, COUNT] = 1.0
-        per_row[:, WITHIN] = within.square()
-        per_row[:, NC1_SUM] = (spread[:, cols["basis"]] * final.inverse_sqrt).square().sum(1)
-        coords = out[:, cols["basis"]]  # Uᵀh
-        nearest = (final.beta - 2.0 * (coords @ final.basis_centred)).argmin(dim=1)
-        per_row[:, SELF_CORRECT] = nearest == y
-        prediction = None
-        if logits is not None:
-            prediction = logits.argmax(dim=1)
-        elif use_weight:
-            assert self._bias is not None
-            prediction = (out[:, cols["weight"]] + self._bias).argmax(dim=1)
-        if prediction is not None:
-            per_row[:, MISMATCH] = prediction != nearest
-            per_row[:, PREDICTED] = 1.0
-        if final.ref_beta is not None:
-            nearest_ref = (final.ref_beta - 2.0 * out[:, cols["ref"]]).argmin(dim=1)
-            per_row[:, REF_CORRECT] = nearest_ref == y
-            if prediction is not None:
-                per_row[:, REF_MATCH] = prediction == nearest_ref
-        partial = torch.zeros_like(second).index_add_(0, y, per_row)
+            local = slice(rows.start - first, rows.stop - first)
+            torch.matmul(chunk, matrix, out=spread[local])
+            torch.linalg.vector_norm(chunk, dim=1, out=within[local])
+            if local.stop == block or rows.stop == n:  # a full block, or the batch's last
+                done = slice(first, rows.stop)
+                self._add_block(
+                    partial,
+                    spread[: local.stop],
+                    within[: local.stop],
+                    y[done],
+                    None if logits is None else logits[done],
+                    use_weight,
+                )
+                first = rows.stop
         # NaN or inf features reach every column of the matmul, hence the NC1 sum; labels of
         # a class pass 1 never saw are counted: one check, one device sync
         unseen = (~final.present[y]).sum()
@@ -580,6 +576,50 @@ class CollapseAccumulator:
                 else "features contain NaN or inf values"
             )
         second += partial
+
+    def _add_block(
+        self,
+        partial: Tensor,
+        spread: Tensor,
+        within: Tensor,
+        y: Tensor,
+        logits: Tensor | None,
+        use_weight: bool,
+    ) -> None:
+        """Add one block's per-row statistics to ``partial`` (C × PASS2_COLUMNS) by true class,
+        from its rows' [U, R, W]ᵀ(h − μ_y) (``spread``) and ‖h − μ_y‖ (``within``).
+
+        The work is k′-wide; adding the block at μ_y recovers Uᵀh, R̃ᵀh, Wh.
+        """
+        final = self._final
+        assert final is not None
+        _, cols = final.stacks[use_weight]
+        out = spread + final.stack_at_means[use_weight][y]
+        per_row = torch.zeros(y.shape[0], PASS2_COLUMNS, dtype=torch.float64, device=y.device)
+        per_row[:, COUNT] = 1.0
+        per_row[:, WITHIN] = within.square()
+        # ‖Λ^{-1/2} Uᵀ(h − μ_y)‖² and the NCC scores β_c − 2⟨Uᵀh, Uᵀ(μ_c − g)⟩ as one product
+        # each; min/max(...).indices take the first extreme, as argmin/argmax, at half the cost
+        torch.mv(spread[:, cols["basis"]].square(), final.inverse, out=per_row[:, NC1_SUM])
+        coords = out[:, cols["basis"]]  # Uᵀh
+        nearest = torch.addmm(final.beta, coords, final.ncc_slopes).min(dim=1).indices
+        per_row[:, SELF_CORRECT] = nearest == y
+        prediction = None
+        if logits is not None:
+            prediction = logits.max(dim=1).indices
+        elif use_weight:
+            assert self._bias is not None
+            prediction = (out[:, cols["weight"]] + self._bias).max(dim=1).indices
+        if prediction is not None:
+            per_row[:, MISMATCH] = prediction != nearest
+            per_row[:, PREDICTED] = 1.0
+        if final.ref_beta is not None:
+            nearest_ref = torch.add(final.ref_beta, out[:, cols["ref"]], alpha=-2.0)
+            nearest_ref = nearest_ref.min(dim=1).indices
+            per_row[:, REF_CORRECT] = nearest_ref == y
+            if prediction is not None:
+                per_row[:, REF_MATCH] = prediction == nearest_ref
+        partial.index_add_(0, y, per_row)
 
 
 def _ncc_offsets(centred: Tensor, centre: Tensor) -> Tensor:
