@@ -171,6 +171,7 @@ def measure_entry(
             pool=options.pool, batch_size=options.batch_size, device=device, epoch=EPOCH,
             seed=options.seed,
         )  # fmt: skip
+    metrics.attrs = {}  # the per-class detail stays out of the table (pandas copies attrs)
     directory = RunDirectory(folder)
     atomic_write_parquet(typed_table(metrics.astype({"layer": str}), METRIC_COLUMNS),
                          directory.metrics_path)  # fmt: skip
