@@ -93,6 +93,12 @@ def test_zoo_end_to_end_offline(zoo: Path, capsys: pytest.CaptureFixture[str]) -
     assert sorted(r.config.model for r in runs) == NAMES
     assert all(not r.metrics.empty for r in runs)
 
+    # the model directories read as runs by report and plot --where
+    assert main(["report", str(out), "--out", str(zoo / "report"), "--figures", "none"]) == 0
+    assert main(["plot", str(out), "--where", "model=TinyZooB", "--figures", "fig2",
+                 "--formats", "png", "--out", str(zoo / "figures")]) == 0  # fmt: skip
+    assert (zoo / "figures" / "fig2.png").is_file()
+
     # a second call finds every model done and only rewrites the summary
     capsys.readouterr()
     assert main(_args(zoo, "--models", ",".join(NAMES))) == 0

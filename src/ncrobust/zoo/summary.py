@@ -119,8 +119,10 @@ def correlations(table: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
 
 def finding(row: pd.Series) -> str:
     """What the correlation of one statistic says across defenses, in one sentence."""
+    if row.models < 3:
+        return f"{row.meaning}: {row.models} model(s), too few for a rank correlation."
     if not math.isfinite(row.spearman):
-        return f"{row.meaning}: not enough varied models ({row.models}) for a rank correlation."
+        return f"{row.meaning}: the same for all {row.models} models, no rank correlation."
     text = f"{row.meaning}: Spearman {row.spearman:+.2f} [{row.low:+.2f}, {row.high:+.2f}]"
     if row.low > 0 or row.high < 0:
         sign = "rises" if row.spearman > 0 else "falls"
