@@ -15,8 +15,8 @@ import torch
 if importlib.util.find_spec("robustbench") is None:
     pytest.skip("the zoo extra (robustbench) is not installed", allow_module_level=True)
 
-from ncrobust.cli import main  # noqa: E402
-from ncrobust.zoo import catalog  # noqa: E402
+from ncrobust.cli import main
+from ncrobust.zoo import catalog
 
 NAMES = ["TinyZooA", "TinyZooB", "TinyZooC"]
 
@@ -77,7 +77,8 @@ def test_zoo_end_to_end_offline(zoo: Path, capsys: pytest.CaptureFixture[str]) -
         assert (run / "DONE").is_file()
     zoo_rows = pd.read_parquet(out / "TinyZooA" / "robustness.parquet")
     zoo_rows = zoo_rows[zoo_rows.attack.str.endswith("@zoo")].set_index("attack").value
-    assert zoo_rows.to_dict() == pytest.approx({"clean@zoo": 0.805, "leaderboard:autoattack@zoo": 0.5025})
+    expected = {"clean@zoo": 0.805, "leaderboard:autoattack@zoo": 0.5025}
+    assert zoo_rows.to_dict() == pytest.approx(expected)
     table = pd.read_parquet(out / "zoo_summary.parquet")
     assert list(table.model) == NAMES
     assert list(table.robust_source) == ["zoo AutoAttack", "zoo AutoAttack", "own attack"]
@@ -118,7 +119,7 @@ def test_loader_asked_for_exactly_the_names_given(
     monkeypatch.setattr(utils, "load_model", recording)
     assert main(_args(zoo, "--models", "TinyZooC,TinyZooA")) == 0
     folder = str(zoo / "models")
-    assert calls == [("TinyZooC", folder, "cifar10", "Linf"), ("TinyZooA", folder, "cifar10", "Linf")]
+    assert calls == [(name, folder, "cifar10", "Linf") for name in ("TinyZooC", "TinyZooA")]
 
 
 @pytest.mark.parametrize(

@@ -249,4 +249,5 @@ def plan_line(entry: ZooEntry, out: Path, options: ZooOptions) -> str:
     state = "done" if is_done(folder, options) else "to measure"
     path = catalog.checkpoint_path(Path(options.model_dir), entry.dataset, entry.threat, entry.name)
     size = f"{path.stat().st_size / 2**20:.0f} MiB" if path.is_file() else "to download"
-    return f"{entry.key}: {state}; checkpoint {path} ({size}); ~{estimated_passes(options):,} passes"
+    passes = estimated_passes(options)
+    return f"{entry.key}: {state}; checkpoint {path} ({size}); ~{passes:,} passes"
