@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -18,6 +17,8 @@ if importlib.util.find_spec("robustbench") is None:
 from ncrobust.cli import main
 from ncrobust.zoo import catalog
 
+from ..probing.conftest import one_thread  # noqa: F401 - the autouse fixture
+
 NAMES = ["TinyZooA", "TinyZooB", "TinyZooC"]
 
 
@@ -25,15 +26,6 @@ def _tiny() -> torch.nn.Module:
     from robustbench.model_zoo.architectures.wide_resnet import WideResNet
 
     return WideResNet(depth=10, widen_factor=1)  # the zoo's WideResNet, one block per group
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """One intra-op thread: tiny convolutions only lose to thread hand-offs on a busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture
