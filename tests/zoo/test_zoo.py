@@ -136,3 +136,25 @@ def test_dry_run_lists_models_and_cost(zoo: Path, capsys: pytest.CaptureFixture[
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 3 and "passes" in lines[0] and "to measure" in lines[0]
     assert not (zoo / "out").exists()
+
+
+def test_rank_correlations_and_findings() -> None:
+    from scipy.stats import spearmanr
+
+    from ncrobust.zoo.summary import ROBUST, STATISTICS, correlations, finding, spearman
+
+    rng = torch.Generator().manual_seed(0)
+    x, y = torch.rand(12, generator=rng).numpy(), torch.rand(12, generator=rng).numpy()
+    assert spearman(x, y) == pytest.approx(spearmanr(x, y).statistic)
+    robust = [0.1, 0.2, 0.3, 0.4, 0.5]
+    ranks = [1.0, 2.0, 3.0, 4.0, 5.0]
+    table = pd.DataFrame({name: ranks for name in STATISTICS} | {ROBUST: robust})
+    table["nc1_clean"] = [5.0, 4.0, 3.0, 2.0, 1.0]  # falls as robustness rises
+    table["best_early_ncc_pgd"] = 0.5  # the same for every model
+    corr = correlations(table).set_index("statistic")
+    assert corr.loc["nc1_clean", "spearman"] == pytest.approx(-1.0)
+    assert corr.loc["simplex_pgd", ["spearman", "low", "high"]].tolist() == pytest.approx([1, 1, 1])
+    assert "falls with robust accuracy" in finding(corr.loc["nc1_clean"])
+    assert "rises with robust accuracy" in finding(corr.loc["simplex_pgd"])
+    assert "the same for all 5 models" in finding(corr.loc["best_early_ncc_pgd"])
+    assert "too few" in finding(correlations(table.head(2)).iloc[0])

@@ -107,8 +107,11 @@ def is_done(folder: Path, options: ZooOptions) -> bool:
     """Whether ``folder`` holds a finished measurement with these options."""
     if not (folder / DONE_FILE).is_file() or not (folder / ZOO_FILE).is_file():
         return False
-    stored = yaml.safe_load((folder / ZOO_FILE).read_text(encoding="utf-8")) or {}
-    return bool(stored.get("options") == _plain(asdict(options)))
+    try:
+        stored = yaml.safe_load((folder / ZOO_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False  # unreadable: measured again
+    return isinstance(stored, dict) and stored.get("options") == _plain(asdict(options))
 
 
 def _plain(value: Any) -> Any:
