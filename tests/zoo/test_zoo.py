@@ -158,3 +158,21 @@ def test_rank_correlations_and_findings() -> None:
     assert "rises with robust accuracy" in finding(corr.loc["simplex_pgd"])
     assert "the same for all 5 models" in finding(corr.loc["best_early_ncc_pgd"])
     assert "too few" in finding(correlations(table.head(2)).iloc[0])
+
+
+def test_family_taps_follow_the_zoo_class_hierarchy() -> None:
+    catalog.require_robustbench()
+    from robustbench.model_zoo.architectures.dm_wide_resnet import DMPreActResNet, DMWideResNet
+    from robustbench.model_zoo.architectures.wide_resnet import WideResNet
+
+    class Paper2099Net(WideResNet):  # the zoo subclasses architectures per paper
+        pass
+
+    paper = Paper2099Net(depth=10, widen_factor=1)
+    assert catalog.family(paper) == "WideResNet"
+    assert catalog.family_taps(paper) == ["conv1", "block1", "block2", "block3"]
+    dm = DMWideResNet(num_classes=10, depth=10, width=1)
+    assert catalog.family_taps(dm) == ["init_conv", "layer.0", "layer.1", "layer.2"]
+    preact = DMPreActResNet(num_classes=10, depth=18)
+    assert catalog.family_taps(preact) == ["conv_2d", "layer_0", "layer_1", "layer_2", "layer_3"]
+    assert catalog.family_taps(torch.nn.Linear(2, 2)) == []

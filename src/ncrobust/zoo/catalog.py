@@ -44,6 +44,7 @@ FAMILY_TAPS: dict[str, tuple[str, ...]] = {
     "WideResNet": ("conv1", "block1", "block2", "block3"),
     "DMWideResNet": ("init_conv", "layer.0", "layer.1", "layer.2"),
     "PreActResNet": ("conv1", "layer1", "layer2", "layer3", "layer4"),
+    "DMPreActResNet": ("conv_2d", "layer_0", "layer_1", "layer_2", "layer_3"),
     "ResNet": ("conv1", "layer1", "layer2", "layer3", "layer4"),
     "ViT": ("blocks.0", "blocks.3", "blocks.6", "blocks.9"),
     "XCiT": ("blocks.0", "blocks.3", "blocks.6", "blocks.9"),
@@ -52,6 +53,7 @@ FAMILY_TAPS: dict[str, tuple[str, ...]] = {
 # the class-name fragments that place a model in a family (first match wins)
 _FAMILY_KEYS = (
     ("DMWideResNet", "DMWideResNet"),
+    ("DMPreActResNet", "DMPreActResNet"),
     ("WideResNet", "WideResNet"),
     ("PreAct", "PreActResNet"),
     ("XCiT", "XCiT"),
@@ -194,12 +196,14 @@ def load(entry: ZooEntry, model_dir: Path) -> nn.Module:
 
 
 def family(model: nn.Module) -> str:
-    """The architecture family of ``model`` (its class name decides), or the class name."""
-    name = type(model).__name__
-    for fragment, found in _FAMILY_KEYS:
-        if fragment.lower() in name.lower():
-            return found
-    return name
+    """The architecture family of ``model``: the first of its classes (the zoo subclasses its
+    architectures per paper, e.g. ``Rice2020OverfittingNet(WideResNet)``) whose name places it
+    in a family; else the class name."""
+    for cls in type(model).__mro__:
+        for fragment, found in _FAMILY_KEYS:
+            if fragment.lower() in cls.__name__.lower():
+                return found
+    return type(model).__name__
 
 
 def family_taps(model: nn.Module) -> list[str]:
