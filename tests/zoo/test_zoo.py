@@ -176,3 +176,23 @@ def test_family_taps_follow_the_zoo_class_hierarchy() -> None:
     preact = DMPreActResNet(num_classes=10, depth=18)
     assert catalog.family_taps(preact) == ["conv_2d", "layer_0", "layer_1", "layer_2", "layer_3"]
     assert catalog.family_taps(torch.nn.Linear(2, 2)) == []
+
+
+def test_a_model_that_cannot_be_loaded_is_named_and_left_out(
+    zoo: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (zoo / "models" / "cifar10" / "Linf" / "TinyZooB.pt").unlink()
+    utils = catalog.require_robustbench()
+    real = utils.load_model
+
+    def offline(model_name: str, **kwargs: object) -> object:
+        if model_name == "TinyZooB":
+            raise OSError("no network to download the checkpoint")
+        return real(model_name, **kwargs)
+
+    monkeypatch.setattr(utils, "load_model", offline)
+    assert main(_args(zoo, "--models", "TinyZooA,TinyZooB")) == 1
+    err = capsys.readouterr().err
+    assert "cannot load zoo model cifar10/Linf/TinyZooB" in err and "not measured: TinyZooB" in err
+    table = pd.read_parquet(zoo / "out" / "zoo_summary.parquet")
+    assert list(table.model) == ["TinyZooA"]

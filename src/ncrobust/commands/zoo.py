@@ -4,12 +4,14 @@ Each selected model is loaded through the zoo's own loader from ``--model-dir`` 
 there when missing and the machine is online), measured like a trained run into
 ``OUT/<name>/`` and, once all are measured, summarised across models (``zoo_report.md``).
 Models run one after another; a finished model with the same settings is skipped, so an
-interrupted call resumes where it stopped.
+interrupted call resumes where it stopped. A model whose checkpoint cannot be loaded is named
+and left out (exit status 1); the others are measured and summarised.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ncrobust.errors import UsageError
@@ -82,22 +84,30 @@ def run(args: argparse.Namespace) -> int:
         print(f"{len(entries)} model(s); {job.COST_NOTE}")
         return 0
     data = job.load_points(args.dataset, options)
-    folders = []
+    folders, failed = [], []
     for index, entry in enumerate(entries, 1):
         folder = job.run_dir(out, entry)
         prefix = f"[{index}/{len(entries)}] {entry.name}"
         if job.is_done(folder, options):
             print(f"{prefix}: done, skipped")
-        else:
-            print(f"{prefix}: loading")
+            folders.append(folder)
+            continue
+        print(f"{prefix}: loading")
+        try:
             model = catalog.load(entry, model_dir)
-            job.measure_entry(entry, model, data, out, options, log=lambda s: print(f"  {s}"))
-            del model
-            job.free_memory()
-            print(f"{prefix}: written to {folder}")
+        except UsageError as exc:  # one missing or broken checkpoint does not stop the others
+            print(f"{prefix}: failed: {exc}", file=sys.stderr)
+            failed.append(entry.name)
+            continue
+        job.measure_entry(entry, model, data, out, options, log=lambda s: print(f"  {s}"))
+        del model
+        job.free_memory()
+        print(f"{prefix}: written to {folder}")
         folders.append(folder)
-    if not folders:
-        raise UsageError("no model selected")
-    summary.write_summary(folders, out, f"{args.dataset} {args.threat}")
-    print(f"summary: {out / summary.REPORT_FILE}")
+    if folders:
+        summary.write_summary(folders, out, f"{args.dataset} {args.threat}")
+        print(f"summary of {len(folders)} model(s): {out / summary.REPORT_FILE}")
+    if failed:
+        print(f"not measured: {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
