@@ -310,6 +310,8 @@ def run_identity(config: TrainConfig, dataset: ImageDataset) -> dict[str, Any]:
     }
 
 
+
+
 def build_model(config: TrainConfig, dataset: ImageDataset) -> TappedClassifier:
     """The run's model, shaped for ``dataset`` and normalising with its constants."""
     return create_model(
