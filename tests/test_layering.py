@@ -26,7 +26,7 @@ LAYERS = [
     ["runs"],
     ["probing", "evaluation", "study"],
     ["training"],
-    ["experiments"],
+    ["experiments", "zoo"],
     ["bench", "commands"],
     ["analysis", "cli", "__main__", "__init__"],
 ]
@@ -36,6 +36,7 @@ INDEPENDENT = [
     {"attacks", "data", "models", "collapse"},
     {"probing", "evaluation", "study"},
     {"bench", "commands"},
+    {"experiments", "zoo"},
 ]
 # imports that the layers allow but the design forbids
 FORBIDDEN = {"probing": {"config", "training"}}

@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("ncrobust.commands.sweep", "run a grid of training runs, resuming where needed"),
     "plot": ("ncrobust.commands.plot", "draw the paper's figures from run directories"),
     "report": ("ncrobust.commands.report", "write the findings report for run directories"),
+    "zoo": ("ncrobust.commands.zoo", "Neural Collapse across the public robust-model zoo"),
 }
 
 BENCHMARKS: dict[str, tuple[str, str]] = {

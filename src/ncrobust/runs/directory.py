@@ -53,7 +53,10 @@ OWN_FILES = (
     "robustness.parquet",
     "log.txt",
     "DONE",
+    "zoo.yaml",
 )
+# a measured model of the public zoo (``ncrobust zoo``): its run fields and zoo entry
+ZOO_FILE = "zoo.yaml"
 OWN_IN_FOLDER = {
     "checkpoints": re.compile(r"last\.safetensors|epoch-[0-9]+\.safetensors"),
     "tensorboard": re.compile(r"events\.out\.tfevents\..+"),
@@ -302,13 +305,15 @@ def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
             raise UsageError(f"{path}: no such directory")
         if not path.is_dir():
             raise UsageError(f"{path}: not a directory (expected a run directory or runs folder)")
-        if RunDirectory(path).exists():
+        if RunDirectory(path).exists() or (path / ZOO_FILE).is_file():
             runs = [path]
         else:
-            # a folder of runs: every directory below it with a config.yaml (checkpoints skipped)
+            # a folder of runs: every directory below it with a config.yaml or zoo.yaml
+            # (checkpoints skipped)
             runs = sorted(
                 p.parent
-                for p in path.rglob("config.yaml")
+                for name in ("config.yaml", ZOO_FILE)
+                for p in path.rglob(name)
                 if p.is_file() and "checkpoints" not in p.relative_to(path).parts[:-1]
             )
             if not runs:

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
-from ncrobust.config import TrainConfig, read_config
+from ncrobust.config import TrainConfig, apply_overrides, read_config
 from ncrobust.errors import UsageError
-from ncrobust.runs.directory import RunDirectory, find_run_dirs
+from ncrobust.runs.directory import ZOO_FILE, RunDirectory, find_run_dirs
 
 EPS_STUDY_FILE = "eps_study.parquet"
 EPS_STUDY_COLUMNS = ("epoch", "eps", "split", "view", "layer", "metric", "value")
@@ -55,10 +56,11 @@ def _dtype(column: str) -> str:
 def load_run(path: str | Path) -> Run:
     """Read one run directory (its config must parse; tables may still be empty)."""
     directory = RunDirectory(Path(path))
-    if not directory.exists():
+    zoo_file = directory.root / ZOO_FILE
+    if not directory.exists() and not zoo_file.is_file():
         raise UsageError(f"{path}: not a run directory (no config.yaml)")
     try:
-        config = read_config(directory.config_path)
+        config = read_config(directory.config_path) if directory.exists() else zoo_config(zoo_file)
     except ValueError as exc:
         raise UsageError(f"{directory.config_path}: {exc}") from exc
     return Run(
@@ -68,6 +70,15 @@ def load_run(path: str | Path) -> Run:
         stats=directory.read_all_stats(),
         eps_study=read_eps_study(directory.root),
     )
+
+
+def zoo_config(path: Path) -> TrainConfig:
+    """The run fields of a measured zoo model (``zoo.yaml``'s ``config``), type-checked; its
+    model is the zoo's entry, not one of ncrobust's, so it is not validated as a training run."""
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
+        raise UsageError(f"{path}: no 'config' mapping")
+    return apply_overrides(TrainConfig(), data["config"])
 
 
 def load_runs(paths: str | Path | Iterable[str | Path]) -> list[Run]:

@@ -1,0 +1,113 @@
+"""``ncrobust zoo``: Neural Collapse across the public robust-model zoo (RobustBench).
+
+Each selected model is loaded through the zoo's own loader from ``--model-dir`` (downloaded
+there when missing and the machine is online), measured like a trained run into
+``OUT/<name>/`` and, once all are measured, summarised across models (``zoo_report.md``).
+Models run one after another; a finished model with the same settings is skipped, so an
+interrupted call resumes where it stopped. A model whose checkpoint cannot be loaded is named
+and left out (exit status 1); the others are measured and summarised.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ncrobust.errors import UsageError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``ncrobust zoo``."""
+    parser.add_argument("--dataset", default="cifar10", help="cifar10, cifar100 or imagenet")
+    parser.add_argument("--threat", default="Linf", help="Linf or L2")
+    parser.add_argument("--models", default="", help="comma-separated zoo names")
+    parser.add_argument("--all", action="store_true", help="every model of the zoo's list")
+    parser.add_argument("--top", type=int, default=0, help="the first K in the zoo's order")
+    parser.add_argument("--model-dir", default="models", help="the zoo's checkpoint directory")
+    parser.add_argument(
+        "--info",
+        action="append",
+        default=[],
+        help="folder laid out <dataset>/<threat>/<name>.json with leaderboard entries "
+        "(repeatable; --model-dir is always searched)",
+    )
+    parser.add_argument("--out", default=None, help="default: runs/zoo/<dataset>_<threat>")
+    parser.add_argument("--points", type=int, default=500, help="train and test points each")
+    parser.add_argument("--attack", default="pgd:steps=20", help="autoattack or pgd:steps=N")
+    parser.add_argument("--steps", type=int, default=10, help="PGD steps of the NC views")
+    parser.add_argument("--pool", type=int, default=4, help="pool feature maps to POOL×POOL")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data", default=None, help="measure on this dataset instead")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--dry-run", action="store_true", help="list models and cost, run none")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Validate everything, then measure each model (skipping finished ones) and summarise."""
+    from ncrobust.config import check_device
+    from ncrobust.zoo import catalog, job, summary
+
+    if args.device is not None:
+        check_device(args.device)
+    model_dir = Path(args.model_dir)
+    options = job.ZooOptions(
+        model_dir=str(model_dir),
+        info_dirs=tuple([*args.info, str(model_dir)]),
+        points=args.points,
+        attack=args.attack,
+        steps=args.steps,
+        pool=args.pool,
+        batch_size=args.batch_size,
+        device=args.device,
+        seed=args.seed,
+        data=args.data,
+        data_dir=args.data_dir,
+    )
+    options.check()
+    catalog.check_target(args.dataset, args.threat)
+    job.threat_settings(args.dataset, args.threat, args.steps)
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    chosen = catalog.select(args.dataset, args.threat, names, every=args.all, top=args.top)
+    info_dirs = [Path(p) for p in options.info_dirs]
+    entries = [
+        catalog.ZooEntry(n, args.dataset, args.threat,
+                         catalog.read_info(info_dirs, args.dataset, args.threat, n))
+        for n in chosen
+    ]  # fmt: skip
+    out = Path(args.out or f"runs/zoo/{args.dataset}_{args.threat}")
+    if args.dry_run:
+        for entry in entries:
+            print(job.plan_line(entry, out, options))
+        print(f"{len(entries)} model(s); {job.COST_NOTE}")
+        return 0
+    data = job.load_points(args.dataset, options)
+    folders, failed = [], []
+    for index, entry in enumerate(entries, 1):
+        folder = job.run_dir(out, entry)
+        prefix = f"[{index}/{len(entries)}] {entry.name}"
+        if job.is_done(folder, options):
+            print(f"{prefix}: done, skipped")
+            folders.append(folder)
+            continue
+        print(f"{prefix}: loading")
+        try:
+            model = catalog.load(entry, model_dir)
+        except UsageError as exc:  # one missing or broken checkpoint does not stop the others
+            print(f"{prefix}: failed: {exc}", file=sys.stderr)
+            failed.append(entry.name)
+            continue
+        job.measure_entry(entry, model, data, out, options, log=lambda s: print(f"  {s}"))
+        del model
+        job.free_memory()
+        print(f"{prefix}: written to {folder}")
+        folders.append(folder)
+    if folders:
+        summary.write_summary(folders, out, f"{args.dataset} {args.threat}")
+        print(f"summary of {len(folders)} model(s): {out / summary.REPORT_FILE}")
+    if failed:
+        print(f"not measured: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
