@@ -190,20 +190,20 @@ def style_panel(
             ax.set_yscale("log")
             log_axis(ax, positive)
     if integer_x:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))  # labels never touch
     ax.grid(True, alpha=0.3, linewidth=0.5)
 
 
 def log_axis(ax: Axes, positive: np.ndarray) -> None:
     """Legible log-scale y labels: plain numbers (0.2, 3, 10) at most every few decades
     (many decades: every k-th one), minor ticks labelled at 2× and 5× only when the data
-    spans less than a decade (else unlabelled)."""
+    spans less than two decades (else unlabelled)."""
     ax.set_yscale("log")
     decades = math.log10(positive.max() / positive.min()) if positive.size else 0.0
     step = max(1, math.ceil(decades / 5))  # at most ~6 labelled decades per panel
     ax.yaxis.set_major_locator(LogLocator(base=10.0**step, numticks=8))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    if decades < 1:
+    if decades < 2:
         ax.yaxis.set_minor_locator(LogLocator(base=10.0, subs=(2.0, 5.0)))
         ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
     else:

@@ -231,13 +231,15 @@ def _kl_panel(
             if twin is None:
                 twin = ax.twinx()
                 twin.set_label(TWIN_LABEL)
+                twin.tick_params(which="both", labelsize=ax.yaxis.label.get_size() - 1)
+                twin.yaxis.label.set_size(ax.yaxis.label.get_size())
             name = f"targeted ({targeted}) · {split}, right axis"
             plot_kind(twin, curve, name, "targeted", split)
     style_panel(ax, quantity("kl"), xlabel=xlabel, log=True)
     if twin is not None:
-        style_panel(twin, "KL, targeted (right)", log=True)
+        style_panel(twin, "targeted KL", log=True)
         twin.grid(False)
-    add_legend(ax, sources=[ax] if twin is None else [ax, twin])
+    add_legend(ax, above=True, sources=[ax] if twin is None else [ax, twin])
 
 
 def figure2(
