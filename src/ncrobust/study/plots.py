@@ -847,14 +847,16 @@ CAPTIONS = {
     "on the centred panel; the run's own angle between clean classes on the non-centred one.",
     "fig4": "Figure 4: accuracy, KL loss and NC vs epoch for TRADES.",
     "fig7": "Figure 7: untargeted attack per class at the last epoch: predicted labels, clean "
-    "and predicted class-mean norms, angle between them.",
+    "and predicted class-mean norms, angle between them (dotted: the run's non-centred angle "
+    "between clean class means).",
     "fig11": "Figure 11: layerwise NC1, NC2 and NC4, clean and perturbed, at the last "
     "layerwise epoch.",
     "fig12": "Figure 12: layerwise NCC accuracy, NCC robustness and NCC-network matching "
     "(dotted: the network's own accuracy).",
-    "fig15": "Figure 15: AT trained at several eps (colour: training eps); the perturbed "
-    "column's header states the eps plotted.",
-    "fig16": "Figure 16: ST attacked at several eps over epochs (colour: evaluation eps).",
+    "fig15": "Figure 15: AT trained at several eps (colour: training eps), perturbed data at "
+    "one common radius; the perturbed column's header states the eps plotted.",
+    "fig16": "Figure 16: ST attacked at several eps over epochs (colour: evaluation eps), and "
+    "against eps at the last epoch (clean at eps 0).",
 }
 
 
