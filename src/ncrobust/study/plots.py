@@ -24,6 +24,7 @@ from ncrobust.study.aggregate import RunGroup, format_eps
 from ncrobust.study.drawing import (
     COLORS,
     MARKERS,
+    STYLE,
     TWIN_LABEL,
     MissingData,
     add_legend,
@@ -231,8 +232,8 @@ def _kl_panel(
             if twin is None:
                 twin = ax.twinx()
                 twin.set_label(TWIN_LABEL)
-                twin.tick_params(which="both", labelsize=ax.yaxis.label.get_size() - 1)
-                twin.yaxis.label.set_size(ax.yaxis.label.get_size())
+                twin.tick_params(which="both", labelsize=STYLE["ytick.labelsize"])
+                twin.yaxis.label.set_fontsize(STYLE["axes.labelsize"])
             name = f"targeted ({targeted}) · {split}, right axis"
             plot_kind(twin, curve, name, "targeted", split)
     style_panel(ax, quantity("kl"), xlabel=xlabel, log=True)
