@@ -29,14 +29,41 @@ def test_reduced_demo_writes_runs_figures_and_report(
     assert lines[-2:] == [f"report: {out / 'report.md'}", f"report (HTML): {out / 'report.html'}"]
     assert (out / "report.html").is_file() and paths["html"] == out / "report.html"
     assert MODES == ("st", "at", "trades", "trades-bneval")
-    for name in MODES:
+    names = [run.name for run in REDUCED.runs()]
+    assert names == [
+        "st",
+        "st-seed2",
+        "at",
+        "at-seed2",
+        "at-eps0.1",
+        "trades",
+        "trades-bneval",
+    ]
+    for name in names:
         table = pd.read_parquet(out / name / "metrics.parquet")
         assert (out / name / "DONE").is_file()
         assert set(table.view) >= {"clean", "pgd", "gaussian", "targeted@eps=0.3", "fit"}
         assert "targeted" not in set(table.view)  # the targeted view has its own radius only
         final = table[table.epoch == 2]
         assert set(final.layer) >= {"block1", "block2", "block3", "penultimate", "output"}
-    configs = {name: read_config(out / name / "config.yaml") for name in MODES}
+    configs = {name: read_config(out / name / "config.yaml") for name in names}
+    # ST and AT run with two seeds, alike in every other setting (one group each)
+    for kind in ("st", "at"):
+        first, second = configs[kind].to_dict(), configs[f"{kind}-seed2"].to_dict()
+        assert (first.pop("seed"), second.pop("seed")) == (1, 2)
+        assert {k: v for k, v in first.items() if k != "out"} == {
+            k: v for k, v in second.items() if k != "out"
+        }
+    # Appendix H: ST attacked at smaller radii; AT trained at two radii, both attacked at 0.15
+    assert {"pgd@eps=0.05", "pgd@eps=0.1"} <= set(
+        pd.read_parquet(out / "st" / "metrics.parquet").view
+    )
+    assert configs["at-eps0.1"].eps == 0.1 and configs["at"].eps == 0.15
+    assert configs["at-eps0.1"].views == configs["at"].views
+    for name in ("at", "at-eps0.1"):
+        at_table = pd.read_parquet(out / name / "metrics.parquet")
+        common = at_table[at_table.view == "pgd@eps=0.15"]
+        assert set(common.split) == {"train"} and len(common)
     assert configs["trades"].mode == configs["trades-bneval"].mode == "trades"
     assert (configs["trades"].trades_bn_eval, configs["trades-bneval"].trades_bn_eval) == (
         False,
@@ -79,7 +106,7 @@ def test_demo_evaluates_its_final_models_with_autoattack(
         str(tmp_path / mode) for mode in MODES
     )
     for _, options in calls:
-        assert options["attacks"] == "autoattack,pgd:steps=10" and options["limit"] == 180
+        assert options["attacks"] == "autoattack,pgd:steps=10" and options["limit"] == 120
     calls.clear()
     _autoattack(tmp_path, DemoSettings(jobs=1, autoattack_points=0))
     assert calls == []

@@ -58,6 +58,7 @@ def test_paper_mode_draws_what_the_runs_allow_and_names_the_missing_runs(
         "fig03",
         "fig06",
         "fig07",
+        "fig07-cifar10",  # the paper draws Figure 7 on CIFAR-100 only
         "fig10",
         "fig11",
         "fig12",
@@ -65,22 +66,58 @@ def test_paper_mode_draws_what_the_runs_allow_and_names_the_missing_runs(
         "fig14",
     ]
     assert sorted(drawn) == sorted(written)
-    assert drawn["fig06"].get_suptitle() == "Figure 6 — ST and AT (CIFAR-100, l_inf)"
+    assert (
+        drawn["fig06"].get_suptitle()
+        == "Figure 6 — ST and AT\ncifar100 · small_cnn · l_inf eps=8/255"
+    )
     assert skipped["fig04"] == "needs TRADES runs with dataset=cifar10, norm=linf"
-    assert skipped["fig05"] == "needs AT/TRADES runs with dataset=cifar10, norm=l2"
+    assert skipped["fig05"] == "needs AT/TRADES runs with norm=l2 (any dataset)"
     assert "no AT runs that differ only in their training eps" in skipped["fig15"]
     assert "no small-eps study" in skipped["fig16"]
     # train data only by default, as the paper
     from ncrobust.study.paper_figures import paper_study
 
     spec = PAPER_FIGURES[0]
-    fig = spec.draw(paper_study(study, spec), spec.title, ("train",), "frobenius", "ratio")
+    fig = spec.draw(paper_study(study, spec), spec.heading(), ("train",), "frobenius", "ratio")
     labels = {str(ln.get_label()) for ax in fig.axes for ln in ax.get_lines()}
     assert labels and not any("test" in label for label in labels)
     assert fig.get_suptitle().startswith("Figure 2")
     # Figure 7 shows one seed
     seven = paper_study(study, PAPER_FIGURES[5])
     assert [len(g.runs) for g in seven.groups] == [1]
+
+
+def test_paper_mode_draws_any_dataset_under_the_paper_numbers(
+    fake: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runs = tmp_path / "runs"
+    for mode in ("st", "at", "trades"):
+        fake.write_run(runs / mode, mode, 1)  # digits, l_inf
+    out = tmp_path / "figs"
+    assert main(["plot", str(runs), "--paper", "--formats", "png", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "fig02-digits.png",
+        "fig03-digits.png",
+        "fig04-digits.png",
+        "fig07-digits.png",
+        "fig11-digits.png",
+        "fig12-digits.png",
+    ]
+    err = capsys.readouterr().err
+    assert "skipped fig05: needs AT/TRADES runs with norm=l2 (any dataset)" in err
+    assert "skipped fig15-digits: no AT runs that differ only in their training eps" in err
+    study = Study.from_paths([runs])
+    spec = PAPER_FIGURES[0]
+    fig = spec.draw(
+        paper_figures.paper_study(study, spec, "digits"),
+        spec.heading("digits"),
+        ("train",),
+        "frobenius",
+        "ratio",
+    )
+    assert fig.get_suptitle() == (
+        "Figure 2 (the paper's on CIFAR-10) — ST and AT\ndigits · small_cnn · l_inf eps=8/255"
+    )
 
 
 def test_plot_command_paper_and_where(
@@ -130,7 +167,7 @@ def test_any_recorded_metric_against_epoch_and_depth(fake: ModuleType) -> None:
     study = Study.from_runs([fake.memory_run("st", 2, metrics + extra, stats)])
     fig = figure_metrics(study, ["cdnv", "nc1"], splits=("train",))
     cdnv, nc1 = fig.axes[0], fig.axes[1]
-    assert cdnv.get_ylabel() == "cdnv" and nc1.get_ylabel() == "nc1"
+    assert cdnv.get_ylabel() == "cdnv" and nc1.get_ylabel() == "NC1"  # one name per quantity
     x, y = _lines(cdnv)["clean · train"]
     assert x == list(fake.EPOCHS)
     assert y == pytest.approx([0.005 * fake.profile(e, False) for e in fake.EPOCHS])
@@ -169,7 +206,7 @@ def test_figure16_over_epochs_from_in_training_eps_views(fake: ModuleType) -> No
     metrics, stats = fake.paper_rows("st", 2, layerwise=False, views=views)
     study = Study.from_runs([fake.memory_run("st", 2, metrics, stats)])
     fig = figure16(study)
-    nc1 = _lines(fig.axes[1])
+    nc1 = _lines(fig.axes[2])  # row NC1, column "against epoch"
     assert list(nc1) == ["clean", "pgd eps=2/255", "pgd eps=4/255", "pgd eps=8/255"]
     x, y = nc1["pgd eps=2/255"]
     assert x == list(fake.EPOCHS)  # a point at every measured epoch
@@ -183,9 +220,12 @@ def test_figure15_header_states_the_eps_plotted(fake: ModuleType) -> None:
         views = {"train": ("clean", "train_adv", "pgd@eps=0.0313725")} if k == 2 else None
         metrics, stats = fake.paper_rows("at", 2, views=views)
         runs.append(fake.memory_run("at", 2, metrics, stats, eps=k / 255, alpha=k / 1020))
-    fig = figure15(Study.from_runs(runs))
+    fig = figure15(Study.from_runs(runs), eval_eps=8 / 255)
     title = fig.axes[1].get_legend().get_title().get_text()
     assert "pgd eps=8/255" in title and "train_adv at training eps" in title
+    # by default the common radius is the family's largest training eps (the paper's 8/255)
+    own = figure15(Study.from_runs(runs)).axes[1].get_legend().get_title().get_text()
+    assert "8/255" not in own and "train_adv at training eps" in own  # 4/255 not measured
     only_own = figure15(Study.from_runs(runs), eval_eps=16 / 255)
     title = only_own.axes[1].get_legend().get_title().get_text()
     assert "16/255" not in title and "train_adv at training eps" in title

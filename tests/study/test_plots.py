@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from pathlib import Path
@@ -11,6 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
@@ -28,13 +31,16 @@ from ncrobust.analysis import (
     save_figure,
     write_figures,
 )
-from ncrobust.study.drawing import BAND_PREFIX
+from ncrobust.study.drawing import BAND_PREFIX, TWIN_LABEL
+from ncrobust.study.plots import FIGURES
 
 # -- reading the data behind the axes ----------------------------------------------------------
 
 
 def grid(fig: Figure, cols: int) -> np.ndarray:
-    return np.array(fig.axes, dtype=object).reshape(-1, cols)
+    """The figure's panels as rows × cols (a panel's second y axis left out)."""
+    panels = [ax for ax in fig.axes if ax.get_label() != TWIN_LABEL]
+    return np.array(panels, dtype=object).reshape(-1, cols)
 
 
 def column(axes: np.ndarray, title_start: str) -> int:
@@ -117,7 +123,7 @@ def test_figure4_plots_the_trades_kl_loss(paper_study: Study, fake: ModuleType) 
     assert axes[0, 0].get_legend().get_title().get_text().startswith("TRADES")
     loss = axes[1, 0]
     assert loss.get_ylabel() == "KL(clean ‖ perturbed)"
-    x, y = xy(loss, "perturbed (train_adv) · training KL")
+    x, y = xy(loss, "training KL (train_adv, every epoch)")
     assert x == list(range(1, fake.LAST + 1))
     assert y == pytest.approx([0.2 / e for e in x])
     assert xy(axes[2, 0], "clean · train")[1][-1] == pytest.approx(2.0)  # TRADES clean NC1
@@ -127,18 +133,23 @@ def test_figure4_plots_the_trades_kl_loss(paper_study: Study, fake: ModuleType) 
 
 
 def test_figure3_compares_targeted_st_and_perturbed_at(paper_study: Study) -> None:
-    axes = grid(figure3(paper_study), 2)
-    st, at = column(axes, "ST"), column(axes, "AT")
-    assert axes[0, st].get_ylabel() == "simplex similarity (rad)"
-    assert xy(axes[0, st], "targeted vs clean · train")[1] == pytest.approx([0.35] * 3)
-    assert xy(axes[1, st], "targeted vs clean · train")[1] == pytest.approx([0.2] * 3)
-    assert xy(axes[0, at], "train_adv vs clean · train")[1] == pytest.approx([0.1] * 3)
-    assert xy(axes[0, at], "pgd vs clean · test")[1] == pytest.approx([0.3] * 3)
-    simplex = line(axes[0, st], "arccos(−1/(C−1)), C=4")
+    # the paper's column order: ST simplex similarity, ST angular distance, then AT's two
+    (st_sim, st_ang, at_sim, at_ang) = grid(figure3(paper_study), 4)[0]
+    assert [ax.get_legend().get_title().get_text()[:2] for ax in (st_sim, st_ang)] == ["ST"] * 2
+    assert [ax.get_legend().get_title().get_text()[:2] for ax in (at_sim, at_ang)] == ["AT"] * 2
+    assert [ax.get_ylabel() for ax in (st_sim, st_ang)] == [
+        "simplex similarity (rad)",
+        "angular distance (rad)",
+    ]
+    assert xy(st_sim, "targeted vs clean · train")[1] == pytest.approx([0.35] * 3)
+    assert xy(st_ang, "targeted vs clean · train")[1] == pytest.approx([0.2] * 3)
+    assert xy(at_sim, "train_adv vs clean · train")[1] == pytest.approx([0.1] * 3)
+    assert xy(at_sim, "pgd vs clean · test")[1] == pytest.approx([0.3] * 3)
+    simplex = line(st_sim, "arccos(−1/(C−1)), C=4")
     assert simplex.get_ydata()[0] == pytest.approx(math.acos(-1 / 3))
     # the centred simplex angle is no baseline for the non-centred panel
-    assert "arccos(−1/(C−1)), C=4" not in [ln.get_label() for ln in axes[1, st].get_lines()]
-    assert "between-class baseline not recorded" in [t.get_text() for t in axes[1, st].texts]
+    assert "arccos(−1/(C−1)), C=4" not in [ln.get_label() for ln in st_ang.get_lines()]
+    assert "between-class baseline not recorded" in [t.get_text() for t in st_ang.texts]
 
 
 # -- Figure 7 -------------------------------------------------------------------------------------
@@ -241,7 +252,7 @@ def test_figure16_one_colour_per_evaluation_eps(fake: ModuleType, tmp_path: Path
         fake.write_run(
             tmp_path / f"st{seed}", "st", seed, eps_study=_eps_table(fake, eps_values, seed)
         )
-    axes = grid(figure16(Study.from_paths([tmp_path])), 1)
+    axes = grid(figure16(Study.from_paths([tmp_path])), 2)
     assert legend_labels(axes[0, 0]) == [
         "clean",
         "pgd eps=2/255",
@@ -250,6 +261,15 @@ def test_figure16_one_colour_per_evaluation_eps(fake: ModuleType, tmp_path: Path
     ]
     x, y = xy(axes[1, 0], "pgd eps=4/255")  # NC1 row; seed factors 0.9 and 1.0
     assert x == [0, fake.LAST] and y == pytest.approx([0.95 * 400 / 255] * 2)
+    # beside it, an eps axis: each metric at the last shared epoch against eps (clean at 0)
+    by_eps = axes[1, 1]
+    x, y = xy(by_eps, f"epoch {fake.LAST}")
+    assert x == pytest.approx([0, 2 / 255, 4 / 255, 8 / 255], rel=1e-5)  # 6 digits of eps
+    assert y == pytest.approx([0.95 * 0.05] + [0.95 * 100 * e for e in eps_values], rel=1e-5)
+    assert list(by_eps.get_xticks()) == pytest.approx([0, 2 / 255, 4 / 255, 8 / 255], rel=1e-5)
+    # the bottom row (NC4) has pgd at the run's own eps only: ticks where it was measured
+    assert [t.get_text() for t in axes[-1, 1].get_xticklabels()] == ["0", "8/255"]
+    assert axes[-1, 1].get_xlabel() == "attack eps (0: clean)"
 
 
 # -- missing data, saving -------------------------------------------------------------------------
@@ -335,3 +355,116 @@ def test_nc3_and_equinorm_forms_draw_their_own_metric(fake: ModuleType) -> None:
     assert xy(text[3, 0], "clean · train")[1][-1] == pytest.approx(0.3)
     with pytest.raises(ValueError, match="unknown NC3 form 'paper'"):
         figure2(study, nc3="paper")
+
+
+# -- every figure as a picture: legibility facts read from the drawn matplotlib objects -----------
+
+
+@pytest.fixture(scope="module")
+def every_figure_study(fake: ModuleType) -> Study:
+    """Runs from which every figure draws: ST and AT with two seeds, ST attacked at a smaller
+    radius, AT trained at two radii and attacked at the common one, TRADES with a targeted KL."""
+    small, common = "pgd@eps=0.0156863", "pgd@eps=0.0313725"
+    st_views = {
+        "train": ("clean", "pgd", "gaussian", "targeted", small),
+        "test": ("clean", "pgd", "gaussian", "targeted"),
+    }
+    at_views = {"train": ("clean", "train_adv", "gaussian", common), "test": ("clean", "pgd")}
+    runs = []
+    for seed in (1, 2):
+        runs.append(fake.memory_run("st", seed, *fake.paper_rows("st", seed, views=st_views)))
+        for k in (4, 8):
+            rows = fake.paper_rows("at", seed, views=at_views)
+            runs.append(fake.memory_run("at", seed, *rows, eps=k / 255, alpha=k / 1020))
+    metrics, stats = fake.paper_rows("trades", 1)
+    targeted, _ = fake.paper_rows("st", 1, layerwise=False, views={"train": ("targeted",)})
+    metrics += [r for r in targeted if r["metric"] == "kl"]
+    runs.append(fake.memory_run("trades", 1, metrics, stats))
+    return Study.from_runs(runs)
+
+
+def legibility_problems(fig: Figure) -> list[str]:
+    """What makes a drawn figure hard to read: two labelled curves of one panel drawn alike, a
+    labelled curve missing from every legend, overlapping y tick labels, a title that does not
+    name the data, model, norm and eps."""
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    keyed = {
+        text.get_text()
+        for ax in fig.axes
+        if ax.get_legend() is not None
+        for text in ax.get_legend().get_texts()
+    }
+    problems = []
+    title = fig.get_suptitle()
+    if not all(word in title for word in ("digits", "small_cnn", "l_inf", "eps=")):
+        problems.append(f"title names no setting: {title!r}")
+    for ax in fig.axes:
+        drawn = [ln for ln in ax.get_lines() if not str(ln.get_label()).startswith("_")]
+        styles: dict[tuple[str, str, str], str] = {}
+        for ln in drawn:
+            style = (to_hex(ln.get_color()), str(ln.get_linestyle()), str(ln.get_marker()))
+            if style in styles:
+                problems.append(f"{ln.get_label()!r} drawn as {styles[style]!r}: {style}")
+            styles[style] = str(ln.get_label())
+            if ln.get_label() not in keyed:
+                problems.append(f"{ln.get_label()!r} is in no legend")
+        low, high = ax.get_window_extent(renderer).y0, ax.get_window_extent(renderer).y1
+        boxes = sorted(
+            (
+                t.get_window_extent(renderer)
+                for t in [*ax.get_yticklabels(), *ax.get_yticklabels(minor=True)]
+                if t.get_text() and t.get_visible()
+            ),
+            key=lambda box: box.y0,
+        )
+        boxes = [b for b in boxes if low - 1 <= (b.y0 + b.y1) / 2 <= high + 1]
+        for below, above in itertools.pairwise(boxes):
+            if above.y0 < below.y1 - 0.5:
+                problems.append(f"y tick labels overlap in panel {ax.get_ylabel()!r}")
+                break
+    return problems
+
+
+@pytest.mark.parametrize("name", list(FIGURES))
+def test_every_figure_is_legible(every_figure_study: Study, name: str) -> None:
+    fig = FIGURES[name](every_figure_study)
+    assert legibility_problems(fig) == []
+
+
+def test_coinciding_clean_and_gaussian_curves_both_show(paper_study: Study) -> None:
+    """AT's clean and Gaussian curves coincide (Fig. 2 caption): the clean line is drawn over a
+    wider, paler Gaussian one, in another colour and marker."""
+    nc1 = grid(figure2(paper_study), 2)[2, column(grid(figure2(paper_study), 2), "AT")]
+    clean, noisy = line(nc1, "clean · train"), line(nc1, "gaussian · train")
+    assert clean.get_zorder() > noisy.get_zorder()
+    assert noisy.get_linewidth() > clean.get_linewidth() and (noisy.get_alpha() or 1) < 1
+    assert clean.get_color() != noisy.get_color() and clean.get_marker() != noisy.get_marker()
+
+
+def test_figure4_kl_panel_has_a_legend_and_a_targeted_axis(every_figure_study: Study) -> None:
+    fig = figure4(every_figure_study)
+    kl = grid(fig, 1)[1, 0]
+    (twin,) = [ax for ax in fig.axes if ax.get_label() == TWIN_LABEL]
+    assert [ln.get_label() for ln in twin.get_lines()] == [
+        "targeted (targeted) · train, right axis"
+    ]
+    # the ST table's targeted KL (10) with seed 1's factor 0.9
+    assert xy(twin, "targeted (targeted) · train, right axis")[1][-1] == pytest.approx(9.0)
+    labels = legend_labels(kl)
+    assert labels[0] == "training KL (train_adv, every epoch)"
+    assert "perturbed (pgd) · test" in labels and labels[-1].endswith("right axis")
+    assert kl.get_yscale() == "log" and twin.get_yscale() == "log"
+
+
+def test_figure7_baseline_is_the_non_centred_between_class_angle(fake: ModuleType) -> None:
+    metrics, stats = fake.paper_rows("st", 2, layerwise=False)
+    metrics += [
+        r | {"metric": "between_class_angle", "value": 1.3}
+        for r in metrics
+        if (r["view"], r["split"], r["metric"]) == ("clean", "train", "nc1")
+    ]
+    axes = grid(figure7(Study.from_runs([fake.memory_run("st", 2, metrics, stats)])), 4)
+    baseline = line(axes[0, 3], "between clean class means (non-centred)")
+    assert baseline.get_ydata()[0] == pytest.approx(1.3)

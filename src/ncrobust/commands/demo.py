@@ -23,7 +23,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             d.measure_every,
             "measure NC every k epochs, plus epoch 0 and the last",
         ),
-        ("--seed", d.seed, "seed of every run"),
         ("--steps", d.steps, "PGD steps"),
         ("--jobs", d.jobs, "runs trained at once, one process and thread each (1: all cores)"),
     )
@@ -41,6 +40,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             help=f"{what} in [0,1] pixel units, a number or k/255 "
             f"(default: {format_pixels(pixels)})",
         )
+    parser.add_argument(
+        "--seeds",
+        type=_seeds,
+        default=d.seeds,
+        help="comma-separated seeds of the ST and AT runs; the other runs use the first "
+        f"(default: {','.join(map(str, d.seeds))})",
+    )
     parser.add_argument(
         "--tensorboard",
         action="store_true",
@@ -60,14 +66,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+
+
 def run(args: argparse.Namespace) -> int:
-    """Train the four runs, then draw the figures and write the report."""
+    """Train the runs, then draw the figures and write the report."""
     settings = DemoSettings(
         eps=args.eps,
         targeted_eps=args.targeted_eps,
         epochs=args.epochs,
         measure_every=args.measure_every,
-        seed=args.seed,
+        seeds=args.seeds,
         jobs=args.jobs,
         steps=args.steps,
         tensorboard=args.tensorboard,

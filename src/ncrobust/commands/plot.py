@@ -41,8 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--paper",
         action="store_true",
-        help="draw every numbered figure of the paper (fig02 ... fig16) from a complete grid, "
-        "each from its own runs; train data only unless --test",
+        help="draw every numbered figure of the paper (fig02 ... fig16) the runs support, each "
+        "from its own dataset's runs (figNN) and, from any other dataset's runs, under the "
+        "paper's number (figNN-DATASET); train data only unless --test",
     )
     parser.add_argument(
         "--test", action="store_true", help="with --paper: add the test-split curves"

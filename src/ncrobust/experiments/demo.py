@@ -2,12 +2,14 @@
 
 Trains ``small_cnn`` on scikit-learn's 8×8 digits with ST, AT and TRADES (l_inf PGD-10,
 step eps/4) into the terminal phase, TRADES both as the original (BN in train mode) and as the
-paper's released code ran it (BN frozen), measures NC on train and test with every view every
-few epochs (the targeted attack at a radius of its own, where it reaches its targets) and every
-layer at the end, then writes the paper's figures and the findings report: ``DIR/st``,
-``DIR/at``, ``DIR/trades``, ``DIR/trades-bneval``, ``DIR/figures/*.png``, ``DIR/report.md`` and
-``DIR/report.html``. The terminal shows the phases, which run is where every few seconds, each
-AutoAttack stage and, last, the paths of both reports.
+paper's released code ran it (BN frozen), ST and AT with two seeds and AT also at a smaller
+training radius; measures NC on train and test with every view every few epochs (the targeted
+attack at a radius of its own, where it reaches its targets; ST also at smaller radii and AT at
+a common one, for Appendix H) and every layer at the end, then writes the paper's figures and
+the findings report: ``DIR/st``, ``DIR/st-seed2``, ``DIR/at``, ``DIR/at-seed2``,
+``DIR/at-eps0.1``, ``DIR/trades``, ``DIR/trades-bneval``, ``DIR/figures/*.png``, ``DIR/report.md``
+and ``DIR/report.html``. The terminal shows the phases, which run is where every few seconds,
+each AutoAttack stage and, last, the paths of both reports.
 The runs go to separate processes (one thread each), since small models on a CPU gain more
 from parallel runs than from threads within one.
 The final models are then evaluated with AutoAttack (``ncrobust eval``; skipped with a note
@@ -20,6 +22,7 @@ import dataclasses
 import multiprocessing
 import re
 import time
+from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,15 +32,28 @@ from ncrobust.errors import UsageError
 from ncrobust.tracking import check_tracking
 from ncrobust.views import ViewSpec, scaled_step
 
-# run name -> (mode, TRADES with frozen BN as the released code)
+# run kind -> (mode, TRADES with frozen BN as the released code)
 RUNS: dict[str, tuple[str, bool]] = {
     "st": ("st", False),
     "at": ("at", False),
     "trades": ("trades", False),
     "trades-bneval": ("trades", True),
 }
-MODES = tuple(RUNS)  # the run folders, in report order
-SCHEDULE = ("trades", "trades-bneval", "at", "st")  # longest first: two workers finish together
+MODES = tuple(RUNS)  # the run kinds, in report order (their first seed's folder has this name)
+# the kinds trained with every seed of ``seeds``: the findings on ST and AT (1-3, 5-9) read
+# them, and TRADES (finding 4 only) costs the most per run; the others get the first seed
+SEEDED = ("st", "at")
+
+
+@dataclass(frozen=True)
+class DemoRun:
+    """One training run of the demo: its folder name, kind (a key of :data:`RUNS`), seed and
+    training eps (None: the demo's eps)."""
+
+    name: str
+    kind: str
+    seed: int
+    eps: float | None = None
 
 
 @dataclass(frozen=True)
@@ -51,42 +67,88 @@ class DemoSettings:
     targeted_eps: float = 0.3
     steps: int = 10
     epochs: int = 120
-    measure_every: int = 10
+    # every 15 epochs (9 measurements): the measurement of the views costs about as much as
+    # ST's training, and the second seeds have to fit the 5-minute budget
+    measure_every: int = 15
     lr: float = 0.05
     # the paper drops at 25 % / 37.5 % of 400 epochs; a short run needs its high-lr phase longer
     lr_milestones: tuple[float, float] = (0.5, 0.75)
     batch_size: int = 128
-    seed: int = 1
+    # ST and AT run with every seed (the report's per-seed counts and intervals), the rest with
+    # the first one
+    seeds: tuple[int, ...] = (1, 2)
+    # Appendix H on the demo: the ST runs are also attacked at these smaller radii (Fig. 16,
+    # finding 9a) and AT is also trained at these radii, every AT run attacked at the common
+    # radius eps on its training data (Fig. 15, finding 9b); first seed only
+    small_eps: tuple[float, ...] = (0.05, 0.1)
+    at_small_eps: tuple[float, ...] = (0.1,)
     jobs: int = 2
-    # AutoAttack on the first 180 of the 360 test points (None: all, 0: skip): ~30 s of CPU per
-    # robust model instead of ~70 s, which keeps the demo within its 5-minute budget on 2 cores
-    autoattack_points: int | None = 180
+    # AutoAttack of the first seed's four final models on the first 120 of the 360 test points
+    # (None: all, 0: skip): ~20 s of CPU per robust model, within the 5-minute budget on 2 cores
+    autoattack_points: int | None = 120
     tensorboard: bool = False  # also TensorBoard scalars and config per run
     tracking: str = ""  # mlflow: each run, then the figures and reports, to MLflow
     tracking_dir: str = ""
 
-    def config(self, name: str, out: Path) -> TrainConfig:
-        """The training config of one run (a name of :data:`RUNS`)."""
-        mode, bn_eval = RUNS[name]
+    def runs(self) -> list[DemoRun]:
+        """Every training run, in report order: each kind with its seeds (``st``, ``st-seed2``,
+        ...), then AT at the smaller training radii (``at-eps0.1``)."""
+        if not self.seeds:
+            raise UsageError("the demo needs at least one seed")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise UsageError(f"demo seeds must differ, got {','.join(map(str, self.seeds))}")
+        out = []
+        for kind in MODES:
+            seeds = self.seeds if kind in SEEDED else self.seeds[:1]
+            out += [
+                DemoRun(kind if i == 0 else f"{kind}-seed{seed}", kind, seed)
+                for i, seed in enumerate(seeds)
+            ]
+            if kind == "at":
+                out += [
+                    DemoRun(f"at-eps{eps:g}", "at", self.seeds[0], eps) for eps in self.at_small_eps
+                ]
+        return out
+
+    def schedule(self) -> list[DemoRun]:
+        """The runs, costliest first (AT and TRADES, then ST): two workers finish together."""
+        return sorted(self.runs(), key=lambda run: RUNS[run.kind][0] == "st")
+
+    def views(self, run: DemoRun) -> list[str]:
+        """The views of one run: every view (the targeted one at its own radius), ST also
+        PGD at the smaller radii and AT also PGD at the common radius, both on training data."""
         views = ["clean", "pgd", "train_adv", "gaussian", f"targeted@eps={self.targeted_eps!r}"]
+        mode = RUNS[run.kind][0]
+        if mode == "st":
+            views += [f"pgd@train@eps={eps!r}" for eps in self.small_eps]
+        elif mode == "at" and self.at_small_eps:
+            views.append(f"pgd@train@eps={self.eps!r}")
+        return views
+
+    def config(self, run: DemoRun | str, out: Path) -> TrainConfig:
+        """The training config of one run (a :class:`DemoRun` or a kind of :data:`RUNS`)."""
+        if isinstance(run, str):
+            run = DemoRun(run, run, self.seeds[0] if self.seeds else 1)
+        mode, bn_eval = RUNS[run.kind]
+        eps = self.eps if run.eps is None else run.eps
         return build_config(
             "digits",
             overrides={
                 "mode": mode,
                 "trades_bn_eval": bn_eval,
-                "eps": self.eps,
-                "alpha": self.eps / 4,
+                "eps": eps,
+                "alpha": eps / 4,
                 "steps": self.steps,
                 "epochs": self.epochs,
                 "measure_every": self.measure_every,
                 "lr": self.lr,
                 "lr_milestones": list(self.lr_milestones),
                 "batch_size": self.batch_size,
-                "seed": self.seed,
-                "views": views,
+                "seed": run.seed,
+                "views": self.views(run),
                 "final_layers": "all",
                 "device": "cpu",
-                "out": str(out / name),
+                "out": str(out / run.name),
                 "tensorboard": self.tensorboard,
                 "tracking": self.tracking,
                 "tracking_dir": self.tracking_dir,
@@ -107,7 +169,13 @@ class DemoSettings:
             f"{self.epochs} epochs of SGD (lr {self.lr:g}, ×0.1 at "
             f"{self.lr_milestones[0]:.0%} and {self.lr_milestones[1]:.0%} of the run), "
             f"NC measured every {self.measure_every} epochs on every view and on every layer "
-            f"at the end, seed {self.seed}.\n\n"
+            f"at the end.\n\n"
+            f"Seeds: {self._seeds_text()}. AT is also trained at eps = "
+            f"{', '.join(f'{e:g}' for e in self.at_small_eps) or 'no other radius'} (first seed), "
+            f"and every AT run is attacked at the common radius {self.eps:g} on its training "
+            f"data (Fig. 15); the ST runs are also attacked at eps = "
+            f"{', '.join(f'{e:g}' for e in self.small_eps) or 'no other radius'} "
+            "(step scaled linearly, Fig. 16).\n\n"
             f"The targeted view (PGD-{self.steps} towards (y + 1) mod 10) is measured at its own "
             f"radius eps = {self.targeted_eps:g} (step {self.alpha_at(self.targeted_eps):g}, "
             f"scaled linearly){hits}. At the training radius it reaches only about 40 % (the "
@@ -125,6 +193,17 @@ class DemoSettings:
             "for half of it instead.\n"
         )
 
+    def _seeds_text(self) -> str:
+        seeds = ", ".join(map(str, self.seeds))
+        if len(self.seeds) == 1:
+            return f"{seeds} for every run"
+        seeded = " and ".join(k.upper() for k in SEEDED)
+        return (
+            f"{seeds} for {seeded} (the findings on them get per-seed counts and intervals), "
+            f"{self.seeds[0]} for the other runs (TRADES costs the most per run and only "
+            "finding 4 reads it)"
+        )
+
     def alpha_at(self, eps: float) -> float:
         """The PGD step at radius ``eps``: eps/4, as at the training radius."""
         return scaled_step(self.eps / 4, self.eps, eps)
@@ -134,9 +213,10 @@ def run_demo(settings: DemoSettings, out: Path, overwrite: bool = False) -> dict
     """Run the demo into ``out``; returns the paths of the report and the figures folder."""
     if settings.jobs < 1:
         raise UsageError("--jobs must be >= 1")
-    configs = [settings.config(mode, out) for mode in SCHEDULE]  # validated before any work
+    runs = settings.runs()
+    configs = [settings.config(run, out) for run in settings.schedule()]  # checked before work
     check_tracking(settings.tracking, installed=True)
-    replace = _check_out(out, overwrite)
+    replace = _check_out(out, overwrite, [run.name for run in runs])
     if replace:
         _clear_figures(out / "figures")
     out.mkdir(parents=True, exist_ok=True)
@@ -158,7 +238,7 @@ def run_demo(settings: DemoSettings, out: Path, overwrite: bool = False) -> dict
 
     _autoattack(out, settings)
     _say("phase 3 of 3: figures and the findings report")
-    report = write_report([out / mode for mode in MODES], out)  # also draws DIR/figures/*.png
+    report = write_report([out / run.name for run in runs], out)  # also draws DIR/figures/*.png
     with report.open("a", encoding="utf-8") as handle:
         handle.write(settings.describe(_target_accuracy(out / "st", settings)))
     figures = len(list((out / "figures").glob("*.png")))
@@ -215,8 +295,8 @@ def _track_outputs(out: Path, settings: DemoSettings, paths: list[Path]) -> None
     """Attach the demo's figures and reports to each run's tracked run."""
     from ncrobust.tracking import open_tracker
 
-    for name in MODES:
-        tracker = open_tracker(settings.tracking, settings.tracking_dir, out / name)
+    for run in settings.runs():
+        tracker = open_tracker(settings.tracking, settings.tracking_dir, out / run.name)
         tracker.log_artifacts(paths)
         tracker.finish()
 
@@ -225,7 +305,7 @@ REPORT_FILES = ("report.md", "report.html")
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
 
 
-def _check_out(out: Path, overwrite: bool) -> bool:
+def _check_out(out: Path, overwrite: bool, names: Sequence[str] = MODES) -> bool:
     """Whether ``out`` holds an earlier demo to replace; refuse anything else that is not empty.
 
     Only what a demo writes may be replaced (its run directories, through the trainer's own
@@ -240,11 +320,11 @@ def _check_out(out: Path, overwrite: bool) -> bool:
         return False
     if not overwrite:
         raise UsageError(f"{out} is not empty: pass --overwrite to replace the demo in it")
-    own = {*MODES, "figures", *REPORT_FILES}
+    own = {*names, "figures", *REPORT_FILES}
     foreign = [name for name in entries if name not in own]
     foreign += [
         name
-        for name in MODES
+        for name in names
         if name in entries
         and not (RunDirectory(out / name).is_run() or RunDirectory(out / name).is_empty())
     ]
@@ -314,11 +394,11 @@ def _autoattack(out: Path, settings: DemoSettings) -> None:
         return
     points = settings.autoattack_points or "all"
     _say(
-        f"phase 2 of 3: AutoAttack (4 stages) and PGD-10 of the {len(SCHEDULE)} final models "
-        f"on {points} test points"
+        f"phase 2 of 3: AutoAttack (4 stages) and PGD-10 of the first seed's {len(MODES)} "
+        f"final models on {points} test points"
     )
     started = time.perf_counter()
-    runs = [str(out / name) for name in SCHEDULE]  # the costly ones first
+    runs = [str(out / name) for name in sorted(MODES, key=lambda k: k == "st")]  # costly first
     limits = [settings.autoattack_points] * len(runs)
     if settings.jobs == 1:
         for run_dir, limit in zip(runs, limits, strict=True):

@@ -7,7 +7,8 @@ state), so drawing works headless and in threads. A band is the mean ± std over
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 FORMATS = ("png", "pdf", "svg")
 PANEL_SIZE = (2.7, 1.9)  # inches per panel: readable at paper size with 8 pt text
@@ -32,12 +33,24 @@ STYLE: dict[str, Any] = {
 COLORS = {
     "clean": "tab:blue",
     "perturbed": "tab:red",
-    "gaussian": "tab:green",
+    "gaussian": "tab:olive",
     "targeted": "tab:purple",
     "network": "0.3",
 }
+# and one marker, z-order and width: curves that coincide (AT's clean and Gaussian, Fig. 2
+# caption) stay visible, the thin clean line drawn over a wide pale Gaussian one
+KIND_STYLES: dict[str, dict[str, Any]] = {
+    "clean": {"marker": "o", "zorder": 3.0, "linewidth": 1.2},
+    "perturbed": {"marker": "s", "zorder": 2.6, "linewidth": 1.2},
+    "targeted": {"marker": "D", "zorder": 2.4, "linewidth": 1.2},
+    "gaussian": {"marker": "^", "zorder": 2.0, "linewidth": 3.0, "alpha": 0.5},
+}
+# a cycle of markers for curves told apart by colour only (one per eps)
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 SPLIT_STYLES = {"train": "-", "test": "--"}
 BAND_PREFIX = "_band:"
+TWIN_LABEL = "_twin"  # the label of a panel's second y axis (not a panel of the grid)
+MAX_MARKERS = 12  # a curve with more points gets a marker on every k-th point only
 
 
 class MissingData(LookupError):
@@ -68,20 +81,26 @@ def plot_curve(
     label: str,
     color: str,
     linestyle: str = "-",
+    **style: Any,
 ) -> Line2D:
-    """Draw ``mean`` against ``x`` and, where ``std`` is finite, the band mean ± std."""
+    """Draw ``mean`` against ``x`` and, where ``std`` is finite, the band mean ± std.
+
+    ``style``: Line2D settings (marker, zorder, linewidth, alpha); markers are hollow, at most
+    :data:`MAX_MARKERS` per curve.
+    """
     x_arr = np.asarray(x, dtype=float)
     y = np.asarray(mean, dtype=float)
-    marker = "o" if len(x_arr) <= 3 else None  # a curve of one or few points stays visible
+    settings: dict[str, Any] = {"marker": "o", "linewidth": 1.2} | style
     (line,) = ax.plot(
         x_arr,
         y,
         color=color,
         linestyle=linestyle,
-        marker=marker,
-        markersize=3,
+        markersize=3.5,
+        markerfacecolor="none",
+        markevery=max(1, -(-len(x_arr) // MAX_MARKERS)),
         label=label,
-        linewidth=1.2,
+        **settings,
     )
     if std is not None:
         s = np.asarray(std, dtype=float)
@@ -96,13 +115,20 @@ def plot_curve(
                 alpha=0.2,
                 linewidth=0,
                 interpolate=False,
+                zorder=1,
             )
             band.set_label(BAND_PREFIX + label)
     return line
 
 
 def plot_series(
-    ax: Axes, curve: pd.DataFrame, label: str, color: str, linestyle: str = "-", x: str = "epoch"
+    ax: Axes,
+    curve: pd.DataFrame,
+    label: str,
+    color: str,
+    linestyle: str = "-",
+    x: str = "epoch",
+    **style: Any,
 ) -> Line2D | None:
     """Draw one aggregated series (columns ``x, mean, std``); nothing if it is empty."""
     if curve.empty:
@@ -115,6 +141,17 @@ def plot_series(
         label,
         color,
         linestyle,
+        **style,
+    )
+
+
+def plot_kind(
+    ax: Axes, curve: pd.DataFrame, label: str, kind: str, split: str = "train", x: str = "epoch"
+) -> Line2D | None:
+    """Draw a series of one kind of data (clean, perturbed, gaussian, targeted) on one split
+    in that kind's colour, marker and z-order and the split's line style."""
+    return plot_series(
+        ax, curve, label, COLORS[kind], SPLIT_STYLES[split], x, **KIND_STYLES.get(kind, {})
     )
 
 
@@ -151,24 +188,47 @@ def style_panel(
         positive = values[np.isfinite(values) & (values > 0)]
         if positive.size:
             ax.set_yscale("log")
-            # plain numbers (0.2, 3, 10); minor ticks labelled only within a single decade
-            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-            within_decade = positive.max() / positive.min() < 10
-            ax.yaxis.set_minor_formatter(
-                FuncFormatter(lambda v, _: f"{v:.2g}") if within_decade else NullFormatter()
-            )
+            log_axis(ax, positive)
     if integer_x:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))  # labels never touch
     ax.grid(True, alpha=0.3, linewidth=0.5)
 
 
-def add_legend(ax: Axes, title: str | None = None, above: bool = False) -> None:
-    """A legend of the panel's labelled artists (bands excluded), if it has any.
+def log_axis(ax: Axes, positive: np.ndarray) -> None:
+    """Legible log-scale y labels: plain numbers (0.2, 3, 10) at most every few decades
+    (many decades: every k-th one), minor ticks labelled at 2× and 5× only when the data
+    spans less than two decades (else unlabelled)."""
+    ax.set_yscale("log")
+    decades = math.log10(positive.max() / positive.min()) if positive.size else 0.0
+    step = max(1, math.ceil(decades / 5))  # at most ~6 labelled decades per panel
+    ax.yaxis.set_major_locator(LogLocator(base=10.0**step, numticks=8))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    if decades < 2:
+        ax.yaxis.set_minor_locator(LogLocator(base=10.0, subs=(2.0, 5.0)))
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
+    else:
+        ax.yaxis.set_minor_formatter(NullFormatter())
 
-    ``above`` puts it over the panel (the column's key, titled with the column's runs) so it
-    never hides a curve.
+
+def add_legend(
+    ax: Axes,
+    title: str | None = None,
+    above: bool = False,
+    sources: Iterable[Axes] | None = None,
+) -> None:
+    """A legend of the labelled artists (bands excluded) of ``sources`` (default: ``ax``),
+    each label once, if there are any.
+
+    ``above`` puts it over the panel (the column's key, titled with the column's runs, drawn
+    from every panel of the column) so it never hides a curve.
     """
-    handles, labels = ax.get_legend_handles_labels()
+    handles: list[Any] = []
+    labels: list[str] = []
+    for source in sources if sources is not None else (ax,):
+        for handle, label in zip(*source.get_legend_handles_labels(), strict=True):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
     if not handles:
         return
     placement: dict[str, Any] = {"loc": "best"}

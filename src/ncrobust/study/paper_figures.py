@@ -1,6 +1,8 @@
 """Every numbered figure of the paper as a spec: which runs it draws (dataset, norm, modes) and
-which panels (a figure function with its title). ``ncrobust plot ROOT --paper`` draws them all
-from a complete grid as ``figNN.png``; a figure whose runs are absent is skipped with a note.
+which panels (a figure function with its title). ``ncrobust plot RUNS --paper`` draws each
+figure from the runs of its dataset as ``figNN.png``, and every figure's layout from the runs of
+any other dataset too, as ``figNN-DATASET.png`` titled with the paper's number and the data it
+was drawn from; a figure whose runs or measurements are absent is skipped with a note.
 """
 
 from __future__ import annotations
@@ -27,7 +29,11 @@ from ncrobust.study.study import MissingRuns, Study
 
 @dataclass(frozen=True)
 class PaperFigure:
-    """One figure of the paper: its runs and the function drawing its panels."""
+    """One figure of the paper: its runs and the function drawing its panels.
+
+    ``title`` is what it shows (``ST and AT``); figures of the same ``layout`` draw the same
+    panels from another dataset's runs (Figures 2 and 6).
+    """
 
     number: int
     title: str
@@ -36,15 +42,27 @@ class PaperFigure:
     modes: tuple[str, ...]
     draw: Callable[[Study, str, Sequence[str], str, str], Figure]
     # draw(study, title, splits, nc3 form, NC2 equinorm form)
+    layout: str
     one_seed: bool = False
 
     @property
     def name(self) -> str:
         return f"fig{self.number:02d}"
 
-    def needs(self) -> str:
+    def needs(self, dataset: str | None = None) -> str:
         modes = "/".join(m.upper() for m in self.modes)
-        return f"{modes} runs with dataset={self.dataset}, norm={self.norm}"
+        return f"{modes} runs with dataset={dataset or self.dataset}, norm={self.norm}"
+
+    def heading(self, dataset: str | None = None) -> str:
+        """``Figure 6 — ST and AT``; drawn from another dataset's runs, the paper's data is
+        named (``Figure 2 (the paper's on CIFAR-10) — ST and AT``)."""
+        if dataset is None or dataset == self.dataset:
+            return f"Figure {self.number} — {self.title}"
+        paper = DATASET_NAMES.get(self.dataset, self.dataset)
+        return f"Figure {self.number} (the paper's on {paper}) — {self.title}"
+
+
+DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
 
 
 Draw = Callable[[Study, str, Sequence[str], str, str], Figure]
@@ -83,88 +101,54 @@ def _st_eps(s: Study, title: str, splits: Sequence[str], nc3: str, equinorm: str
 
 C10, C100, LINF, L2 = "cifar10", "cifar100", "linf", "l2"
 PAPER_FIGURES: tuple[PaperFigure, ...] = (
+    PaperFigure(2, "ST and AT", C10, LINF, ("st", "at"), _evolution(("st", "at")), "evolution"),
+    PaperFigure(3, "angular distance", C10, LINF, ("st", "at"), _angles, "angles"),
+    PaperFigure(4, "TRADES", C10, LINF, ("trades",), _evolution(("trades",)), "trades"),
+    PaperFigure(5, "AT and TRADES", C10, L2, ("at", "trades"), _evolution(("at", "trades")), "l2"),
+    PaperFigure(6, "ST and AT", C100, LINF, ("st", "at"), _evolution(("st", "at")), "evolution"),
     PaperFigure(
-        2,
-        "Figure 2 — ST and AT (CIFAR-10, l_inf)",
-        C10,
-        LINF,
-        ("st", "at"),
-        _evolution(("st", "at")),
+        7, "untargeted attack, one seed", C100, LINF, ("st",), _leap, "leap", one_seed=True
     ),
-    PaperFigure(
-        3, "Figure 3 — angular distance (CIFAR-10, l_inf)", C10, LINF, ("st", "at"), _angles
-    ),
-    PaperFigure(
-        4, "Figure 4 — TRADES (CIFAR-10, l_inf)", C10, LINF, ("trades",), _evolution(("trades",))
-    ),
-    PaperFigure(
-        5,
-        "Figure 5 — AT and TRADES (CIFAR-10, l_2)",
-        C10,
-        L2,
-        ("at", "trades"),
-        _evolution(("at", "trades")),
-    ),
-    PaperFigure(
-        6,
-        "Figure 6 — ST and AT (CIFAR-100, l_inf)",
-        C100,
-        LINF,
-        ("st", "at"),
-        _evolution(("st", "at")),
-    ),
-    PaperFigure(
-        7,
-        "Figure 7 — untargeted attack, one seed (CIFAR-100, l_inf)",
-        C100,
-        LINF,
-        ("st",),
-        _leap,
-        one_seed=True,
-    ),
-    PaperFigure(
-        8, "Figure 8 — TRADES (CIFAR-100, l_inf)", C100, LINF, ("trades",), _evolution(("trades",))
-    ),
-    PaperFigure(
-        9,
-        "Figure 9 — AT and TRADES (CIFAR-100, l_2)",
-        C100,
-        L2,
-        ("at", "trades"),
-        _evolution(("at", "trades")),
-    ),
-    PaperFigure(
-        10, "Figure 10 — angular distance (CIFAR-100, l_inf)", C100, LINF, ("st", "at"), _angles
-    ),
-    PaperFigure(
-        11, "Figure 11 — layerwise NC (CIFAR-10, l_inf)", C10, LINF, ("st", "at"), _layer_nc
-    ),
-    PaperFigure(
-        12, "Figure 12 — layerwise NCC (CIFAR-10, l_inf)", C10, LINF, ("st", "at"), _layer_ncc
-    ),
-    PaperFigure(
-        13, "Figure 13 — layerwise NC (CIFAR-100, l_inf)", C100, LINF, ("st", "at"), _layer_nc
-    ),
-    PaperFigure(
-        14, "Figure 14 — layerwise NCC (CIFAR-100, l_inf)", C100, LINF, ("st", "at"), _layer_ncc
-    ),
-    PaperFigure(
-        15, "Figure 15 — AT at several training eps (CIFAR-10, l_inf)", C10, LINF, ("at",), _at_eps
-    ),
-    PaperFigure(
-        16, "Figure 16 — ST at several attack eps (CIFAR-10, l_inf)", C10, LINF, ("st",), _st_eps
-    ),
+    PaperFigure(8, "TRADES", C100, LINF, ("trades",), _evolution(("trades",)), "trades"),
+    PaperFigure(9, "AT and TRADES", C100, L2, ("at", "trades"), _evolution(("at", "trades")), "l2"),
+    PaperFigure(10, "angular distance", C100, LINF, ("st", "at"), _angles, "angles"),
+    PaperFigure(11, "layerwise NC", C10, LINF, ("st", "at"), _layer_nc, "layer-nc"),
+    PaperFigure(12, "layerwise NCC", C10, LINF, ("st", "at"), _layer_ncc, "layer-ncc"),
+    PaperFigure(13, "layerwise NC", C100, LINF, ("st", "at"), _layer_nc, "layer-nc"),
+    PaperFigure(14, "layerwise NCC", C100, LINF, ("st", "at"), _layer_ncc, "layer-ncc"),
+    PaperFigure(15, "AT at several training eps", C10, LINF, ("at",), _at_eps, "at-eps"),
+    PaperFigure(16, "ST at several attack eps", C10, LINF, ("st",), _st_eps, "st-eps"),
 )
 
 
-def paper_study(study: Study, spec: PaperFigure) -> Study:
-    """The runs of one figure (one seed per group when the paper shows one)."""
+def paper_study(study: Study, spec: PaperFigure, dataset: str | None = None) -> Study:
+    """The runs of one figure, from ``dataset`` (default: the paper's); one seed per group when
+    the paper shows one."""
     chosen = study.select(
-        {"dataset": [spec.dataset], "norm": [spec.norm], "mode": list(spec.modes)}
+        {"dataset": [dataset or spec.dataset], "norm": [spec.norm], "mode": list(spec.modes)}
     )
     if spec.one_seed:
         chosen = Study.from_runs([g.runs[0] for g in chosen.groups])
     return chosen
+
+
+def paper_plan(study: Study) -> list[tuple[PaperFigure, str, str]]:
+    """(figure, dataset, file name) of every figure the runs' datasets call for, in the paper's
+    order: each figure from its own dataset's runs (``figNN``), and each layout once from the
+    runs of a dataset the paper does not draw it for (``figNN-DATASET``, the layout's first
+    number)."""
+    present = {
+        (str(run.config.dataset), str(run.config.norm)) for g in study.groups for run in g.runs
+    }
+    plan = [(spec, spec.dataset, spec.name) for spec in PAPER_FIGURES]
+    plan = [item for item in plan if (item[1], item[0].norm) in present]
+    drawn = {(spec.layout, spec.dataset) for spec in PAPER_FIGURES}
+    for spec in PAPER_FIGURES:
+        for dataset in sorted(d for d, norm in present if norm == spec.norm):
+            if (spec.layout, dataset) not in drawn:
+                drawn.add((spec.layout, dataset))
+                plan.append((spec, dataset, f"{spec.name}-{dataset}"))
+    return sorted(plan, key=lambda item: (item[0].number, item[2]))
 
 
 def render_paper_figures(
@@ -175,22 +159,32 @@ def render_paper_figures(
     nc3: str = "frobenius",
     equinorm: str = "ratio",
 ) -> tuple[dict[str, list[Path]], dict[str, str]]:
-    """Draw every numbered figure; returns ({figNN: files}, {figNN: why skipped})."""
+    """Draw every figure of :func:`paper_plan`; returns ({name: files}, {name: why skipped}).
+
+    A layout the runs cannot draw at all (no runs of its norm and modes) is named once, under
+    its first figure's name.
+    """
     evolution_rows(nc3, equinorm)  # an unknown form is refused before drawing
     written: dict[str, list[Path]] = {}
     skipped: dict[str, str] = {}
     studies: dict[tuple[object, ...], Study] = {}  # figures of the same runs share one study
-    for spec in PAPER_FIGURES:
-        key = (spec.dataset, spec.norm, spec.modes, spec.one_seed)
+    for spec, dataset, name in paper_plan(study):
+        key = (dataset, spec.norm, spec.modes, spec.one_seed)
         try:
             if key not in studies:
-                studies[key] = paper_study(study, spec)
-            fig = spec.draw(studies[key], spec.title, splits, nc3, equinorm)
+                studies[key] = paper_study(study, spec, dataset)
+            fig = spec.draw(studies[key], spec.heading(dataset), splits, nc3, equinorm)
         except MissingRuns:
-            skipped[spec.name] = f"needs {spec.needs()}"
+            skipped[name] = f"needs {spec.needs(dataset)}"
             continue
         except MissingData as exc:
-            skipped[spec.name] = f"{exc} (in the {spec.needs()})"
+            skipped[name] = f"{exc} (in the {spec.needs(dataset)})"
             continue
-        written[spec.name] = save_figure(fig, out_dir, spec.name, formats)
+        written[name] = save_figure(fig, out_dir, name, formats)
+    planned = {spec.layout for spec, _, _ in paper_plan(study)}
+    for spec in PAPER_FIGURES:
+        if spec.layout not in planned:
+            planned.add(spec.layout)
+            modes = "/".join(m.upper() for m in spec.modes)
+            skipped[spec.name] = f"needs {modes} runs with norm={spec.norm} (any dataset)"
     return written, skipped

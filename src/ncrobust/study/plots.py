@@ -23,11 +23,14 @@ from ncrobust.errors import UsageError
 from ncrobust.study.aggregate import RunGroup, format_eps
 from ncrobust.study.drawing import (
     COLORS,
-    SPLIT_STYLES,
+    MARKERS,
+    STYLE,
+    TWIN_LABEL,
     MissingData,
     add_legend,
     check_formats,
     new_figure,
+    plot_kind,
     plot_series,
     save_figure,
     style_panel,
@@ -56,13 +59,41 @@ __all__ = [
 
 log = logging.getLogger("ncrobust.analysis")
 
+# one name per quantity, in every figure (axis labels)
+QUANTITIES = {
+    "accuracy": "accuracy",
+    "loss": "loss (CE)",
+    "kl": "KL(clean ‖ perturbed)",
+    "nc1": "NC1",
+    "nc2_equinorm": "NC2 equinorm (std/mean)",
+    "nc2_equinorm_std": "NC2 equinorm (std)",
+    "nc2_equiangular": "NC2 equiangular",
+    "nc3": "NC3 (paper text)",
+    "nc3_frobenius": "NC3 (Frobenius)",
+    "nc4": "NC4",
+    "ncc_accuracy": "NCC accuracy",
+    "ncc_match": "NCC–network matching",
+    "simplex_similarity": "simplex similarity (rad)",
+    "angular_distance": "angular distance (rad)",
+}
+
+
+def quantity(metric: str) -> str:
+    """The axis name of a recorded metric (the metric's own name when it has none)."""
+    return QUANTITIES.get(metric, metric)
+
+
 # NC3 as the paper's curves were computed (the released code's Frobenius form) or as its text
-NC3_FORMS = {"frobenius": ("nc3_frobenius", "NC3 (Frobenius)"), "text": ("nc3", "NC3 (paper text)")}
+NC3_FORMS = {
+    "frobenius": ("nc3_frobenius", quantity("nc3_frobenius")),
+    "text": ("nc3", quantity("nc3")),
+}
 # NC2 equinorm as std/mean (released code, ncrobust's nc2_equinorm) or the text's plain std
 EQUINORM_FORMS = {
-    "ratio": ("nc2_equinorm", "NC2 equinorm (std/mean)"),
-    "std": ("nc2_equinorm_std", "NC2 equinorm (std)"),
+    "ratio": ("nc2_equinorm", quantity("nc2_equinorm")),
+    "std": ("nc2_equinorm_std", quantity("nc2_equinorm_std")),
 }
+NORM_NAMES = {"linf": "l_inf", "l2": "l_2"}
 
 
 def evolution_rows(
@@ -79,13 +110,13 @@ def evolution_rows(
     nc3_metric, nc3_label = NC3_FORMS[nc3]
     norm_metric, norm_label = EQUINORM_FORMS[equinorm]
     return (
-        ("accuracy", OUTPUT_LAYER, "accuracy", False),
-        ("loss", OUTPUT_LAYER, "loss (CE)", False),
-        ("nc1", PENULTIMATE, "NC1", True),
+        ("accuracy", OUTPUT_LAYER, quantity("accuracy"), False),
+        ("loss", OUTPUT_LAYER, quantity("loss"), False),
+        ("nc1", PENULTIMATE, quantity("nc1"), True),
         (norm_metric, PENULTIMATE, norm_label, True),
-        ("nc2_equiangular", PENULTIMATE, "NC2 equiangular", True),
+        ("nc2_equiangular", PENULTIMATE, quantity("nc2_equiangular"), True),
         (nc3_metric, PENULTIMATE, nc3_label, True),
-        ("nc4", PENULTIMATE, "NC4", False),
+        ("nc4", PENULTIMATE, quantity("nc4"), False),
     )
 
 
@@ -98,6 +129,30 @@ def _title(group: RunGroup) -> str:
     return f"{group.label} ({seeds} seed{'s' if seeds != 1 else ''})"
 
 
+def setting_text(groups: Sequence[RunGroup]) -> str:
+    """The drawn runs' data, model, norm and eps (``digits · small_cnn · l_inf eps=0.15``);
+    several values are joined by ``/`` (eps by ``, ``)."""
+
+    def values(name: str) -> list[str]:
+        return list(dict.fromkeys(str(getattr(g.config, name)) for g in groups))
+
+    threats = []
+    for norm in values("norm"):
+        radii = sorted({float(g.config.eps) for g in groups if g.config.norm == norm})
+        threats.append(f"{NORM_NAMES.get(norm, norm)} eps={', '.join(map(format_eps, radii))}")
+    return " · ".join(["/".join(values("dataset")), "/".join(values("model")), "; ".join(threats)])
+
+
+def _distinct(groups: Iterable[RunGroup]) -> list[RunGroup]:
+    """Each group once, in first-seen order."""
+    return list({g.label: g for g in groups}.values())
+
+
+def _heading(title: str, groups: Sequence[RunGroup]) -> str:
+    """A figure's title with a second line naming the data, model, norm and eps drawn."""
+    return f"{title}\n{setting_text(groups)}"
+
+
 def _views(study: Study, label: str, split: str) -> list[tuple[str, str, str]]:
     """(view, curve name, colour key) of the clean, perturbed and Gaussian curves of a split."""
     out = []
@@ -107,8 +162,11 @@ def _views(study: Study, label: str, split: str) -> list[tuple[str, str, str]]:
     if perturbed is not None:
         out.append((perturbed, f"perturbed ({perturbed})", "perturbed"))
     if study.has(label, split, "gaussian"):
-        out.append(("gaussian", "gaussian", "gaussian"))
+        out += GAUSSIAN
     return out
+
+
+GAUSSIAN = (("gaussian", "gaussian", "gaussian"),)
 
 
 def _layer(metric_layer: str, layer: str) -> str:
@@ -134,43 +192,55 @@ def evolution_figure(
     if not groups:
         names = "/".join(m.upper() for m in modes)
         raise MissingData(f"no {names} run with {layer!r} NC measured on clean training data")
-    fig, axes = new_figure(len(rows_spec), len(groups), title)
+    fig, axes = new_figure(len(rows_spec), len(groups), _heading(title, groups))
     for col, group in enumerate(groups):
+        keyed = []  # the panels whose curves the column's key names (not the KL panel)
         for row, (metric, where, ylabel, log_scale) in enumerate(rows_spec):
             ax = axes[row, col]
+            xlabel = "epoch" if row == len(rows_spec) - 1 else None
             if group.mode == "trades" and metric == "loss":
-                _kl_panel(ax, study, group.label, splits)
-                ylabel = "KL(clean ‖ perturbed)"
-            else:
-                for split in splits:
-                    for view, name, colour in _views(study, group.label, split):
-                        curve = study.series(group.label, split, view, _layer(where, layer), metric)
-                        plot_series(
-                            ax, curve, f"{name} · {split}", COLORS[colour], SPLIT_STYLES[split]
-                        )
-            style_panel(
-                ax,
-                ylabel,
-                xlabel="epoch" if row == len(rows_spec) - 1 else None,
-                log=log_scale,
-            )
-        add_legend(axes[0, col], _title(group), above=True)
+                _kl_panel(ax, study, group.label, splits, xlabel)
+                continue
+            keyed.append(ax)
+            for split in splits:
+                for view, name, kind in _views(study, group.label, split):
+                    curve = study.series(group.label, split, view, _layer(where, layer), metric)
+                    plot_kind(ax, curve, f"{name} · {split}", kind, split)
+            style_panel(ax, ylabel, xlabel=xlabel, log=log_scale)
+        add_legend(axes[0, col], _title(group), above=True, sources=keyed)
     return fig
 
 
-def _kl_panel(ax: Axes, study: Study, label: str, splits: Sequence[str]) -> None:
-    """TRADES' loss panel: the training objective's KL per epoch and the probes' KL per view."""
+def _kl_panel(
+    ax: Axes, study: Study, label: str, splits: Sequence[str], xlabel: str | None
+) -> None:
+    """TRADES' loss panel: the training objective's KL per epoch and the probes' KL per view
+    (log scale), the targeted attack's much larger KL on a right axis of its own; the panel
+    has its own legend."""
     fit = study.series(label, "train", FIT_VIEW, OUTPUT_LAYER, "kl_loss")
-    plot_series(ax, fit, "perturbed (train_adv) · training KL", COLORS["perturbed"])
+    plot_series(ax, fit, "training KL (train_adv, every epoch)", COLORS["network"], marker=None)
+    twin: Axes | None = None
     for split in splits:
-        targeted = study.targeted_view(label, split) or "targeted"
-        for view, colour in (
-            ("pgd", "perturbed"),
-            ("gaussian", "gaussian"),
-            (targeted, "targeted"),
-        ):
+        for view, name, kind in (("pgd", "perturbed (pgd)", "perturbed"), *GAUSSIAN):
             curve = study.series(label, split, view, OUTPUT_LAYER, "kl")
-            plot_series(ax, curve, f"{view} · {split}", COLORS[colour], SPLIT_STYLES[split])
+            plot_kind(ax, curve, f"{name} · {split}", kind, split)
+        targeted = study.targeted_view(label, split)
+        curve = (
+            study.series(label, split, targeted, OUTPUT_LAYER, "kl") if targeted else pd.DataFrame()
+        )
+        if len(curve):
+            if twin is None:
+                twin = ax.twinx()
+                twin.set_label(TWIN_LABEL)
+                twin.tick_params(which="both", labelsize=STYLE["ytick.labelsize"])
+                twin.yaxis.label.set_fontsize(STYLE["axes.labelsize"])
+            name = f"targeted ({targeted}) · {split}, right axis"
+            plot_kind(twin, curve, name, "targeted", split)
+    style_panel(ax, quantity("kl"), xlabel=xlabel, log=True)
+    if twin is not None:
+        style_panel(twin, "targeted KL", log=True)
+        twin.grid(False)
+    add_legend(ax, above=True, sources=[ax] if twin is None else [ax, twin])
 
 
 def figure2(
@@ -232,7 +302,8 @@ def figure3(
     modes: Sequence[str] = ("st", "at"),
     title: str = "Figure 3 — distance to the clean simplex",
 ) -> Figure:
-    """Figure 3: simplex similarity and non-centred angular distance to the clean train means.
+    """Figure 3: simplex similarity and non-centred angular distance to the clean train means,
+    in the paper's column order: ST's two panels (left, inner left), then AT's.
 
     ST compares targeted-attack class means (grouped by target) with the clean ones, AT the
     perturbed (``train_adv``) class means. The centred panel's dotted line is the simplex angle
@@ -246,20 +317,19 @@ def figure3(
             "no targeted view (ST) or perturbed view (AT) with NC measured: "
             "train or measure with --views including targeted (ST) / train_adv (AT)"
         )
-    fig, axes = new_figure(len(ANGLE_ROWS), len(groups), title)
-    for col, group in enumerate(groups):
+    groups.sort(key=lambda g: list(modes).index(g.mode))  # the paper's order: ST, then AT
+    fig, axes = new_figure(1, len(ANGLE_ROWS) * len(groups), _heading(title, groups))
+    for g, group in enumerate(groups):
         classes = study.num_classes(group.label)
-        for row, (metric, ylabel) in enumerate(ANGLE_ROWS):
-            ax = axes[row, col]
+        for j, (metric, ylabel) in enumerate(ANGLE_ROWS):
+            ax = axes[0, len(ANGLE_ROWS) * g + j]
             for split in splits:
                 view = _compared_view(study, group, split)
                 if view is None:
                     continue
                 curve = study.series(group.label, split, view, layer, metric)
-                colour = "targeted" if view.startswith("targeted") else "perturbed"
-                plot_series(
-                    ax, curve, f"{view} vs clean · {split}", COLORS[colour], SPLIT_STYLES[split]
-                )
+                kind = "targeted" if view.startswith("targeted") else "perturbed"
+                plot_kind(ax, curve, f"{view} vs clean · {split}", kind, split)
             if ax.get_lines() and metric == "simplex_similarity" and classes and classes > 1:
                 ax.axhline(
                     simplex_angle(classes),
@@ -270,13 +340,8 @@ def figure3(
                 )
             if ax.get_lines() and metric == "angular_distance":
                 _between_class_baseline(ax, study, group.label, layer)
-            style_panel(
-                ax,
-                ylabel,
-                xlabel="epoch" if row == len(ANGLE_ROWS) - 1 else None,
-            )
-        add_legend(axes[0, col], _title(group), above=True)
-        add_legend(axes[1, col])
+            style_panel(ax, ylabel, xlabel="epoch")
+            add_legend(ax, _title(group), above=True)
     return fig
 
 
@@ -294,9 +359,10 @@ def _between_class_baseline(ax: Axes, study: Study, label: str, layer: str) -> N
             fontsize=6,
         )
         return
-    line = plot_series(ax, curve, "between clean classes (baseline)", "0.5")
-    if line is not None:
-        line.set_linestyle(":")
+    plot_series(ax, curve, BETWEEN_NAME, "0.5", ":", marker=None)
+
+
+BETWEEN_NAME = "between clean class means (non-centred)"
 
 
 # -- Figure 7: the attack illustration, per class, at the last epoch --------------------------
@@ -320,6 +386,10 @@ def figure7(
 ) -> Figure:
     """Figure 7: predicted-label histogram, clean and predicted class-mean norms, and the angle
     between clean and predicted class means of perturbed data, per class, at the last epoch.
+
+    The angle panel's baseline is the run's non-centred angle between different clean class
+    means (``between_class_angle``, the baseline of finding 7), or arccos(-1/(C-1)) as the
+    paper's caption when the run did not record it (said in the legend).
     """
     stats = study.stats
     chosen = stats[(stats["split"] == split) & (stats["view"] == view) & (stats["layer"] == layer)]
@@ -327,7 +397,7 @@ def figure7(
     if not groups:
         kinds = "/".join(m.upper() for m in modes)
         raise MissingData(f"no attack statistics for view {view!r} on {split} data in {kinds} runs")
-    fig, axes = new_figure(len(groups), len(STAT_PANELS), title)
+    fig, axes = new_figure(len(groups), len(STAT_PANELS), _heading(title, groups))
     for row, group in enumerate(groups):
         rows = chosen[chosen["group"] == group.label]
         epoch = int(rows["epoch"].max())
@@ -347,20 +417,27 @@ def figure7(
                 capsize=1.5,
                 error_kw={"linewidth": 0.6},
             )
-            if statistic == "angle" and classes and classes > 1:
-                ax.axhline(
-                    simplex_angle(classes),
-                    color="0.5",
-                    linestyle=":",
-                    linewidth=1,
-                    label="arccos(−1/(C−1))",
-                )
-                add_legend(ax)
+            if statistic == "angle":
+                _leap_baseline(ax, study, group.label, split, layer, epoch, classes)
             ax.set_ylabel(ylabel)
             ax.set_xlabel("class")
             head = f"{_title(group)} · {view} on {split} · epoch {epoch}\n" if col == 0 else "\n"
             ax.set_title(head + panel, loc="left", fontsize=8)
     return fig
+
+
+def _leap_baseline(
+    ax: Axes, study: Study, label: str, split: str, layer: str, epoch: int, classes: int | None
+) -> None:
+    between = study.value(label, split, "clean", layer, BETWEEN_CLASS_ANGLE, epoch)
+    if math.isfinite(between):
+        value, name = between, BETWEEN_NAME
+    elif classes and classes > 1:
+        value, name = simplex_angle(classes), "arccos(−1/(C−1)) (non-centred angle not recorded)"
+    else:
+        return
+    ax.axhline(value, color="0.3", linestyle=":", linewidth=1, label=name)
+    add_legend(ax)
 
 
 # -- Figures 11 and 12: layerwise NC and NCC at the last layerwise epoch ----------------------
@@ -392,11 +469,14 @@ def _depth_axis(ax: Axes, order: list[str], with_labels: bool) -> None:
         ax.set_xticklabels([])
 
 
-LAYER_NC_ROWS = (
-    ("nc1", "NC1", True),
-    ("nc2_equinorm", "NC2 equinorm", True),
-    ("nc2_equiangular", "NC2 equiangular", True),
-    ("nc4", "NC4", False),
+LAYER_NC_ROWS = tuple(
+    (metric, quantity(metric), log_scale)
+    for metric, log_scale in (
+        ("nc1", True),
+        ("nc2_equinorm", True),
+        ("nc2_equiangular", True),
+        ("nc4", False),
+    )
 )
 
 
@@ -421,14 +501,15 @@ def figure11(
 ) -> Figure:
     """Figure 11: NC1, NC2 and NC4 against layer depth, clean and perturbed, train and test."""
     columns = _layerwise_columns(study, modes, splits)
-    fig, axes = new_figure(len(LAYER_NC_ROWS), len(columns), title)
+    groups = _distinct(group for group, _, _ in columns)
+    fig, axes = new_figure(len(LAYER_NC_ROWS), len(columns), _heading(title, groups))
     for col, (group, split, epoch) in enumerate(columns):
         order = study.layer_order(group.label)
         for row, (metric, ylabel, log_scale) in enumerate(LAYER_NC_ROWS):
             ax = axes[row, col]
-            for view, name, colour in _layer_views(study, group.label, split, epoch):
+            for view, name, kind in _layer_views(study, group.label, split, epoch):
                 curve = study.layer_curve(group.label, epoch, split, view, metric)
-                plot_series(ax, curve, name, COLORS[colour], x="depth")
+                plot_kind(ax, curve, name, kind, split, x="depth")
             last = row == len(LAYER_NC_ROWS) - 1
             style_panel(
                 ax,
@@ -436,7 +517,12 @@ def figure11(
                 log=log_scale,
             )
             _depth_axis(ax, order, last)
-        add_legend(axes[0, col], f"{_title(group)} · {split} · epoch {epoch}", above=True)
+        add_legend(
+            axes[0, col],
+            f"{_title(group)} · {split} · epoch {epoch}",
+            above=True,
+            sources=axes[:, col],
+        )
     return fig
 
 
@@ -459,17 +545,18 @@ def figure12(
     matching against layer depth; dotted lines are the network's own accuracies.
     """
     columns = _layerwise_columns(study, modes, splits)
-    fig, axes = new_figure(2, len(columns), title)
+    groups = _distinct(group for group, _, _ in columns)
+    fig, axes = new_figure(2, len(columns), _heading(title, groups))
     for col, (group, split, epoch) in enumerate(columns):
         order = study.layer_order(group.label)
         views = _layer_views(study, group.label, split, epoch)
         acc_ax, match_ax = axes[0, col], axes[1, col]
-        for view, _, colour in views:
-            ncc_name = "NCC robustness" if colour == "perturbed" else "NCC accuracy"
+        for view, _, kind in views:
+            ncc_name = "NCC robustness" if kind == "perturbed" else "NCC accuracy"
             curve = study.layer_curve(group.label, epoch, split, view, "ncc_accuracy")
-            plot_series(acc_ax, curve, f"{ncc_name} ({view})", COLORS[colour], x="depth")
+            plot_kind(acc_ax, curve, f"{ncc_name} ({view})", kind, split, x="depth")
             curve = _ncc_match(study, group.label, epoch, split, view)
-            plot_series(match_ax, curve, f"NCC–net match ({view})", COLORS[colour], x="depth")
+            plot_kind(match_ax, curve, f"NCC–net match ({view})", kind, split, x="depth")
         if acc_ax.get_lines():
             for view, _, colour in views:
                 net = study.value(group.label, split, view, OUTPUT_LAYER, "accuracy", epoch)
@@ -481,8 +568,8 @@ def figure12(
                         linewidth=1,
                         label=f"network accuracy ({view})",
                     )
-        style_panel(acc_ax, "NCC accuracy")
-        style_panel(match_ax, "NCC–network matching")
+        style_panel(acc_ax, quantity("ncc_accuracy"))
+        style_panel(match_ax, quantity("ncc_match"))
         _depth_axis(acc_ax, order, False)
         _depth_axis(match_ax, order, True)
         add_legend(acc_ax, f"{_title(group)} · {split} · epoch {epoch}", above=True)
@@ -493,11 +580,19 @@ def figure12(
 # -- Figures 15 and 16: the small-eps study ---------------------------------------------------
 
 
-def _eps_colours(values: Iterable[float]) -> dict[float, str]:
+def _eps_styles(values: Iterable[float]) -> dict[float, dict[str, str]]:
+    """One colour and marker per eps (colour and marker both change with eps)."""
     ordered = sorted(set(values))
     cmap = colormaps["plasma"]  # purple to yellow: never confused with the blue clean curve
     span = max(len(ordered) - 1, 1)
-    return {v: _hex(cmap(0.85 * i / span)) for i, v in enumerate(ordered)}
+    return {
+        v: {"color": _hex(cmap(0.85 * i / span)), "marker": MARKERS[(i + 1) % len(MARKERS)]}
+        for i, v in enumerate(ordered)
+    }
+
+
+def _eps_curve(ax: Axes, curve: pd.DataFrame, label: str, style: dict[str, str]) -> None:
+    plot_series(ax, curve, label, style["color"], marker=style["marker"])
 
 
 def _hex(rgba: tuple[float, float, float, float]) -> str:
@@ -510,7 +605,7 @@ def _close(a: float, b: float) -> bool:
 
 def figure15(
     study: Study,
-    eval_eps: float = 8 / 255,
+    eval_eps: float | None = None,
     split: str = "train",
     layer: str = PENULTIMATE,
     view: str = "pgd",
@@ -520,8 +615,9 @@ def figure15(
 ) -> Figure:
     """Figure 15: loss and NC vs epoch of AT runs trained at several eps (one colour each).
 
-    The perturbed column uses PGD at ``eval_eps`` (an in-training ``pgd@eps=...`` view, the
-    run's ``eps_study.parquet``, or its own ``pgd`` when trained at that eps); a run without
+    The perturbed column uses PGD at one common radius ``eval_eps`` (default: the family's
+    largest training eps, as the paper's 8/255): an in-training ``pgd@eps=...`` view, the
+    run's ``eps_study.parquet``, or its own ``pgd`` when trained at that eps; a run without
     it shows its own perturbed view at its training eps, said in the legend. The column's
     header states the eps actually plotted.
     """
@@ -529,23 +625,25 @@ def figure15(
     if not families:
         raise MissingData("no AT runs that differ only in their training eps")
     rows_spec = tuple(r for r in evolution_rows(nc3, equinorm) if r[0] != "accuracy")
-    fig, axes = new_figure(len(rows_spec), 2 * len(families), title)
+    drawn = [g for family in families for g in family]
+    fig, axes = new_figure(len(rows_spec), 2 * len(families), _heading(title, drawn))
     for f, family in enumerate(families):
-        colours = _eps_colours(g.config.eps for g in family)
+        styles = _eps_styles(g.config.eps for g in family)
+        common = max(g.config.eps for g in family) if eval_eps is None else eval_eps
         plotted: set[str] = set()
         for row, (metric, where, ylabel, log_scale) in enumerate(rows_spec):
             clean_ax, pert_ax = axes[row, 2 * f], axes[row, 2 * f + 1]
             for group in family:
                 name = f"train eps={format_eps(group.config.eps)}"
-                colour = colours[group.config.eps]
+                style = styles[group.config.eps]
                 where_layer = _layer(where, layer)
                 curve = study.series(group.label, split, "clean", where_layer, metric)
-                plot_series(clean_ax, curve, name, colour)
+                _eps_curve(clean_ax, curve, name, style)
                 curves = study.eps_series(group.label, split, view, where_layer, metric)
-                found = [c for e, c in curves.items() if _close(e, eval_eps)]
+                found = [c for e, c in curves.items() if _close(e, common)]
                 if found:
                     curve = found[0]
-                    plotted.add(f"{view} eps={format_eps(eval_eps)}")
+                    plotted.add(f"{view} eps={format_eps(common)}")
                 else:
                     own = study.perturbed_view(group.label, split)
                     if own is None:
@@ -554,7 +652,7 @@ def figure15(
                     name = f"{name} ({own} at training eps)"
                     if len(curve):
                         plotted.add(f"{own} at training eps")
-                plot_series(pert_ax, curve, name, colour)
+                _eps_curve(pert_ax, curve, name, style)
             xlabel = "epoch" if row == len(rows_spec) - 1 else None
             style_panel(clean_ax, ylabel, xlabel, log_scale)
             style_panel(pert_ax, ylabel, xlabel, log_scale)
@@ -577,6 +675,7 @@ def figure16(
     """Figure 16: loss and NC vs epoch of ST runs attacked at several eps (one colour per
     evaluation eps) next to clean data: from the in-training ``pgd@eps=...`` views (a point
     at every measured epoch), else ``eps_study.parquet``, plus ``pgd`` at the run's own eps.
+    Beside each group, the same metrics against eps at the last epoch all curves share.
     """
     groups = [g for g in study.groups_of(("st",)) if study.has_eps_study(g.label, split, view)]
     if not groups:
@@ -585,31 +684,74 @@ def figure16(
             "`ncrobust measure --eps 2/255,4/255,8/255 RUN`"
         )
     rows_spec = tuple(r for r in evolution_rows(nc3, equinorm) if r[0] != "accuracy")
-    fig, axes = new_figure(len(rows_spec), len(groups), title)
-    for col, group in enumerate(groups):
+    fig, axes = new_figure(len(rows_spec), 2 * len(groups), _heading(title, groups))
+    for g, group in enumerate(groups):
+        epoch_col, eps_col = 2 * g, 2 * g + 1
         eps_values: set[float] = set()
         for metric, where, _, _ in rows_spec:
             eps_values |= set(
                 study.eps_series(group.label, split, view, _layer(where, layer), metric)
             )
-        colours = _eps_colours(eps_values)
+        styles = _eps_styles(eps_values)
+        last = None
         for row, (metric, where, ylabel, log_scale) in enumerate(rows_spec):
-            ax = axes[row, col]
+            ax, by_eps = axes[row, epoch_col], axes[row, eps_col]
             where_layer = _layer(where, layer)
-            curve = study.series(group.label, split, "clean", where_layer, metric)
-            plot_series(ax, curve, "clean", COLORS["clean"])
-            for eps, curve in study.eps_series(
-                group.label, split, view, where_layer, metric
-            ).items():
-                plot_series(ax, curve, f"{view} eps={format_eps(eps)}", colours[eps])
-            style_panel(
-                ax,
-                ylabel,
-                "epoch" if row == len(rows_spec) - 1 else None,
-                log_scale,
-            )
-        add_legend(axes[0, col], f"{_title(group)} · {split}", above=True)
+            clean = study.series(group.label, split, "clean", where_layer, metric)
+            plot_kind(ax, clean, "clean", "clean", split)
+            curves = study.eps_series(group.label, split, view, where_layer, metric)
+            for eps, curve in curves.items():
+                _eps_curve(ax, curve, f"{view} eps={format_eps(eps)}", styles[eps])
+            last = _against_eps(by_eps, clean, curves) or last
+            bottom = row == len(rows_spec) - 1
+            style_panel(ax, ylabel, "epoch" if bottom else None, log_scale)
+            eps_label = "attack eps (0: clean)" if bottom else None
+            style_panel(by_eps, ylabel, eps_label, log_scale, integer_x=False)
+            _eps_axis(by_eps, sorted(curves), bottom)
+        add_legend(axes[0, epoch_col], f"{_title(group)} · {split}", above=True)
+        head = f"{_title(group)} · {split} · epoch {last}" if last is not None else _title(group)
+        add_legend(axes[0, eps_col], head, above=True, sources=axes[:, eps_col])
     return fig
+
+
+def _against_eps(ax: Axes, clean: pd.DataFrame, curves: dict[float, pd.DataFrame]) -> int | None:
+    """One metric against the attack's eps (clean data at eps 0) at the last epoch every
+    curve has; returns that epoch (None when the curves share none)."""
+    frames = [c for c in (clean, *curves.values()) if len(c)]
+    if not curves or not frames:
+        return None
+    shared = set.intersection(*(set(c["epoch"].astype(int)) for c in frames))
+    if not shared:
+        return None
+    epoch = max(shared)
+    points = [(0.0, clean)] if len(clean) else []
+    points += list(curves.items())
+    rows = [(eps, c[c["epoch"] == epoch].iloc[0]) for eps, c in points]
+    plot_series(
+        ax,
+        pd.DataFrame(
+            {
+                "eps": [eps for eps, _ in rows],
+                "mean": [float(r["mean"]) for _, r in rows],
+                "std": [float(r["std"]) for _, r in rows],
+            }
+        ),
+        f"epoch {epoch}",
+        COLORS["network"],
+        x="eps",
+    )
+    return epoch
+
+
+def _eps_axis(ax: Axes, radii: list[float], with_labels: bool) -> None:
+    """Ticks at clean (0) and each attack radius, labelled as the paper writes eps."""
+    if not ax.get_lines():
+        return
+    ticks = [0.0, *radii]
+    ax.set_xticks(ticks)
+    ax.set_xticklabels(
+        ["0", *map(format_eps, radii)] if with_labels else [], rotation=45, ha="right"
+    )
 
 
 # -- any recorded metric against epoch or depth -------------------------------------------------
@@ -655,8 +797,8 @@ def figure_metrics(
     groups = [g for g in study.groups if any(study.has(g.label, sp, "clean") for sp in splits)]
     if not groups:
         raise MissingData("no run with clean data measured on the chosen splits")
-    title = f"{', '.join(chosen)} against {x}"
-    fig, axes = new_figure(len(chosen), len(groups), title)
+    title = f"{', '.join(map(quantity, chosen))} against {x}"
+    fig, axes = new_figure(len(chosen), len(groups), _heading(title, groups))
     for col, group in enumerate(groups):
         epoch = study.layerwise_epoch(group.label) if x == "depth" else None
         for row, metric in enumerate(chosen):
@@ -667,7 +809,7 @@ def figure_metrics(
                     if x == "epoch" or epoch is None
                     else _layer_views(study, group.label, split, epoch)
                 )
-                for view, name, colour in views:
+                for view, name, kind in views:
                     if x == "epoch":
                         where = _metric_layer(study, group.label, metric, layer)
                         curve = study.series(group.label, split, view, where, metric)
@@ -675,14 +817,12 @@ def figure_metrics(
                         continue
                     else:
                         curve = study.layer_curve(group.label, epoch, split, view, metric)
-                    plot_series(
-                        ax, curve, f"{name} · {split}", COLORS[colour], SPLIT_STYLES[split], x=x
-                    )
-            style_panel(ax, metric, x if row == len(chosen) - 1 else None, log=log)
+                    plot_kind(ax, curve, f"{name} · {split}", kind, split, x=x)
+            style_panel(ax, quantity(metric), x if row == len(chosen) - 1 else None, log=log)
             if x == "depth" and ax.get_lines():
                 _depth_axis(ax, study.layer_order(group.label), row == len(chosen) - 1)
         head = _title(group) + (f" · epoch {epoch}" if epoch is not None else "")
-        add_legend(axes[0, col], head, above=True)
+        add_legend(axes[0, col], head, above=True, sources=axes[:, col])
     return fig
 
 
@@ -708,14 +848,16 @@ CAPTIONS = {
     "on the centred panel; the run's own angle between clean classes on the non-centred one.",
     "fig4": "Figure 4: accuracy, KL loss and NC vs epoch for TRADES.",
     "fig7": "Figure 7: untargeted attack per class at the last epoch: predicted labels, clean "
-    "and predicted class-mean norms, angle between them.",
+    "and predicted class-mean norms, angle between them (dotted: the run's non-centred angle "
+    "between clean class means).",
     "fig11": "Figure 11: layerwise NC1, NC2 and NC4, clean and perturbed, at the last "
     "layerwise epoch.",
     "fig12": "Figure 12: layerwise NCC accuracy, NCC robustness and NCC-network matching "
     "(dotted: the network's own accuracy).",
-    "fig15": "Figure 15: AT trained at several eps (colour: training eps); the perturbed "
-    "column's header states the eps plotted.",
-    "fig16": "Figure 16: ST attacked at several eps over epochs (colour: evaluation eps).",
+    "fig15": "Figure 15: AT trained at several eps (colour: training eps), perturbed data at "
+    "one common radius; the perturbed column's header states the eps plotted.",
+    "fig16": "Figure 16: ST attacked at several eps over epochs (colour: evaluation eps), and "
+    "against eps at the last epoch (clean at eps 0).",
 }
 
 
