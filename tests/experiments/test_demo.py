@@ -1,4 +1,4 @@
-"""The demo's pieces in a reduced form: four runs, figures and the report, twice alike."""
+"""The demo's pieces in a reduced form: seven runs, figures and the report, twice alike."""
 
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ def test_reduced_demo_writes_runs_figures_and_report(
     out = tmp_path / "demo"
     paths = run_demo(REDUCED, out)
     lines = capsys.readouterr().out.strip().splitlines()  # the parent's lines: phases, progress
-    assert lines[0] == "demo: phase 1 of 3: training 4 runs of 2 epochs (2 at a time)"
-    done = [line.split(":")[1] for line in lines if " of 4 done: " in line]
-    assert done == [f" run {k} of 4 done" for k in (1, 2, 3, 4)]
+    assert lines[0] == "demo: phase 1 of 3: training 7 runs of 2 epochs (2 at a time)"
+    done = [line.split(":")[1] for line in lines if " of 7 done: " in line]
+    assert done == [f" run {k} of 7 done" for k in range(1, 8)]
     assert "demo: phase 2 of 3: AutoAttack skipped (autoattack_points = 0)" in lines
     assert "demo: phase 3 of 3: figures and the findings report" in lines
     assert lines[-2:] == [f"report: {out / 'report.md'}", f"report (HTML): {out / 'report.html'}"]
