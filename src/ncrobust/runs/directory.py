@@ -182,14 +182,28 @@ class RunDirectory:
         if not set(names) <= set(manifest["files"]):
             self._write_manifest(manifest["run_id"], [*manifest["files"], *names])
 
-    def begin(self, fresh: bool) -> str:
-        """Give the run an id (a new one when ``fresh``, else keep the one it has); returns it."""
+    def begin(self, fresh: bool, planned: Iterable[Path] = ()) -> str:
+        """Give the run an id (a new one when ``fresh``, else keep the one it has) and record
+        the files it is planned to write, in one write before any of them; returns the id."""
         manifest = self.manifest() or {"run_id": "", "files": self._own_by_name()}
         run_id = manifest["run_id"]
         if fresh or not run_id:
             run_id = secrets.token_hex(8)
-        self._write_manifest(run_id, manifest["files"])
+        names = [p.relative_to(self.root).as_posix() for p in planned]
+        self._write_manifest(run_id, [*manifest["files"], *names])
         return run_id
+
+    def planned(self, checkpoints: Iterable[Path]) -> list[Path]:
+        """The files a training run writes, with the kept ``checkpoints`` it plans."""
+        return [
+            self.config_path,
+            self.log_path,
+            self.metrics_path,
+            self.stats_path,
+            self.checkpoint_dir / "last.safetensors",
+            *checkpoints,
+            self.done_path,
+        ]
 
     def _own_by_name(self) -> list[str]:
         """Files with ncrobust's own names (how runs from before manifests are recognised)."""

@@ -222,8 +222,8 @@ def _check_resumable(
 ) -> None:
     """Refuse a checkpoint of another run, of an epoch outside the run, or whose tables lost
     or gained rows since it was written."""
-    checkpoint.check_identity(identity)
     checkpoint.check_epoch(config.epochs)
+    checkpoint.check_identity(identity)
     rows = checkpoint.metadata.get("rows")
     run.check_tables(checkpoint.epoch, rows if isinstance(rows, dict) else None)
 
@@ -341,16 +341,18 @@ def _start(session: Session) -> None:
             run.log(f"world_size {recorded} -> {world}")
             run.write_config(config)
         return
+    kept = kept_epochs(config, config.epochs)
+    planned = run.planned(run.checkpoint_dir / epoch_name(e) for e in kept)
     if session.state == "restart":
         run.clear(keep=("config.yaml", "log.txt"))
-        session.identity["run_id"] = run.begin(fresh=False)
+        session.identity["run_id"] = run.begin(fresh=False, planned=planned)
         run.log("no checkpoint was written yet: starting again from epoch 0")
         if recorded != world:
             run.write_config(config)
     else:
         if session.state == "replace":
             run.clear()
-        session.identity["run_id"] = run.begin(fresh=True)
+        session.identity["run_id"] = run.begin(fresh=True, planned=planned)
         run.write_config(config)
     run.log(f"run {run.root} on {session.device}: {_describe(config)}")
     if world > 1:
