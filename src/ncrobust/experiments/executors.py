@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from ncrobust.atomic import atomic_write_text
-from ncrobust.config import TrainConfig
+from ncrobust.config import TrainConfig, yaml_problem
 from ncrobust.errors import UsageError
 from ncrobust.experiments.jobs import read_outcome
 from ncrobust.runs.directory import RunDirectory
@@ -134,7 +134,7 @@ def load_cluster_config(path: str | Path) -> dict[str, Any]:
     except OSError as exc:
         raise UsageError(f"cannot read cluster config {file}: {exc.strerror or exc}") from exc
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cluster config {file} is not valid YAML: {exc}") from exc
+        raise UsageError(f"cluster config {file} is not valid YAML: {yaml_problem(exc)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -556,7 +556,7 @@ def read_plan_dicts(root: Path) -> list[dict[str, Any]]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read the sweep plan {path}: {exc}") from exc
+        raise UsageError(f"cannot read the sweep plan {path}: {yaml_problem(exc)}") from None
     if not isinstance(data, list) or not all(isinstance(d, dict) and "out" in d for d in data):
         raise UsageError(f"the sweep plan {path} is not a list of run configs")
     return data

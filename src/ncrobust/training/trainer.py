@@ -384,6 +384,8 @@ def _log_quietly(session: Session, line: str) -> None:
 
 def resume_config(out: str | Path, device: str | None = None) -> TrainConfig:
     """The stored config of the run in ``out`` (optionally on another device)."""
+    if not str(out).strip():
+        raise UsageError("--resume needs a run directory, got an empty path")
     path = Path(out) / "config.yaml"
     if not path.is_file():
         raise UsageError(f"cannot resume: {out} holds no run (no config.yaml)")
