@@ -136,7 +136,7 @@ def _coerce(name: str, value: Any) -> Any:
         if "" in items and items != [""]:
             raise UsageError(f"{name}: empty item in {value!r}")
         items = [v for v in items if v]
-        if not items and name in ("views", "splits", "layers"):
+        if not items and isinstance(value, str) and name in ("views", "splits", "layers"):
             raise UsageError(f"{name} must not be empty (omit it for the default)")
         if name == "lr_milestones":
             return [parse_pixels(v, name) for v in items]

@@ -165,3 +165,13 @@ def test_report_where_selects_runs(fake: ModuleType, tmp_path: Path) -> None:
     text = (out / "report.md").read_text()
     assert "| AT | at |" in text and "| ST |" not in text
     assert "| 1 |" in text and "not measured (no ST run)" in text
+
+
+def test_markdown_cells_are_inert_whatever_a_run_is_named() -> None:
+    from ncrobust.study.report import _md_table
+
+    name = "<img src=x onerror=alert(1)>[x](javascript:alert(1))|extra"
+    table = _md_table(["run", "n"], [[name, "1"]])
+    row = table.splitlines()[-1]
+    assert "<img" not in row and "](" not in row and "&lt;img" in row
+    assert row.count(" | ") == 1  # the pipe in the name does not open a cell
