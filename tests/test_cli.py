@@ -11,6 +11,7 @@ import pytest
 
 from ncrobust import atomic
 from ncrobust.cli import main
+from ncrobust.errors import DiskFull
 
 FAST = ["--dataset", "digits", "--epochs", "1", "--device", "cpu", "--quiet"]
 
@@ -128,3 +129,30 @@ def test_sigterm_during_import_is_one_line_and_143(tmp_path: Path) -> None:
     )
     assert proc.returncode == 143
     assert proc.stderr.strip().splitlines() == ["ncrobust train: terminated (SIGTERM)"]
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "line"),
+    [
+        (KeyboardInterrupt(), 130, "ncrobust train: rank 1 of 2: interrupted"),
+        (DiskFull("no space left writing x", Path("x"), 1), 1, "rank 1 of 2: stopped: no space"),
+    ],
+)
+def test_every_line_of_a_torchrun_process_names_its_rank(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    error: BaseException,
+    status: int,
+    line: str,
+) -> None:
+    import ncrobust.commands.train as command
+
+    def fail(args: object) -> int:
+        raise error
+
+    monkeypatch.setattr(command, "run", fail)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert main(["train"]) == status
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and line in err[0], err
