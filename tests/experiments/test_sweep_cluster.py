@@ -437,3 +437,20 @@ def test_a_crafted_run_directory_runs_no_code_and_reads_nothing_outside_the_root
     inside = run / "jobs" / "err.txt"
     inside.write_text("Traceback\nRuntimeError: boom\n")
     assert _failure(run, JobClaim(**{**claim, "stderr": str(inside)}), None) == "RuntimeError: boom"
+
+
+def test_a_killed_local_worker_is_reported_with_a_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ncrobust import atomic
+    from ncrobust.experiments.executors import ClusterOptions, run_local
+
+    for name in ("a", "b"):  # this process is past its first write: only the worker is killed
+        atomic.atomic_write_text(tmp_path / name, "x")
+    monkeypatch.setenv(atomic.FAULT_ENV, "kill@1")  # the worker's first write SIGKILLs it
+    overrides = {"dataset": "digits", "epochs": 1, "steps": 1, "views": "clean", "device": "cpu"}
+    config = build_config(None, None, {**overrides, "out": str(tmp_path / "run")})
+    lines: list[str] = []
+    outcome = run_local([config], ClusterOptions(executor="local"), False, report=lines.append)
+    assert outcome == {config.out: "failed"}
+    assert lines[-1].endswith("interrupted: the job ended without recording an outcome (killed?)")

@@ -95,7 +95,14 @@ class RunLock:
         if self._fd is not None:
             return self
         self.root.mkdir(parents=True, exist_ok=True)
-        fd = open_regular(self.path, os.O_RDWR | os.O_CREAT)  # never through a symlink
+        try:
+            fd = open_regular(self.path, os.O_RDWR | os.O_CREAT)  # never through a symlink
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.EINVAL):
+                raise
+            raise UsageError(
+                f"{self.path} is a symbolic link or not a file: ncrobust never writes through it"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
