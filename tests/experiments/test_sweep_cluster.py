@@ -410,7 +410,7 @@ def test_a_crafted_run_directory_runs_no_code_and_reads_nothing_outside_the_root
 ) -> None:
     import pickle
 
-    from ncrobust.experiments.executors import JobClaim, _failure
+    from ncrobust.experiments.executors import JobClaim, _failure, read_claim
 
     root = tmp_path / "sweep"
     run = root / "run"
@@ -434,6 +434,8 @@ def test_a_crafted_run_directory_runs_no_code_and_reads_nothing_outside_the_root
     assert not marker.exists()  # nothing was unpickled
     assert status["state"] == "not started" and "secret" not in json.dumps(status)
     assert _failure(run, JobClaim(**claim), None) == ""  # stderr outside the root: not read
+    (run / "job.json").write_text(json.dumps({**claim, "job_id": "--format=%x"}))
+    assert read_claim(run) is None  # not an id any scheduler gives: never passed to sacct
     inside = run / "jobs" / "err.txt"
     inside.write_text("Traceback\nRuntimeError: boom\n")
     assert _failure(run, JobClaim(**{**claim, "stderr": str(inside)}), None) == "RuntimeError: boom"

@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from ncrobust.atomic import atomic_write_text
+from ncrobust.atomic import atomic_write_text, read_regular
 from ncrobust.config import TrainConfig, yaml_problem
 from ncrobust.errors import UsageError
 from ncrobust.experiments.jobs import read_outcome
@@ -220,10 +220,12 @@ class JobClaim:
 def read_claim(root: str | Path) -> JobClaim | None:
     """The claim recorded in ``root``, or None (absent or unreadable: not a live claim)."""
     try:
-        data = json.loads((Path(root) / CLAIM_NAME).read_text(encoding="utf-8"))
-        return JobClaim(**{k: data[k] for k in JobClaim.__dataclass_fields__})
+        data = json.loads(read_regular(Path(root) / CLAIM_NAME, limit=1 << 16))
+        claim = JobClaim(**{k: data[k] for k in JobClaim.__dataclass_fields__})
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    # a job id goes to the scheduler's commands: only ids SLURM or a local pid can have
+    return claim if re.fullmatch(r"[0-9]+(_[0-9]+)?", str(claim.job_id)) else None
 
 
 def write_claim(root: str | Path, claim: JobClaim, job_folder: Path) -> None:
