@@ -170,9 +170,9 @@ def _load(
         restore(checkpoint, model, optimizer)
         start_epoch = checkpoint.epoch
         if context.is_main:
+            _verify_kept(config, run, start_epoch, path)
             if path.name != LAST:
                 run.log(f"{LAST} is missing: resuming from the kept checkpoint {path.name}")
-            _verify_kept(config, run, start_epoch, path)
     distributed.barrier()
     return Session(
         config,
