@@ -240,16 +240,10 @@ class RunDirectory:
 
     # -- per-epoch tables ---------------------------------------------------------------
 
-    def row_counts(self, epoch: int | None = None) -> dict[str, int]:
-        """Rows of each per-epoch table (of epochs up to ``epoch`` when given); a checkpoint
-        stores them so that a resume notices rows lost or invented since."""
-        counts = {}
-        for path, reader in self._tables():
-            frame = reader()
-            counts[path.name] = int(
-                len(frame) if epoch is None else (frame["epoch"] <= epoch).sum()
-            )
-        return counts
+    def row_counts(self) -> dict[str, int]:
+        """Rows of each per-epoch table; a checkpoint stores them so that a resume notices rows
+        lost or invented since."""
+        return {path.name: len(reader()) for path, reader in self._tables()}
 
     def _tables(self) -> list[tuple[Path, Any]]:
         return [(self.metrics_path, self.read_metrics), (self.stats_path, self.read_stats)]
