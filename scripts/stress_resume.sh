@@ -8,6 +8,8 @@
 # (NCROBUST_FAULT=kill@K, K drawn from the uninterrupted run's write trace); the other half at
 # a random time after launch, start-up included. After each kill the run is continued with
 # `ncrobust train --resume` (or started again when the kill came before config.yaml existed).
+# Then copies of an interrupted run are damaged: a deleted or stale (older) table and a
+# checkpoint of another run must be refused, a missing last checkpoint resumed from the kept one.
 # Environment: PYTHON (default: python), SEED (default: $RANDOM), EPOCHS (default 2).
 set -euo pipefail
 
@@ -18,7 +20,7 @@ SEED=${SEED:-$RANDOM}
 EPOCHS=${EPOCHS:-2}
 RANDOM=$SEED
 ARGS=(--dataset digits --model small_cnn --mode at --norm linf --eps 0.15 --alpha 0.1
-      --steps 1 --epochs "$EPOCHS" --measure-every 1 --checkpoint-every 1 --views clean
+      --steps 1 --epochs "$EPOCHS" --measure-every 1 --checkpoint-every 1 --views clean,pgd
       --device cpu --seed 1 --quiet)
 train() { "$PYTHON" -m ncrobust.cli train "$@" >/dev/null 2>>"$WORK/stderr.txt"; }
 
@@ -110,4 +112,60 @@ done
 command_for_run
 "${CMD[@]}" >/dev/null 2>>"$WORK/stderr.txt"
 compare
+
+damage() {  # RUN := a copy of the reference interrupted after its next-to-last epoch, then $1
+  RUN="$WORK/damaged-$1"
+  rm -rf "$RUN"
+  cp -r "$WORK/reference" "$RUN"
+  "$PYTHON" - "$RUN" "$1" <<'PY'
+import shutil
+import sys
+from pathlib import Path
+
+from ncrobust.runs.checkpoint import LAST, epoch_name, load_checkpoint, restore, save_checkpoint
+from ncrobust.runs.directory import RunDirectory
+
+run, how = RunDirectory(Path(sys.argv[1])), sys.argv[2]
+epoch = load_checkpoint(run.checkpoint_dir / LAST).epoch - 1  # interrupted after this epoch
+run.done_path.unlink()
+run.truncate_after(epoch)
+(run.checkpoint_dir / LAST).unlink()
+for kept in run.checkpoint_dir.glob("epoch-*.safetensors"):
+    if int(kept.stem.split("-")[1]) > epoch:
+        kept.unlink()
+shutil.copyfile(run.checkpoint_dir / epoch_name(epoch), run.checkpoint_dir / LAST)
+if how == "deleted-stats":
+    run.stats_path.unlink()
+elif how in ("stale-stats", "stale-metrics"):  # an older copy: the last epoch's rows are gone
+    path = run.stats_path if how == "stale-stats" else run.metrics_path
+    frame = run.read_stats() if how == "stale-stats" else run.read_metrics()
+    frame[frame.epoch < epoch].to_parquet(path)
+elif how == "missing-last":
+    (run.checkpoint_dir / LAST).unlink()
+elif how == "foreign-checkpoint":  # the same model and data, written by another run
+    from ncrobust.models import create_model
+
+    mine = load_checkpoint(run.checkpoint_dir / LAST)
+    model = create_model("small_cnn", num_classes=10, in_channels=1, image_size=8)
+    restore(mine, model)
+    other = {**mine.identity, "run_id": "another-run"}
+    save_checkpoint(run.checkpoint_dir / LAST, model, None, mine.epoch, mine.metadata, other)
+PY
+}
+for how in deleted-stats stale-stats stale-metrics foreign-checkpoint; do
+  damage "$how"
+  set +e
+  message=$("$PYTHON" -m ncrobust.cli train --resume "$RUN" --quiet 2>&1 >/dev/null)
+  status=$?
+  set -e
+  if ((status != 2)) || [ -f "$RUN/DONE" ]; then
+    echo "damage $how: resumed (exit $status) instead of refusing"
+    exit 1
+  fi
+  echo "damage $how: refused: ${message#*error: }"
+done
+damage missing-last
+"$PYTHON" -m ncrobust.cli train --resume "$RUN" --quiet >/dev/null 2>>"$WORK/stderr.txt"
+compare
+echo "damage missing-last: resumed from the kept checkpoint"
 echo "stress_resume: $kills SIGKILLs, $compared resumed runs identical to the uninterrupted one"

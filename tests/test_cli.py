@@ -12,6 +12,7 @@ import pytest
 
 from ncrobust import atomic
 from ncrobust.cli import main
+from ncrobust.errors import DiskFull
 
 FAST = ["--dataset", "digits", "--epochs", "1", "--device", "cpu", "--quiet"]
 
@@ -25,6 +26,10 @@ FAST = ["--dataset", "digits", "--epochs", "1", "--device", "cpu", "--quiet"]
         (["--norm", "l2", "--eps", "128"], "--eps 128/255"),
         (["--eps", "0.5"], "same grey image; if k/255 was meant, write --eps 0.5/255"),
         (["--epochs", "true"], "epochs: expected an integer"),
+        (["--views", "clean,,pgd"], "views: empty item in 'clean,,pgd'"),
+        (["--views", ""], "views must not be empty"),
+        (["--splits", ""], "splits must not be empty"),
+        (["--preset", "cifar11"], "unknown preset 'cifar11' (available: cifar10-l2"),
     ],
 )
 def test_bad_flags_are_one_line_and_exit_2(
@@ -66,14 +71,47 @@ def test_non_encodable_out_is_refused_before_anything_is_written(tmp_path: Path)
     assert list(tmp_path.iterdir()) == []
 
 
+def test_empty_out_or_resume_is_refused_not_defaulted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", *FAST, "--out", ""]) == 2
+    assert "out must name a directory, got ''" in capsys.readouterr().err
+    assert main(["train", "--resume", ""]) == 2  # an unset shell variable in --resume "$RUN"
+    assert "--resume needs a run directory" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_yaml_syntax_error_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("epochs: [1\nseed: 2\n")
+    assert main(["train", "--config", str(config), *FAST, "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not valid YAML" in err[0] and "line 2, column 5" in err[0], err
+
+
+def test_a_bad_fault_plan_is_refused_before_the_directory_is_claimed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    monkeypatch.setenv(atomic.FAULT_ENV, "explode@1")
+    assert main(["train", *FAST, "--out", str(out)]) == 2
+    assert "NCROBUST_FAULT='explode@1'" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_ctrl_c_during_start_up_is_one_line_and_leaves_no_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "run"
-    monkeypatch.setenv(atomic.FAULT_ENV, f"interrupt@{atomic.write_count() + 1}")  # config.yaml
+    monkeypatch.setenv(atomic.FAULT_ENV, f"interrupt@{atomic.write_count() + 1}")  # manifest
     assert main(["train", *FAST, "--out", str(out)]) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("ncrobust train: interrupted"), err
+    assert "during start-up" in err[0] and "after epoch -1" not in err[0], err
+    assert "run the same command again" in err[0] and "--resume" not in err[0], err
     assert sorted(p.name for p in out.iterdir()) == [".lock"]  # no run, no temporary
     monkeypatch.delenv(atomic.FAULT_ENV)
     assert main(["train", "--resume", str(out)]) == 2  # not a run; a plain start is allowed
@@ -164,3 +202,30 @@ def test_demo_reads_radii_as_train_does() -> None:
 
     args = build_parser(["demo"]).parse_args(["demo", "--eps", "8/255", "--targeted-eps", "0.3"])
     assert args.eps == pytest.approx(8 / 255) and args.targeted_eps == 0.3
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "line"),
+    [
+        (KeyboardInterrupt(), 130, "ncrobust train: rank 1 of 2: interrupted"),
+        (DiskFull("no space left writing x", Path("x"), 1), 1, "rank 1 of 2: stopped: no space"),
+    ],
+)
+def test_every_line_of_a_torchrun_process_names_its_rank(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    error: BaseException,
+    status: int,
+    line: str,
+) -> None:
+    import ncrobust.commands.train as command
+
+    def fail(args: object) -> int:
+        raise error
+
+    monkeypatch.setattr(command, "run", fail)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert main(["train"]) == status
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and line in err[0], err

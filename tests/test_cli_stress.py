@@ -1,4 +1,5 @@
-"""``scripts/stress_resume.sh``: SIGKILLs at random writes and times, resumed to identical files."""
+"""``scripts/stress_resume.sh``: SIGKILLs at random writes and times, resumed to identical files;
+deleted and stale tables and a foreign checkpoint refused, a missing last checkpoint resumed."""
 
 from __future__ import annotations
 
@@ -23,8 +24,16 @@ def test_stress_resume_with_two_kills(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         check=False,
-        timeout=900,
+        timeout=500,  # within pytest's own limit, so that a hang fails here with the output
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "kill 1: SIGKILL during file write" in proc.stdout
     assert "identical:" in proc.stdout and "identical to the uninterrupted one" in proc.stdout
+    for how, why in (
+        ("deleted-stats", "attack_stats.parquet is missing"),
+        ("stale-stats", "attack_stats.parquet holds"),
+        ("stale-metrics", "metrics.parquet holds no rows of epoch"),
+        ("foreign-checkpoint", "run id another-run"),
+    ):
+        assert f"damage {how}: refused: " in proc.stdout and why in proc.stdout, proc.stdout
+    assert "damage missing-last: resumed from the kept checkpoint" in proc.stdout

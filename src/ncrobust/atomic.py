@@ -16,6 +16,7 @@ import re
 import secrets
 import shutil
 import signal
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -56,6 +57,11 @@ def _fault_plan() -> dict[int, str]:
             )
         plan[int(index)] = action
     return plan
+
+
+def check_fault_plan() -> None:
+    """Refuse a malformed ``NCROBUST_FAULT`` before anything is claimed or written."""
+    _fault_plan()
 
 
 def _fault_point(path: Path, handle: BinaryIO | None) -> None:
@@ -198,14 +204,33 @@ def atomic_copy(source: Path, target: Path) -> None:
     _fsync_dir(target.parent)
 
 
+def open_regular(path: Path, flags: int, mode: int = 0o666) -> int:
+    """``os.open`` that never follows a symlink at ``path`` and refuses anything but a regular
+    file (a crafted run directory must not redirect a write or a read elsewhere)."""
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    return fd
+
+
+def read_regular(path: Path, limit: int) -> bytes:
+    """At most ``limit`` bytes of the regular file ``path`` (never through a symlink)."""
+    fd = open_regular(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read(limit)
+
+
 def append_line(path: Path, line: str) -> None:
-    """Append one line to a text log (a line torn by a kill is closed by the next append)."""
+    """Append one line to a text log (a line torn by a kill is closed by the next append);
+    a symlink at ``path`` is refused, never written through."""
     data = line.rstrip("\n").encode("utf-8") + b"\n"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("ab+") as handle:
+        fd = open_regular(path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
+        with os.fdopen(fd, "rb+") as handle:
             _fault_point(path, None)
-            if handle.tell() > 0:
+            if handle.seek(0, os.SEEK_END) > 0:
                 handle.seek(-1, os.SEEK_END)
                 if handle.read(1) != b"\n":
                     data = b"\n" + data

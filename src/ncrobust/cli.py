@@ -146,20 +146,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         known = label.split()[0] in (*COMMANDS, "bench")  # not an unknown command's name
-        print(f"ncrobust{' ' + label if known else ''}: error: {exc}", file=sys.stderr)
+        print(f"{_prefix(label if known else '')}: error: {exc}", file=sys.stderr)
         return 2
     except (TrainingDiverged, DiskFull) as exc:
-        print(f"ncrobust {label}: stopped: {exc}", file=sys.stderr)
+        print(f"{_prefix(label)}: stopped: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, Terminated)
         what = "terminated (SIGTERM)" if terminated else "interrupted"
         detail = f": {exc}" if str(exc) else ""
-        print(f"ncrobust {label}: {what}{detail}", file=sys.stderr)
+        print(f"{_prefix(label)}: {what}{detail}", file=sys.stderr)
         return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _prefix(label: str) -> str:
+    """``ncrobust COMMAND``, plus ``: rank R of N`` in a process of a torchrun job (read from
+    its environment: importing torch here would slow every command's start)."""
+    world, rank = os.environ.get("WORLD_SIZE", "1"), os.environ.get("RANK", "0")
+    if world.isdigit() and rank.isdigit() and int(world) > 1:
+        return f"ncrobust {label}".rstrip() + f": rank {rank} of {world}"
+    return f"ncrobust {label}".rstrip()
 
 
 def _raise_terminated(signum: int, frame: object) -> None:

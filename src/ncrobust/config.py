@@ -145,10 +145,17 @@ def _coerce(name: str, value: Any) -> Any:
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, list | tuple):
             raise UsageError(f"{name}: expected a list or a comma-separated string")
-        items = [str(v).strip() for v in items if str(v).strip()]
+        items = [str(v).strip() for v in items]
+        if "" in items and items != [""]:
+            raise UsageError(f"{name}: empty item in {value!r}")
+        items = [v for v in items if v]
+        if not items and isinstance(value, str) and name in ("views", "splits", "layers"):
+            raise UsageError(f"{name} must not be empty (omit it for the default)")
         if name == "lr_milestones":
             return [parse_pixels(v, name) for v in items]
         return items
+    if name == "out" and isinstance(value, str) and not value.strip():
+        raise UsageError(f"out must name a directory, got {value!r}")
     if name == "data_dir":
         return None if value in (None, "") else str(value)
     if isinstance(default, bool):
@@ -226,8 +233,16 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(_config_text(p))
     except yaml.YAMLError as exc:
-        raise UsageError(f"config file {p} is not valid YAML: {exc}") from exc
+        raise UsageError(f"config file {p} is not valid YAML: {yaml_problem(exc)}") from None
     return _mapping(data, f"config file {p}")
+
+
+def yaml_problem(exc: Exception) -> str:
+    """A YAML parser error in one line: what is wrong and where (its text spans lines)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return " ".join(f"{problem}{where}".split())
 
 
 def _mapping(data: Any, where: str) -> dict[str, Any]:
@@ -498,7 +513,7 @@ def read_config(path: Path) -> TrainConfig:
     try:
         data = _mapping(yaml.safe_load(text), f"config file {path}")
     except yaml.YAMLError as exc:
-        raise UsageError(f"config file {path} is not valid YAML: {exc}") from exc
+        raise UsageError(f"config file {path} is not valid YAML: {yaml_problem(exc)}") from None
     try:
         config = apply_overrides(TrainConfig(), data)
     except UsageError as exc:

@@ -33,6 +33,14 @@ def test_write_then_read_round_trips(tmp_path: Path) -> None:
         read_cache(path, (3, 8, 8))  # shape other than expected
 
 
+def test_cache_file_is_readable_by_others_like_any_file(tmp_path: Path) -> None:
+    from ncrobust.atomic import UMASK
+
+    path = tmp_path / "cache.safetensors"
+    write_cache(path, _decoded(0))
+    assert path.stat().st_mode & 0o777 == 0o666 & ~UMASK  # not mkstemp's 0600
+
+
 def test_failed_write_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "x.safetensors"
     write_cache(path, _decoded(0))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -221,16 +222,30 @@ def test_attack_specs() -> None:
     assert parse_attack("pgd") == PGDSpec(10, 1)
     assert parse_attack("PGD:restarts=5:steps=50").name == "pgd:steps=50:restarts=5"
     assert parse_attack("pgd:step=1/8").name == "pgd:steps=10:restarts=1:step=0.125"
-    for bad in ("fgsm", "pgd:steps=0", "pgd:steps=x", "pgd:iters=3", "pgd:steps=2:steps=3",
-                "pgd:step=0", "pgd:restarts"):  # fmt: skip
-        with pytest.raises(UsageError):
+    for bad, message in (
+        ("fgsm", "unknown attack 'fgsm'"),
+        ("pgd:steps=0", "steps must be an integer >= 1, got '0'"),
+        ("pgd:steps=x", "steps must be an integer >= 1, got 'x'"),
+        ("pgd:iters=3", "bad option 'iters=3'"),
+        ("pgd:steps=2:steps=3", "bad option 'steps=3'"),
+        ("pgd:step=0", "step must be a fraction of eps > 0"),
+        ("pgd:restarts", "bad option 'restarts'"),
+    ):
+        with pytest.raises(UsageError, match=re.escape(message)):
             parse_attack(bad)
     x, y = torch.rand(4, 1, 8, 8), torch.zeros(4, dtype=torch.long)
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 2))
-    for kwargs in ({"eps": 2.0}, {"eps": -0.1}, {"eps": "x/255"}, {"eps": 0},
-                   {"attacks": "pgd,pgd:steps=10"}, {"attacks": ""}, {"norm": "l1"},
-                   {"limit": 0}):  # fmt: skip
-        with pytest.raises(UsageError):
+    for kwargs, message in (
+        ({"eps": 2.0}, "eps=2 is larger than the whole [0,1] pixel range"),
+        ({"eps": -0.1}, "eps must be finite and >= 0, got -0.1"),
+        ({"eps": "x/255"}, "eps: expected a number or k/255, got 'x/255'"),
+        ({"eps": 0}, "eps must be > 0, got 0"),
+        ({"attacks": "pgd,pgd:steps=10"}, "attack pgd:steps=10:restarts=1 given twice"),
+        ({"attacks": ""}, "no attack given"),
+        ({"norm": "l1"}, "unknown norm 'l1'"),
+        ({"limit": 0}, "limit must be >= 1"),
+    ):
+        with pytest.raises(UsageError, match=re.escape(message)):
             evaluate(model, (x, y), **({"attacks": "pgd", "eps": 0.1} | kwargs))
     with pytest.raises(UsageError, match="pixels in"):
         evaluate(model, (x * 3, y), attacks="pgd", eps=0.1)

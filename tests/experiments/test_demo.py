@@ -129,6 +129,15 @@ def test_demo_refuses_a_non_empty_output(
     assert main(["demo", "--out", str(tmp_path), "--epochs", "1", "--overwrite"]) == 2
     assert "holds st: choose another --out" in capsys.readouterr().err
     assert (tmp_path / "st" / "notes.txt").read_text() == "mine"
+    (tmp_path / "st" / "notes.txt").unlink()
+    (tmp_path / "st").rmdir()
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-images"
+    elsewhere.mkdir()
+    (elsewhere / "holiday.png").write_bytes(b"png")
+    (tmp_path / "figures").symlink_to(elsewhere)  # a demo --overwrite must not follow it
+    assert main(["demo", "--out", str(tmp_path), "--epochs", "1", "--overwrite"]) == 2
+    assert "symbolic links (figures)" in capsys.readouterr().err
+    assert (elsewhere / "holiday.png").read_bytes() == b"png"
     assert main(["demo", "--out", str(tmp_path / "new"), "--targeted-eps", "2"]) == 2
     assert "targeted@eps=2/255" in capsys.readouterr().err  # linf: larger than the pixel range
     assert not (tmp_path / "new").exists()

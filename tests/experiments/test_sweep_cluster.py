@@ -219,6 +219,8 @@ def test_local_executor_runs_in_parallel_with_the_sequential_tables(
         run = tmp_path / "local" / name
         claim = json.loads((run / "job.json").read_text())
         assert claim["executor"] == "local" and Path(claim["stdout"]).parent == run / "jobs"
+        outcome = json.loads((run / "jobs" / "outcome.json").read_text())  # the job's own record
+        assert outcome["job_id"] == claim["job_id"] and outcome["state"] == "success"
         pd.testing.assert_frame_equal(_table(tmp_path / "sequential" / name), _table(run))
     assert {r["state"] for r in _status(tmp_path / "local", capsys).values()} == {"done"}
     # a second run of the same command finds everything done and starts nothing
@@ -251,6 +253,9 @@ def test_cluster_config_file_and_flags(tmp_path: Path, slurm: Path) -> None:
         (["--executor", "slurm", "--mem-per-gpu", "lots"], "mem-per-gpu: expected e.g. 32G"),
         (["--executor", "slurm", "--slurm-arg", "exclusive"], "--slurm-arg expects KEY=VALUE"),
         (["--cluster-config", "{config}"], "unknown key(s) gpus"),
+        (["--executor", "local", "--max-parallel", "0"], "max-parallel must be >= 1"),
+        (["--executor", "slurm", "--partition", "gpu\n#SBATCH --x"], "partition: control char"),
+        (["--executor", "slurm", "--slurm-arg", "comment=a\rb"], "slurm-arg comment: control"),
         (["--executor", "slurm"], "SLURM's srun/sbatch are not on PATH"),
     ],
 )
@@ -388,3 +393,66 @@ def test_a_two_task_job_trains_one_data_parallel_run(tmp_path: Path) -> None:
     assert ((start.value_1 - start.value_2).abs() <= 1e-9 * (1 + start.value_1.abs())).all()
     loss = tables[(tables.epoch == 2) & (tables.view == "fit") & (tables.metric == "loss")]
     assert loss.value_2.item() == pytest.approx(loss.value_1.item(), rel=1e-3)
+
+
+class _Marker:
+    """A pickle payload that leaves a file behind if anything ever unpickles it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (Path.write_text, (self.path, "code ran"))
+
+
+def test_a_crafted_run_directory_runs_no_code_and_reads_nothing_outside_the_root(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import pickle
+
+    from ncrobust.experiments.executors import JobClaim, _failure, read_claim
+
+    root = tmp_path / "sweep"
+    run = root / "run"
+    evil = tmp_path / "elsewhere"
+    (run / "jobs").mkdir(parents=True)
+    evil.mkdir()
+    marker = tmp_path / "marker"
+    secret = evil / "secret.txt"
+    secret.write_text("the secret\n")
+    job = "4242"
+    (evil / f"{job}_0_result.pkl").write_bytes(pickle.dumps(("error", _Marker(marker))))
+    claim = {
+        "job_id": job, "executor": "local", "submitted": 0.0, "host": "elsewhere",
+        "folder": str(evil), "stdout": str(secret), "stderr": str(secret),
+    }  # fmt: skip
+    (run / "job.json").write_text(json.dumps(claim))
+    (run / "jobs" / "outcome.json").symlink_to(evil / "outcome.json")
+    (evil / "outcome.json").write_text(json.dumps({"job_id": job, "state": "error", "error": "x"}))
+    assert main(["sweep", "status", str(root), "--json"]) == 0
+    (status,) = json.loads(capsys.readouterr().out)
+    assert not marker.exists()  # nothing was unpickled
+    assert status["state"] == "not started" and "secret" not in json.dumps(status)
+    assert _failure(run, JobClaim(**claim), None) == ""  # stderr outside the root: not read
+    (run / "job.json").write_text(json.dumps({**claim, "job_id": "--format=%x"}))
+    assert read_claim(run) is None  # not an id any scheduler gives: never passed to sacct
+    inside = run / "jobs" / "err.txt"
+    inside.write_text("Traceback\nRuntimeError: boom\n")
+    assert _failure(run, JobClaim(**{**claim, "stderr": str(inside)}), None) == "RuntimeError: boom"
+
+
+def test_a_killed_local_worker_is_reported_with_a_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ncrobust import atomic
+    from ncrobust.experiments.executors import ClusterOptions, run_local
+
+    for name in ("a", "b"):  # this process is past its first write: only the worker is killed
+        atomic.atomic_write_text(tmp_path / name, "x")
+    monkeypatch.setenv(atomic.FAULT_ENV, "kill@1")  # the worker's first write SIGKILLs it
+    overrides = {"dataset": "digits", "epochs": 1, "steps": 1, "views": "clean", "device": "cpu"}
+    config = build_config(None, None, {**overrides, "out": str(tmp_path / "run")})
+    lines: list[str] = []
+    outcome = run_local([config], ClusterOptions(executor="local"), False, report=lines.append)
+    assert outcome == {config.out: "failed"}
+    assert lines[-1].endswith("interrupted: the job ended without recording an outcome (killed?)")

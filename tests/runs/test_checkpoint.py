@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import pytest
@@ -78,11 +79,25 @@ def test_truncated_foreign_and_missing_files_are_refused(tmp_path: Path) -> None
         restore(load_checkpoint(good), other)
 
 
+class _Marker:
+    """A pickle payload that leaves a file behind if anything ever unpickles it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (Path.write_text, (self.path, "code ran"))
+
+
 def test_pickle_payload_is_never_loaded(tmp_path: Path) -> None:
     path = tmp_path / "evil.safetensors"
-    torch.save({"model": torch.zeros(1)}, path)  # a pickle file under a safetensors name
-    with pytest.raises(UsageError):
+    marker = tmp_path / "marker"
+    path.write_bytes(pickle.dumps({"model": _Marker(marker)}))  # under a safetensors name
+    with pytest.raises(UsageError, match="is truncated or not a safetensors file"):
         load_checkpoint(path)
+    assert not marker.exists()
+    pickle.loads(path.read_bytes())  # the payload does act when unpickled
+    assert marker.read_text() == "code ran"
 
 
 def _flip(path: Path, offset_from_end: int) -> None:

@@ -15,6 +15,7 @@ from ncrobust import atomic
 from ncrobust.atomic import append_line, atomic_copy, atomic_write_bytes, atomic_write_parquet
 from ncrobust.errors import DiskFull, UsageError
 from ncrobust.runs.directory import RunDirectory, claim, is_temporary
+from ncrobust.runs.lock import RunLock
 
 
 @pytest.fixture
@@ -151,18 +152,93 @@ def test_clear_deletes_only_what_ncrobust_wrote(tmp_path: Path) -> None:
     out = tmp_path / "run"
     run = RunDirectory(out)
     out.mkdir()
+    run.begin(fresh=True)
+    run.record(run.config_path)
     run.config_path.write_text(_config_text())
     run.log("hello")
-    atomic_write_bytes(run.checkpoint_dir / "last.safetensors", b"x")
-    atomic_write_bytes(run.checkpoint_dir / "epoch-0002.safetensors", b"x")
+    for name in ("last.safetensors", "epoch-0002.safetensors"):
+        run.record(run.checkpoint_dir / name)
+        atomic_write_bytes(run.checkpoint_dir / name, b"x")
+    # files of ncrobust's own names that ncrobust did not write: a user's
+    atomic_write_bytes(run.checkpoint_dir / "epoch-0099.safetensors", b"mine")
+    (out / "robustness.parquet").write_text("mine")
     (run.checkpoint_dir / "my-notes.txt").write_text("mine")
     (out / "analysis.ipynb").write_text("mine")
     held = claim(out, resume=False, overwrite=True, checkpoint="last.safetensors")
     assert held.state == "replace"
     run.clear()
     held.release()
-    assert sorted(p.name for p in out.iterdir()) == [".lock", "analysis.ipynb", "checkpoints"]
-    assert [p.name for p in run.checkpoint_dir.iterdir()] == ["my-notes.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".lock",
+        "analysis.ipynb",
+        "checkpoints",
+        "robustness.parquet",
+    ]
+    assert sorted(p.name for p in run.checkpoint_dir.iterdir()) == [
+        "epoch-0099.safetensors",
+        "my-notes.txt",
+    ]
+
+
+def test_clear_of_a_run_without_manifest_deletes_own_names_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    run = RunDirectory(out)
+    out.mkdir()
+    run.config_path.write_text(_config_text())
+    atomic_write_bytes(run.checkpoint_dir / "last.safetensors", b"x")
+    (out / "analysis.ipynb").write_text("mine")
+    run.clear()
+    assert "no record of the files ncrobust wrote" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["analysis.ipynb"]
+
+
+def test_a_damaged_manifest_reaches_nothing_outside_the_run(tmp_path: Path) -> None:
+    outside = tmp_path / "config.yaml"
+    outside.write_text("precious")
+    out = tmp_path / "run"
+    run = RunDirectory(out)
+    out.mkdir()
+    run.manifest_path.write_text('{"run_id": "x", "files": ["../config.yaml", "/etc/passwd"]}')
+    run.clear()
+    assert outside.read_text() == "precious"
+
+
+@pytest.mark.parametrize(
+    "entry", ["log.txt", "checkpoints", "tensorboard", ".lock", "checkpoints/last.safetensors"]
+)
+def test_symlinked_entries_are_refused_and_never_written_through(
+    tmp_path: Path, entry: str
+) -> None:
+    target = tmp_path / "victim"
+    target.mkdir()
+    (target / "file").write_text("precious")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text(_config_text())
+    link = out / entry
+    link.parent.mkdir(exist_ok=True)
+    link.symlink_to(target / "file" if entry in ("log.txt", ".lock") or "/" in entry else target)
+    for resume, overwrite in ((True, False), (False, True)):
+        with pytest.raises(UsageError, match=f"symbolic links where ncrobust writes.*{entry}"):
+            claim(out, resume=resume, overwrite=overwrite, checkpoint="last.safetensors")
+    assert sorted(p.name for p in target.iterdir()) == ["file"]
+    assert (target / "file").read_text() == "precious"
+
+
+def test_log_and_lock_never_write_through_a_symlink(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "log.txt").symlink_to(victim)
+    with pytest.raises(OSError):
+        RunDirectory(out).log("line")
+    (out / ".lock").symlink_to(victim)
+    with pytest.raises(UsageError, match=r"\.lock is a symbolic link or not a file"):
+        RunLock(out).acquire()
+    assert victim.read_text() == "precious"
 
 
 def test_claim_follows_a_symlinked_out(tmp_path: Path) -> None:

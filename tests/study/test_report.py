@@ -214,3 +214,13 @@ def test_robustness_rows_follow_the_group_order(fake: ModuleType, tmp_path: Path
     report = build_report(study, tmp_path / "out", Thresholds(), figures=())
     assert report.robustness is not None
     assert [r.group for r in report.robustness.rows] == ["ST", "TRADES"]
+
+
+def test_markdown_cells_are_inert_whatever_a_run_is_named() -> None:
+    from ncrobust.study.report import _md_table
+
+    name = "<img src=x onerror=alert(1)>[x](javascript:alert(1))|extra"
+    table = _md_table(["run", "n"], [[name, "1"]])
+    row = table.splitlines()[-1]
+    assert "<img" not in row and "](" not in row and "&lt;img" in row
+    assert row.count(" | ") == 1  # the pipe in the name does not open a cell

@@ -275,10 +275,14 @@ def test_killed_rank_stops_the_job_and_the_run_resumes(tmp_path: Path) -> None:
     while not (log.is_file() and "epoch 1/4" in log.read_text()):
         assert job.poll() is None and time.monotonic() < deadline, job.communicate()[0]
         time.sleep(0.2)
-    time.sleep(0.5)  # into epoch 2
-    pid = _rank_pid(job.pid, 1)
-    assert pid is not None
-    os.kill(pid, signal.SIGKILL)
+    # deterministic: rank 0 is held still, so the run cannot finish before rank 1 is killed
+    main_pid, pid = _rank_pid(job.pid, 0), _rank_pid(job.pid, 1)
+    assert main_pid is not None and pid is not None
+    os.kill(main_pid, signal.SIGSTOP)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    finally:
+        os.kill(main_pid, signal.SIGCONT)
     output, _ = job.communicate(timeout=300)
     assert job.returncode != 0
     assert "rank: 1" in output and "SIGKILL" in output, output

@@ -1,9 +1,9 @@
 """Run directories under faults: kills at chosen writes, SIGTERM, a full disk, damaged files.
 
 Kill points are deterministic: ``NCROBUST_FAULT=ACTION@K`` makes the K-th file write of the
-process misbehave. For the run below the writes are: 1 config.yaml, 2 log.txt, 3 metrics
-(epoch 0), 4 last checkpoint (epoch 0), 5 epoch-0000, 6 metrics (epoch 1), 7 last, 8 epoch-0001,
-9 log, 10 metrics (epoch 2), 11 last, 12 epoch-0002, 13 log, 14 DONE.
+process misbehave. For the run below the writes are: 1 the manifest, 2 config.yaml, 3 log.txt,
+4 metrics (epoch 0), 5 last checkpoint (epoch 0), 6 epoch-0000, 7 metrics (epoch 1), 8 last,
+9 epoch-0001, 10 log, 11 metrics (epoch 2), 12 last, 13 epoch-0002, 14 log, 15 DONE.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 from ncrobust import atomic
 from ncrobust.cli import main
 from ncrobust.runs.checkpoint import LAST, load_checkpoint
+from ncrobust.runs.directory import MANIFEST_NAME as MANIFEST
 from ncrobust.runs.directory import RunDirectory, is_temporary
 
 ARGS = [
@@ -56,10 +57,10 @@ def _arm(monkeypatch: pytest.MonkeyPatch, action: str, nth: int) -> None:
 def reference(tmp_path_factory: pytest.TempPathFactory) -> RunDirectory:
     """An uninterrupted run, started where a kill during config.yaml left only a temporary."""
     out = tmp_path_factory.mktemp("reference") / "run"
-    killed = _cli("train", *ARGS, "--out", str(out), fault="kill@1")
+    killed = _cli("train", *ARGS, "--out", str(out), fault="kill@2")
     assert killed.returncode == -9
     left = sorted(p.name for p in out.iterdir())
-    assert len(left) == 2 and is_temporary(left[0]) and left[1] == ".lock", left
+    assert len(left) == 3 and is_temporary(left[0]) and left[1:] == [".lock", MANIFEST], left
     assert not (out / "config.yaml").exists()
     refused = _cli("train", "--resume", str(out))
     assert refused.returncode == 2 and "holds no run" in refused.stderr
@@ -90,7 +91,7 @@ def test_killed_before_the_first_checkpoint_resumes_from_scratch(
     tmp_path: Path, reference: RunDirectory
 ) -> None:
     out = tmp_path / "run"
-    assert _cli("train", *ARGS, "--out", str(out), fault="kill@3").returncode == -9
+    assert _cli("train", *ARGS, "--out", str(out), fault="kill@4").returncode == -9
     run = RunDirectory(out)
     assert run.config_path.is_file() and not (run.checkpoint_dir / LAST).exists()
     assert [p.name for p in out.iterdir() if is_temporary(p.name)]  # the cut metrics write
@@ -105,7 +106,7 @@ def test_killed_while_keeping_a_checkpoint_resumes_identically(
     tmp_path: Path, reference: RunDirectory
 ) -> None:
     out = tmp_path / "run"
-    assert _cli("train", *ARGS, "--out", str(out), fault="kill@8").returncode == -9
+    assert _cli("train", *ARGS, "--out", str(out), fault="kill@9").returncode == -9
     run = RunDirectory(out)
     assert load_checkpoint(run.checkpoint_dir / LAST).epoch == 1
     assert not (run.checkpoint_dir / "epoch-0001.safetensors").exists()  # never a partial file
@@ -147,7 +148,7 @@ def test_disk_full_stops_with_one_message_and_keeps_everything(
 ) -> None:
     out = tmp_path / "run"
     capsys.readouterr()
-    _arm(monkeypatch, "enospc", 10)  # the metrics write of epoch 2
+    _arm(monkeypatch, "enospc", 11)  # the metrics write of epoch 2
     assert main(["train", *ARGS, "--out", str(out)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     metrics = out / "metrics.parquet"
@@ -284,3 +285,73 @@ def test_overwrite_replaces_only_what_ncrobust_wrote(
         "last.safetensors",
     ]
     assert run.read_metrics().epoch.max() == 1 and run.done_path.read_text() == "1\n"
+
+
+def test_missing_last_checkpoint_resumes_from_the_newest_kept_one(
+    tmp_path: Path, reference: RunDirectory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = _copy(reference, tmp_path)
+    run.done_path.unlink()
+    run.truncate_after(1)  # the tables reach epoch 1: epoch-0002 (kept later) cannot be used
+    (run.checkpoint_dir / LAST).unlink()
+    assert main(["train", "--resume", str(run.root), "--quiet"]) == 0
+    log = run.log_path.read_text()
+    assert "resuming from the kept checkpoint epoch-0001.safetensors" in log
+    assert "starting again from epoch 0" not in log
+    _same_as(reference, run)
+    for name in ("epoch-0001.safetensors", "epoch-0000.safetensors"):
+        _flip(run.checkpoint_dir / name)
+    run.done_path.unlink()
+    run.truncate_after(1)
+    (run.checkpoint_dir / LAST).unlink()
+    (run.checkpoint_dir / "epoch-0002.safetensors").unlink()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run.root), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "last.safetensors is missing and none of the kept checkpoints" in err
+    assert "epoch-0001.safetensors, epoch-0000.safetensors" in err
+
+
+def test_a_checkpoint_of_another_run_with_the_same_model_is_refused(
+    tmp_path: Path, reference: RunDirectory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ncrobust.models import create_model
+    from ncrobust.runs.checkpoint import restore, save_checkpoint
+
+    run = _copy(reference, tmp_path)
+    run.done_path.unlink()
+    mine = load_checkpoint(run.checkpoint_dir / LAST)
+    model = create_model("small_cnn", num_classes=10, in_channels=1, image_size=8)
+    restore(mine, model)
+    stranger = {**mine.identity, "run_id": "0123456789abcdef"}  # same model and data set
+    save_checkpoint(run.checkpoint_dir / LAST, model, None, 2, mine.metadata, stranger)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run.root), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"run id 0123456789abcdef (this run: {run.run_id()})" in err, err
+    assert not run.is_complete()
+
+
+STATS_ARGS = [*ARGS[: ARGS.index("--views")], "--views", "clean,pgd", "--mode", "at"]
+
+
+@pytest.mark.parametrize("damage", ["deleted", "older copy"])
+def test_lost_attack_stats_rows_are_refused(
+    tmp_path: Path, damage: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    assert main(["train", *STATS_ARGS, "--epochs", "1", "--out", str(out)]) == 0
+    run = RunDirectory(out)
+    stats = run.read_stats()
+    assert set(stats.epoch) == {0, 1}
+    run.done_path.unlink()
+    if damage == "deleted":
+        run.stats_path.unlink()
+        expected = r"attack_stats\.parquet is missing"
+    else:
+        stats[stats.epoch == 0].to_parquet(run.stats_path)
+        expected = r"attack_stats\.parquet holds \d+ rows up to epoch 1, the checkpoint recorded"
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--quiet"]) == 2
+    assert re.search(expected, capsys.readouterr().err)
+    assert not run.is_complete()

@@ -64,7 +64,8 @@ HELP: dict[str, str] = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``ncrobust train``: one per config field, plus file, preset and run control."""
     parser.add_argument("--config", metavar="YAML", help="config file (a mapping of fields)")
-    parser.add_argument("--preset", choices=available_presets(), help="a paper setting")
+    presets = ", ".join(available_presets())  # an unknown one is refused in one line
+    parser.add_argument("--preset", metavar="NAME", help=f"a paper setting ({presets})")
     parser.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     add_terminal_arguments(parser)
@@ -102,7 +103,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
         for name in CONFIG_FIELDS
         if name not in EXECUTION_FIELDS and getattr(args, name) is not None
     }
-    if args.resume:
+    if args.resume is not None:  # an empty DIR (an unset shell variable) is refused, not ignored
         from ncrobust.training.trainer import resume_config
 
         extra = sorted(set(overrides) - {"device"})

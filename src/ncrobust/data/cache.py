@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from ncrobust.atomic import UMASK
 from ncrobust.data.containers import Split
 
 CACHE_FORMAT = "ncrobust-data-1"
@@ -69,6 +70,7 @@ def write_cache(path: Path, decoded: Decoded) -> None:
         save_file(tensors, temporary, metadata=metadata)
         with open(temporary, "rb+") as stream:
             os.fsync(stream.fileno())
+        os.chmod(temporary, 0o666 & ~UMASK)  # readable like any file here (mkstemp: 0600)
         os.replace(temporary, path)
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -160,6 +160,7 @@ def evaluate_runs(
             restore(checkpoint, model)
 
             def write(rows: pd.DataFrame, plan: EvalPlan = plan) -> None:
+                plan.run.record(plan.run.robustness_path)  # in the manifest: --overwrite
                 upsert(plan.run.robustness_path, robustness_frame(rows), ROBUSTNESS_COLUMNS)
                 results.append(rows.assign(run=str(plan.run.root)))
                 if echo is not None:

@@ -321,6 +321,12 @@ def _check_out(out: Path, overwrite: bool, names: Sequence[str] = MODES) -> bool
     if not overwrite:
         raise UsageError(f"{out} is not empty: pass --overwrite to replace the demo in it")
     own = {*names, "figures", *REPORT_FILES}
+    linked = [name for name in entries if name in own and (out / name).is_symlink()]
+    if linked:  # replacing them would delete or write files outside the demo
+        raise UsageError(
+            f"{out} holds symbolic links ({', '.join(linked)}) where the demo writes: "
+            "ncrobust never writes through links; choose another --out"
+        )
     foreign = [name for name in entries if name not in own]
     foreign += [
         name
@@ -343,9 +349,9 @@ def _check_out(out: Path, overwrite: bool, names: Sequence[str] = MODES) -> bool
 
 def _clear_figures(folder: Path) -> None:
     """Delete the figure files of an earlier demo (the report is rewritten atomically)."""
-    if folder.is_dir():
+    if folder.is_dir() and not folder.is_symlink():
         for path in folder.iterdir():
-            if path.suffix in FIGURE_SUFFIXES and path.is_file():
+            if path.suffix in FIGURE_SUFFIXES and path.is_file() and not path.is_symlink():
                 path.unlink()
 
 

@@ -3,7 +3,9 @@
 Each job is one run directory and runs :class:`~ncrobust.experiments.jobs.RunJob`, which is
 idempotent (resume from ``checkpoints/last``, exit at once when ``DONE``) and requeues itself
 on preemption. The run directory records the job that claimed it in ``RUN/job.json`` (written
-atomically) and links the job's submitit folder (stdout, stderr, pickles) under ``RUN/jobs/``.
+atomically) and links the job's submitit folder (stdout, stderr, pickles) under ``RUN/jobs/``;
+the job records how it ended in ``RUN/jobs/outcome.json``. A run directory is untrusted data:
+status never unpickles anything and never reads a file outside the sweep root.
 A run's state comes from its files, its lock and the job's scheduler state: a claim whose job
 SLURM reports finished is stale and is retaken; a queued or running job is never doubled.
 """
@@ -13,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import pickle
 import re
 import socket
 import time
@@ -24,9 +25,10 @@ from typing import Any
 
 import yaml
 
-from ncrobust.atomic import atomic_write_text
-from ncrobust.config import TrainConfig
+from ncrobust.atomic import atomic_write_text, read_regular
+from ncrobust.config import TrainConfig, yaml_problem
 from ncrobust.errors import UsageError
+from ncrobust.experiments.jobs import read_outcome
 from ncrobust.runs.directory import RunDirectory
 from ncrobust.runs.lock import lock_holder
 
@@ -61,7 +63,7 @@ class ClusterOptions:
     """How a sweep's runs are executed: the executor and its resources."""
 
     executor: str = "sequential"
-    max_parallel: int = 0  # 0: local = one per GPU (1 without GPUs), slurm = the whole array
+    max_parallel: int | None = None  # None: local = one per GPU (1 without GPUs), slurm = all
     partition: str | None = None
     account: str | None = None
     qos: str | None = None
@@ -73,6 +75,7 @@ class ClusterOptions:
     slurm_args: dict[str, str] = field(default_factory=dict)
 
 
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # no newline may split a generated #SBATCH line
 OPTION_FIELDS = {f.name for f in dataclasses.fields(ClusterOptions)}
 
 
@@ -104,8 +107,17 @@ def validate_options(options: ClusterOptions) -> ClusterOptions:
             raise UsageError(f"{name.replace('_', '-')} must be an integer, got {value!r}")
         if value is not None and value < 0:
             raise UsageError(f"{name.replace('_', '-')} must be >= 0, got {value}")
-    if options.cpus_per_gpu == 0:
-        raise UsageError("cpus-per-gpu must be >= 1")
+    for name in ("max_parallel", "cpus_per_gpu"):
+        if getattr(options, name) == 0:
+            raise UsageError(f"{name.replace('_', '-')} must be >= 1")
+    settings = {
+        name.replace("_", "-"): getattr(options, name)
+        for name in ("partition", "account", "qos", "time", "mem_per_gpu", "constraint")
+    }
+    settings.update({f"slurm-arg {k}": f"{k}={v}" for k, v in options.slurm_args.items()})
+    for name, value in settings.items():  # each becomes one line of the job script
+        if value is not None and CONTROL.search(str(value)):
+            raise UsageError(f"{name}: control characters (newlines) are not allowed: {value!r}")
     time_minutes(options.time)
     if options.mem_per_gpu is not None and not re.fullmatch(
         r"\d+(\.\d+)?[KMGT]?B?", str(options.mem_per_gpu), re.IGNORECASE
@@ -122,7 +134,7 @@ def load_cluster_config(path: str | Path) -> dict[str, Any]:
     except OSError as exc:
         raise UsageError(f"cannot read cluster config {file}: {exc.strerror or exc}") from exc
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cluster config {file} is not valid YAML: {exc}") from exc
+        raise UsageError(f"cluster config {file} is not valid YAML: {yaml_problem(exc)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -204,17 +216,16 @@ class JobClaim:
     stdout: str
     stderr: str
 
-    def result_pickle(self) -> Path:
-        return Path(self.folder.replace("%j", self.job_id)) / f"{self.job_id}_0_result.pkl"
-
 
 def read_claim(root: str | Path) -> JobClaim | None:
     """The claim recorded in ``root``, or None (absent or unreadable: not a live claim)."""
     try:
-        data = json.loads((Path(root) / CLAIM_NAME).read_text(encoding="utf-8"))
-        return JobClaim(**{k: data[k] for k in JobClaim.__dataclass_fields__})
+        data = json.loads(read_regular(Path(root) / CLAIM_NAME, limit=1 << 16))
+        claim = JobClaim(**{k: data[k] for k in JobClaim.__dataclass_fields__})
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    # a job id goes to the scheduler's commands: only ids SLURM or a local pid can have
+    return claim if re.fullmatch(r"[0-9]+(_[0-9]+)?", str(claim.job_id)) else None
 
 
 def write_claim(root: str | Path, claim: JobClaim, job_folder: Path) -> None:
@@ -247,19 +258,6 @@ def _claim_for(job: Any, executor: str, folder: Path) -> JobClaim:
 # -- states --------------------------------------------------------------------------------
 
 
-def _result_outcome(claim: JobClaim) -> str | None:
-    """``success`` or ``error`` from the job's result pickle; None while there is none."""
-    path = claim.result_pickle()
-    if not path.is_file():
-        return None
-    try:
-        with path.open("rb") as handle:
-            outcome = pickle.load(handle)[0]
-    except Exception:
-        return "error"
-    return str(outcome)
-
-
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -270,10 +268,9 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _local_job_state(claim: JobClaim) -> str:
-    outcome = _result_outcome(claim)
+def _local_job_state(claim: JobClaim, outcome: dict[str, Any] | None) -> str:
     if outcome is not None:
-        return "failed" if outcome == "error" else "ended"
+        return "failed" if outcome["state"] == "error" else "ended"
     if claim.host == socket.gethostname() and claim.job_id.isdigit():
         pid = int(claim.job_id)
         try:
@@ -298,15 +295,14 @@ def slurm_states(job_ids: Sequence[str]) -> dict[str, str]:
     return {j: watcher.get_state(j, mode="cache").split()[0].upper() for j in job_ids}
 
 
-def _slurm_job_state(claim: JobClaim, sacct: str) -> str:
+def _slurm_job_state(claim: JobClaim, sacct: str, outcome: dict[str, Any] | None) -> str:
     if sacct in QUEUED_STATES:
         return "queued"
     if sacct in RUNNING_STATES:
         return "running"
     if sacct == "UNKNOWN" and time.time() - claim.submitted < UNKNOWN_GRACE_S:
         return "queued"
-    outcome = _result_outcome(claim)
-    if sacct in FAILED_STATES or outcome == "error":
+    if sacct in FAILED_STATES or (outcome is not None and outcome["state"] == "error"):
         return "failed"
     return "ended"  # completed, cancelled, timed out, preempted: the claim is stale
 
@@ -351,6 +347,21 @@ def last_line(path: str | Path) -> str:
     return lines[-1] if lines else ""
 
 
+def _failure(root: Path, claim: JobClaim, outcome: dict[str, Any] | None) -> str:
+    """Why the job of ``claim`` failed: the error it recorded itself, else the last line of its
+    stderr when that file lies inside the sweep root (a run's files name no path outside it)."""
+    if outcome is not None and outcome["error"]:
+        return str(outcome["error"])
+    sweep = root.absolute().parent.resolve()
+    try:
+        stderr = Path(claim.stderr).resolve()
+    except (OSError, RuntimeError, ValueError):
+        return ""
+    if not stderr.is_relative_to(sweep) or not stderr.is_file():
+        return ""
+    return last_line(stderr)
+
+
 def _last_epoch(run: RunDirectory) -> int | None:
     if not run.metrics_path.is_file():
         return None
@@ -383,11 +394,12 @@ def run_statuses(configs: Sequence[TrainConfig]) -> list[RunStatus]:
             except ValueError:
                 pass
         job_state = ""
+        outcome = read_outcome(run.root, claim.job_id) if claim is not None else None
         if claim is not None:
             if claim.executor == "slurm":
-                job_state = _slurm_job_state(claim, sacct.get(claim.job_id, "UNKNOWN"))
+                job_state = _slurm_job_state(claim, sacct.get(claim.job_id, "UNKNOWN"), outcome)
             else:
-                job_state = _local_job_state(claim)
+                job_state = _local_job_state(claim, outcome)
         if run.is_complete():
             state = "done"
         elif lock_holder(run.root) is not None or job_state == "running":
@@ -398,7 +410,8 @@ def run_statuses(configs: Sequence[TrainConfig]) -> list[RunStatus]:
             state = "interrupted"
         else:
             state = "not started"
-        error = last_line(claim.stderr) if claim is not None and state == "failed" else ""
+        failed = claim is not None and state == "failed"
+        error = _failure(run.root, claim, outcome) if failed and claim is not None else ""
         statuses.append(
             RunStatus(
                 run=run.root.name,
@@ -505,13 +518,18 @@ def run_local(
                 if not job.done():
                     continue
                 del running[slot]
-                try:
-                    results = job.results()
-                    outcome[config.out] = str(results[0])
+                recorded = read_outcome(Path(config.out), str(job.job_id))
+                if recorded is not None and recorded["state"] == "success":
+                    outcome[config.out] = str(recorded["result"])
                     report(f"{config.out}: {outcome[config.out]}")
-                except Exception:
+                else:
                     outcome[config.out] = "failed"
-                    report(f"{config.out}: failed: {last_line(job.paths.stderr)}")
+                    reason = (
+                        f"failed: {recorded['error']}"
+                        if recorded is not None
+                        else "interrupted: the job ended without recording an outcome (killed?)"
+                    )
+                    report(f"{config.out}: {reason}")
             if running:
                 time.sleep(poll_s)
     except BaseException:
@@ -540,7 +558,7 @@ def read_plan_dicts(root: Path) -> list[dict[str, Any]]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read the sweep plan {path}: {exc}") from exc
+        raise UsageError(f"cannot read the sweep plan {path}: {yaml_problem(exc)}") from None
     if not isinstance(data, list) or not all(isinstance(d, dict) and "out" in d for d in data):
         raise UsageError(f"the sweep plan {path} is not a list of run configs")
     return data

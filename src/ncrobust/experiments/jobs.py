@@ -11,11 +11,14 @@ more epochs.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ncrobust.atomic import atomic_write_text, read_regular
 from ncrobust.config import (
     PLACEMENT_FIELDS,
     TrainConfig,
@@ -25,6 +28,8 @@ from ncrobust.config import (
 )
 from ncrobust.errors import UsageError
 from ncrobust.runs.directory import RunDirectory
+
+OUTCOME_PATH = Path("jobs") / "outcome.json"  # RUN/jobs/outcome.json: how the last job ended
 
 
 def stored_differences(config: TrainConfig) -> dict[str, tuple[Any, Any]]:
@@ -145,10 +150,64 @@ class RunJob:
 
             torch.set_num_threads(self.threads)
         config = apply_overrides(TrainConfig(), self.config)
-        return execute_run(config, extend=self.extend, progress=False)
+        record = env.global_rank == 0
+        try:
+            result = execute_run(config, extend=self.extend, progress=False)
+        except BaseException as exc:
+            if record:
+                write_outcome(Path(config.out), str(env.job_id), "error", _reason(exc))
+            raise
+        if record:
+            write_outcome(Path(config.out), str(env.job_id), "success", result=result)
+        return result
 
     def checkpoint(self) -> Any:
         """Requeue this same job (submitit's preemption hook)."""
         import submitit
 
         return submitit.helpers.DelayedSubmission(self)
+
+
+def _reason(exc: BaseException) -> str:
+    """One line naming an exception (its type when it has no message)."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def write_outcome(root: Path, job_id: str, state: str, error: str = "", result: str = "") -> None:
+    """Record, as JSON inside the run, how job ``job_id`` ended (``success`` or ``error``).
+
+    ``sweep status`` reads this instead of submitit's result pickles, which a crafted run
+    directory could turn into code execution. Nothing is written through a symlinked folder.
+    """
+    path = root / OUTCOME_PATH
+    if root.is_symlink() or path.parent.is_symlink():
+        return
+    record = {
+        "job_id": job_id,
+        "state": state,
+        "error": error,
+        "result": result,
+        "finished": time.time(),
+    }
+    atomic_write_text(path, json.dumps(record) + "\n")
+
+
+def read_outcome(root: Path, job_id: str) -> dict[str, Any] | None:
+    """The outcome job ``job_id`` recorded in ``root`` (None when absent, malformed or another
+    job's); the file is read as plain data and never through a symlink."""
+    try:
+        data = json.loads(read_regular(root / OUTCOME_PATH, limit=1 << 16))
+    except (OSError, ValueError):
+        return None
+    if (
+        not isinstance(data, dict)
+        or data.get("job_id") != job_id
+        or data.get("state") not in ("success", "error")
+    ):
+        return None
+    return {
+        "state": data["state"],
+        "error": " ".join(str(data.get("error", "")).split())[:500],
+        "result": str(data.get("result", "")),
+    }

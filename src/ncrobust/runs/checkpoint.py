@@ -58,12 +58,16 @@ class Checkpoint:
     verified: bool = True  # False for a legacy checkpoint without a checksum
 
     def check_identity(self, expected: dict[str, Any]) -> None:
-        """Refuse a checkpoint written for another model, data set or class count."""
+        """Refuse a checkpoint written for another model, data set or class count, or (when
+        ``expected`` names a run id) by another run, even one of the same model and data."""
         wrong = [
             f"{key} {self.identity[key]} (this run: {expected[key]})"
             for key in IDENTITY_KEYS
             if key in self.identity and key in expected and self.identity[key] != str(expected[key])
         ]
+        run_id = expected.get("run_id")
+        if run_id and self.identity.get("run_id") != run_id:
+            wrong.append(f"run id {self.identity.get('run_id') or 'none'} (this run: {run_id})")
         if wrong:
             raise UsageError(f"checkpoint {self.path} belongs to another run: {'; '.join(wrong)}")
 
@@ -99,8 +103,9 @@ def save_checkpoint(
 ) -> None:
     """Write ``model`` (and ``optimizer``) at ``epoch`` to ``path`` atomically.
 
-    ``identity`` (model, dataset, num_classes, in_channels, image_size) is stored so that a
-    checkpoint cannot be resumed or measured by another run; a checksum covers everything.
+    ``identity`` (model, dataset, num_classes, in_channels, image_size and the run's id) is
+    stored so that a checkpoint cannot be resumed or measured by another run; a checksum
+    covers everything.
     """
     tensors: dict[str, torch.Tensor] = {
         f"model.{k}": v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()

@@ -6,14 +6,20 @@ and ``log.txt``; ``ncrobust measure`` adds ``measurements.parquet`` and
 ``measurement_stats.parquet`` (the same schemas, from checkpoints after training) and
 ``eps_study.parquet`` (with an ``eps`` column); ``ncrobust eval`` adds ``robustness.parquet``.
 Every file is written atomically (:mod:`ncrobust.atomic`). :func:`claim` locks a run directory
-for one writer and decides how it starts; only files ncrobust writes are ever deleted.
+for one writer and decides how it starts. ``.ncrobust-manifest.json`` records the run's id and
+every file ncrobust wrote there (updated atomically before each new file), and ``--overwrite``
+deletes only those. A run directory is untrusted data: symlinked entries are refused, never
+written through.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import re
+import secrets
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +32,9 @@ from ncrobust.atomic import (
     append_line,
     atomic_write_parquet,
     atomic_write_text,
+    read_regular,
 )
-from ncrobust.config import TrainConfig, is_ncrobust_config, read_config
+from ncrobust.config import TrainConfig, is_ncrobust_config, read_config, write_config
 from ncrobust.errors import UsageError
 from ncrobust.runs.lock import LOCK_NAME, RunLock
 from ncrobust.runs.tables import (
@@ -40,6 +47,7 @@ from ncrobust.runs.tables import (
     typed,
 )
 
+MANIFEST_NAME = ".ncrobust-manifest.json"  # the run's id and the files ncrobust wrote
 # what a scheduler's claim puts in a run directory before training starts (``sweep --executor``)
 JOB_ENTRIES = frozenset({"job.json", "jobs"})
 # What ncrobust writes in a run directory: only these are ever deleted (``--overwrite``).
@@ -69,7 +77,8 @@ def is_temporary(name: str) -> bool:
     if match is None:
         return False
     target = match.group("name")
-    return target in OWN_FILES or OWN_IN_FOLDER["checkpoints"].fullmatch(target) is not None
+    checkpoint = OWN_IN_FOLDER["checkpoints"].fullmatch(target) is not None
+    return target in OWN_FILES or target == MANIFEST_NAME or checkpoint
 
 
 def remove_temporaries(folder: Path) -> list[Path]:
@@ -135,6 +144,113 @@ class RunDirectory:
     def tensorboard_dir(self) -> Path:
         return self.root / "tensorboard"
 
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / MANIFEST_NAME
+
+    # -- the manifest: this run's id and what ncrobust wrote here ----------------------
+
+    def manifest(self) -> dict[str, Any] | None:
+        """``{"run_id": str, "files": [relative paths]}``, or None for a run written before
+        manifests existed (or none yet); a damaged manifest is a UsageError."""
+        try:
+            data = json.loads(read_regular(self.manifest_path, limit=1 << 24))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"{self.manifest_path} is damaged or not a file ({exc})") from None
+        files = data.get("files") if isinstance(data, dict) else None
+        if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+            raise UsageError(f"{self.manifest_path} is damaged (no list of files)")
+        return {"run_id": str(data.get("run_id", "")), "files": files}
+
+    def run_id(self) -> str:
+        """The id given to this run when it was created (``""`` for a run from before ids)."""
+        manifest = self.manifest()
+        return manifest["run_id"] if manifest else ""
+
+    def _write_manifest(self, run_id: str, files: Iterable[str]) -> None:
+        record = {"run_id": run_id, "files": sorted(set(files))}
+        atomic_write_text(self.manifest_path, json.dumps(record, indent=1) + "\n")
+
+    def record(self, *paths: Path) -> None:
+        """Add ``paths`` (inside this directory) to the manifest before they are written.
+
+        A run from before manifests adopts the files of ncrobust's own names it holds now.
+        """
+        manifest = self.manifest()
+        if manifest is None:
+            manifest = {"run_id": "", "files": self._own_by_name()}
+        names = [p.relative_to(self.root).as_posix() for p in paths]
+        if not set(names) <= set(manifest["files"]):
+            self._write_manifest(manifest["run_id"], [*manifest["files"], *names])
+
+    def begin(self, fresh: bool, planned: Iterable[Path] = ()) -> str:
+        """Give the run an id (a new one when ``fresh``, else keep the one it has) and record
+        the files it is planned to write, in one write before any of them; returns the id."""
+        manifest = self.manifest() or {"run_id": "", "files": self._own_by_name()}
+        run_id = manifest["run_id"]
+        if fresh or not run_id:
+            run_id = secrets.token_hex(8)
+        names = [p.relative_to(self.root).as_posix() for p in planned]
+        self._write_manifest(run_id, [*manifest["files"], *names])
+        return run_id
+
+    def planned(self, checkpoints: Iterable[Path]) -> list[Path]:
+        """The files a training run writes, with the kept ``checkpoints`` it plans."""
+        return [
+            self.config_path,
+            self.log_path,
+            self.metrics_path,
+            self.stats_path,
+            self.checkpoint_dir / "last.safetensors",
+            *checkpoints,
+            self.done_path,
+        ]
+
+    def _own_by_name(self) -> list[str]:
+        """Files with ncrobust's own names (how runs from before manifests are recognised)."""
+        found = [n for n in OWN_FILES if (self.root / n).is_file()]
+        for folder, pattern in OWN_IN_FOLDER.items():
+            path = self.root / folder
+            if path.is_dir() and not path.is_symlink():
+                found += [f"{folder}/{e.name}" for e in path.iterdir() if pattern.fullmatch(e.name)]
+        return found
+
+    def check_links(self) -> None:
+        """Refuse a directory whose own entries are symlinks: ncrobust would write through them
+        into files outside the run (the directory itself may be a link)."""
+        names = [*OWN_FILES, *OWN_IN_FOLDER, LOCK_NAME, MANIFEST_NAME, *JOB_ENTRIES]
+        linked = [n for n in names if (self.root / n).is_symlink()]
+        for folder, pattern in OWN_IN_FOLDER.items():
+            path = self.root / folder
+            if path.is_dir() and not path.is_symlink():
+                linked += [
+                    f"{folder}/{e.name}"
+                    for e in path.iterdir()
+                    if e.is_symlink() and pattern.fullmatch(e.name)
+                ]
+        if linked:
+            raise UsageError(
+                f"{self.root} holds symbolic links where ncrobust writes ({', '.join(linked)}): "
+                "ncrobust never writes through links; replace them with real files or folders"
+            )
+
+    def write_config(self, config: TrainConfig) -> None:
+        """Write ``config.yaml`` (recorded in the manifest first)."""
+        self.record(self.config_path)
+        write_config(config, self.config_path)
+
+    # -- per-epoch tables ---------------------------------------------------------------
+
+    def row_counts(self) -> dict[str, int]:
+        """Rows of each per-epoch table; a checkpoint stores them so that a resume notices rows
+        lost or invented since."""
+        return {path.name: len(reader()) for path, reader in self._tables()}
+
+    def _tables(self) -> list[tuple[Path, Any]]:
+        return [(self.metrics_path, self.read_metrics), (self.stats_path, self.read_stats)]
+
     def exists(self) -> bool:
         return self.config_path.is_file()
 
@@ -177,6 +293,7 @@ class RunDirectory:
         """Append rows to both tables; each table is replaced atomically."""
         new_metrics = list(metrics)
         new_stats = list(stats)
+        self.record(*([self.stats_path] if new_stats else []), self.metrics_path)
         if new_stats:
             frame = pd.concat([self.read_stats(), typed(pd.DataFrame(new_stats), STATS_COLUMNS)])
             atomic_write_parquet(frame.reset_index(drop=True), self.stats_path)
@@ -188,10 +305,7 @@ class RunDirectory:
 
     def truncate_after(self, epoch: int) -> None:
         """Drop rows of epochs later than ``epoch`` (work lost in an interrupted epoch)."""
-        for path, reader in (
-            (self.metrics_path, self.read_metrics),
-            (self.stats_path, self.read_stats),
-        ):
+        for path, reader in self._tables():
             if path.exists():
                 frame = reader()
                 if (frame["epoch"] > epoch).any():
@@ -201,10 +315,12 @@ class RunDirectory:
 
     def log(self, line: str) -> None:
         """Append one line to the human-readable log."""
+        self.record(self.log_path)
         append_line(self.log_path, line)
 
     def mark_done(self, epochs: int) -> None:
         """Write the ``DONE`` marker (atomically, like every other file)."""
+        self.record(self.done_path)
         atomic_write_text(self.done_path, f"{epochs}\n")
 
     # -- what is in the directory ------------------------------------------------------
@@ -217,7 +333,7 @@ class RunDirectory:
         return sorted(
             entry.name
             for entry in self.root.iterdir()
-            if entry.name != LOCK_NAME
+            if entry.name not in (LOCK_NAME, MANIFEST_NAME)
             and entry.name not in JOB_ENTRIES
             and not is_temporary(entry.name)
         )
@@ -242,33 +358,66 @@ class RunDirectory:
         return remove_temporaries(self.root) + remove_temporaries(self.checkpoint_dir)
 
     def clear(self, keep: Iterable[str] = ()) -> None:
-        """Delete what ncrobust wrote here (never the directory itself, the lock or other
-        files), except the names in ``keep``."""
+        """Delete the files this run's manifest says ncrobust wrote (never the directory, the
+        lock or anything else), except those under the names in ``keep``.
+
+        A run from before manifests loses only files of ncrobust's own names, with a warning.
+        """
         kept = set(keep)
         self.remove_temporaries()
-        for name in OWN_FILES:
+        manifest = self.manifest()
+        if manifest is None:
+            files = self._own_by_name()
+            if files:
+                print(
+                    f"warning: {self.root} has no record of the files ncrobust wrote (an older "
+                    f"run): deleting only files of ncrobust's own names ({len(files)})",
+                    file=sys.stderr,
+                )
+            manifest = {"run_id": "", "files": files}
+        remaining = []
+        for name in manifest["files"]:
             path = self.root / name
-            if name not in kept and path.is_file() and not path.is_symlink():
-                path.unlink()
-        for folder, pattern in OWN_IN_FOLDER.items():
-            path = self.root / folder
-            if folder in kept or path.is_symlink() or not path.is_dir():
+            if name.split("/")[0] in kept or not self._deletable(name):
+                remaining.append(name)
                 continue
-            for entry in path.iterdir():
-                if pattern.fullmatch(entry.name) and entry.is_file() and not entry.is_symlink():
-                    entry.unlink()
-            if not any(path.iterdir()):
+            path.unlink(missing_ok=True)
+        for folder in OWN_IN_FOLDER:
+            path = self.root / folder
+            if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
                 path.rmdir()
+        if remaining:
+            self._write_manifest(manifest["run_id"], remaining)
+        else:
+            self.manifest_path.unlink(missing_ok=True)
 
-    def check_tables(self, epoch: int) -> None:
+    def _deletable(self, name: str) -> bool:
+        """Whether a manifest entry names a plain file of ncrobust's in this directory (a
+        damaged manifest must not reach outside it or into a linked folder)."""
+        parts = name.split("/")
+        if len(parts) == 1:
+            ok = name in OWN_FILES
+        else:
+            pattern = OWN_IN_FOLDER.get(parts[0])
+            ok = len(parts) == 2 and pattern is not None and bool(pattern.fullmatch(parts[1]))
+            ok = ok and not (self.root / parts[0]).is_symlink()
+        path = self.root / name
+        return ok and path.is_file() and not path.is_symlink()
+
+    def check_tables(self, epoch: int, recorded: Mapping[str, int] | None = None) -> None:
         """Refuse to resume at ``epoch`` from tables that are missing, unreadable or
-        incomplete (the rows of an epoch are written before its checkpoint)."""
+        incomplete (the rows of an epoch are written before its checkpoint).
+
+        ``recorded`` (the rows each table held when the checkpoint was written) makes the check
+        exact: a table deleted, replaced by an older copy or added to is refused.
+        """
         for path, columns, required in (
             (self.metrics_path, METRIC_COLUMNS, True),
             (self.stats_path, STATS_COLUMNS, False),
         ):
+            expected = (recorded or {}).get(path.name)
             if not path.exists():
-                if required:
+                if required or expected:
                     raise UsageError(
                         f"cannot resume {self.root}: {path.name} is missing although the "
                         f"checkpoint is at epoch {epoch}; its rows cannot be recovered"
@@ -286,6 +435,13 @@ class RunDirectory:
             if required and not (frame["epoch"] == epoch).any():
                 raise UsageError(
                     f"cannot resume: {path} holds no rows of epoch {epoch}, the checkpoint's"
+                )
+            rows = int((frame["epoch"] <= epoch).sum())
+            if expected is not None and rows != expected:
+                raise UsageError(
+                    f"cannot resume: {path} holds {rows} rows up to epoch {epoch}, the "
+                    f"checkpoint recorded {expected} (rows were lost or replaced); its rows "
+                    "cannot be recovered"
                 )
 
 
@@ -374,6 +530,8 @@ def claim(root: Path, *, resume: bool, overwrite: bool, checkpoint: str) -> Clai
         if root.exists() and not root.is_dir():
             raise UsageError(f"output path {root} exists and is not a directory")
         created = not root.exists()
+        if root.is_dir():
+            run.check_links()
         if resume and not run.config_path.is_file():
             raise UsageError(f"cannot resume: {root} holds no run (no config.yaml)")
         _decide(run, resume=resume, overwrite=overwrite, checkpoint=checkpoint)  # no lock file
@@ -395,7 +553,11 @@ def _decide(run: RunDirectory, *, resume: bool, overwrite: bool, checkpoint: str
     if resume:
         if not run.config_path.is_file():
             raise UsageError(f"cannot resume: {root} holds no run (no config.yaml)")
-        return "resume" if (run.checkpoint_dir / checkpoint).is_file() else "restart"
+        folder = run.checkpoint_dir
+        kept = folder.is_dir() and any(
+            OWN_IN_FOLDER["checkpoints"].fullmatch(e.name) for e in folder.iterdir()
+        )
+        return "resume" if (folder / checkpoint).is_file() or kept else "restart"
     if run.is_empty():
         return "new"
     if not overwrite:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from ncrobust.atomic import open_regular
 from ncrobust.errors import UsageError
 
 LOCK_NAME = ".lock"
@@ -94,7 +95,14 @@ class RunLock:
         if self._fd is not None:
             return self
         self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fd = open_regular(self.path, os.O_RDWR | os.O_CREAT)  # never through a symlink
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.EINVAL):
+                raise
+            raise UsageError(
+                f"{self.path} is a symbolic link or not a file: ncrobust never writes through it"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -145,7 +153,7 @@ def lock_holder(root: str | Path) -> Holder | None:
     """
     path = Path(root) / LOCK_NAME
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = open_regular(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError:
         return None
     try:

@@ -237,7 +237,11 @@ NOTES = (
 
 
 def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    """A table cell's text as inert Markdown: run names come from directory names, so no HTML
+    tag, link or cell break may pass through (comparisons such as ``<= 3`` stay as they are)."""
+    text = text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    text = re.sub(r"<(?=[A-Za-z/!?])", "&lt;", text)
+    return text.replace("](", "]\\(")
 
 
 def _md_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:

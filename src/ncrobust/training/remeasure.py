@@ -82,8 +82,10 @@ def measure_checkpoints(
     if not main:
         return 0  # rank 0 writes
     if eps_list:
+        run_dir.record(run_dir.eps_study_path)  # in the manifest: --overwrite deletes it
         upsert(run_dir.eps_study_path, pd.concat(eps_frames), ("eps", *METRIC_COLUMNS))
     else:
+        run_dir.record(run_dir.measurements_path, run_dir.measurement_stats_path)
         upsert(run_dir.measurements_path, pd.concat(frames), METRIC_COLUMNS)
         upsert(run_dir.measurement_stats_path, pd.concat(stat_frames), STATS_COLUMNS)
     return 0

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from ncrobust import distributed
-from ncrobust.atomic import atomic_copy
+from ncrobust.atomic import atomic_copy, check_fault_plan
 from ncrobust.config import (
     TrainConfig,
     is_kept,
@@ -32,7 +32,6 @@ from ncrobust.config import (
     read_config,
     validate,
     validate_layers,
-    write_config,
 )
 from ncrobust.data import ImageDataset, batches, load_dataset, num_batches
 from ncrobust.errors import DiskFull, Terminated, TrainingDiverged, UsageError
@@ -40,8 +39,10 @@ from ncrobust.models import TappedClassifier
 from ncrobust.probing.engine import PerturbedSet, Prober, ProbeSpec, derive_seed
 from ncrobust.runs.checkpoint import (
     LAST,
+    Checkpoint,
     build_model,
     epoch_name,
+    kept_checkpoints,
     load_checkpoint,
     restore,
     run_identity,
@@ -104,6 +105,7 @@ def prepare(
     if resume and overwrite:
         raise UsageError("--resume and --overwrite exclude each other")
     config = validate(config)
+    check_fault_plan()  # a bad NCROBUST_FAULT is refused before the directory is claimed
     context = distributed.launch_context()
     if config.batch_size % context.world_size:
         raise UsageError(
@@ -166,14 +168,17 @@ def _load(
     identity = run_identity(config, dataset)
     start_epoch = 0
     if state == "resume":
-        checkpoint = load_checkpoint(run.checkpoint_dir / LAST)
+        identity["run_id"] = run.run_id()
+        chosen = _resume_point(config, run, identity) if context.is_main else None
+        path = distributed.share(chosen)  # every rank resumes from rank 0's choice
+        checkpoint = load_checkpoint(path)
         checkpoint.check_identity(identity)
-        checkpoint.check_epoch(config.epochs)
         restore(checkpoint, model, optimizer)
         start_epoch = checkpoint.epoch
         if context.is_main:
-            run.check_tables(start_epoch)
-            _verify_kept(config, run, start_epoch)
+            _verify_kept(config, run, start_epoch, path)
+            if path.name != LAST:
+                run.log(f"{LAST} is missing: resuming from the kept checkpoint {path.name}")
     distributed.barrier()
     return Session(
         config,
@@ -195,13 +200,48 @@ def _load(
     )
 
 
-def _verify_kept(config: TrainConfig, run: RunDirectory, upto: int) -> None:
+def _resume_point(config: TrainConfig, run: RunDirectory, identity: dict[str, Any]) -> Path:
+    """The checkpoint a resume continues from: ``last``, or without it the newest kept
+    checkpoint that belongs to this run and whose epoch the tables reach; else a UsageError
+    naming the checkpoints there are."""
+    last = run.checkpoint_dir / LAST
+    if last.is_file():
+        _check_resumable(load_checkpoint(last), config, run, identity)
+        return last
+    kept = kept_checkpoints(run.checkpoint_dir, "all")[::-1]
+    problems = []
+    for path in kept:
+        try:
+            _check_resumable(load_checkpoint(path), config, run, identity)
+        except UsageError as exc:
+            problems.append(str(exc))
+            continue
+        return path
+    raise UsageError(
+        f"cannot resume {run.root}: {LAST} is missing and none of the kept checkpoints "
+        f"({', '.join(p.name for p in kept)}) fits: {problems[0]}"
+    )
+
+
+def _check_resumable(
+    checkpoint: Checkpoint, config: TrainConfig, run: RunDirectory, identity: dict[str, Any]
+) -> None:
+    """Refuse a checkpoint of another run, of an epoch outside the run, or whose tables lost
+    or gained rows since it was written."""
+    checkpoint.check_epoch(config.epochs)
+    checkpoint.check_identity(identity)
+    rows = checkpoint.metadata.get("rows")
+    run.check_tables(checkpoint.epoch, rows if isinstance(rows, dict) else None)
+
+
+def _verify_kept(config: TrainConfig, run: RunDirectory, upto: int, source: Path) -> None:
     """Check the kept checkpoints a resume builds on; re-link the one a kill cut off."""
     for epoch in kept_epochs(config, upto):
         path = run.checkpoint_dir / epoch_name(epoch)
         if not path.exists():
             if epoch == upto:  # killed between the rolling checkpoint and its kept copy
-                atomic_copy(run.checkpoint_dir / LAST, path)
+                run.record(path)
+                atomic_copy(source, path)
             else:
                 run.log(f"warning: kept checkpoint {path} is missing (deleted?)")
             continue
@@ -257,7 +297,9 @@ def _train(
         if config.tensorboard and main:
             from torch.utils.tensorboard import SummaryWriter
 
+            before = set(run.tensorboard_dir.glob("*"))
             session.writer = SummaryWriter(str(run.tensorboard_dir))
+            run.record(*(set(run.tensorboard_dir.glob("*")) - before))
             session.writer.add_text("config", _config_table(config))
         if main:
             session.tracker = open_tracker(config.tracking, config.tracking_dir, run.root)
@@ -280,7 +322,10 @@ def _train(
             session.tracker.finish()
     except KeyboardInterrupt as exc:
         signal_name = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
-        message = f"{signal_name} after epoch {session.saved_epoch}" + _resumable(session)
+        when = (
+            f"after epoch {session.saved_epoch}" if session.saved_epoch >= 0 else "during start-up"
+        )
+        message = f"{signal_name} {when}" + _resumable(session)
         _log_quietly(session, f"interrupted: {message}")
         _finish_quietly(session, "KILLED")
         raise type(exc)(message) from None
@@ -316,17 +361,21 @@ def _start(session: Session) -> None:
         run.log(f"resumed at epoch {session.start_epoch} with {world} process(es): {ranks}")
         if recorded != world:
             run.log(f"world_size {recorded} -> {world}")
-            write_config(config, run.config_path)
+            run.write_config(config)
         return
+    kept = kept_epochs(config, config.epochs)
+    planned = run.planned(run.checkpoint_dir / epoch_name(e) for e in kept)
     if session.state == "restart":
         run.clear(keep=("config.yaml", "log.txt"))
+        session.identity["run_id"] = run.begin(fresh=False, planned=planned)
         run.log("no checkpoint was written yet: starting again from epoch 0")
         if recorded != world:
-            write_config(config, run.config_path)
+            run.write_config(config)
     else:
         if session.state == "replace":
             run.clear()
-        write_config(config, run.config_path)
+        session.identity["run_id"] = run.begin(fresh=True, planned=planned)
+        run.write_config(config)
     run.log(f"run {run.root} on {session.device}: {_describe(config)}")
     if world > 1:
         sync = "synchronised" if config.sync_bn else "per-process"
@@ -334,6 +383,8 @@ def _start(session: Session) -> None:
 
 
 def _resumable(session: Session) -> str:
+    if session.saved_epoch < 0 and not session.run.config_path.is_file():
+        return "; nothing of the run was written: run the same command again"
     if session.saved_epoch < 0:
         return f"; ncrobust train --resume {session.run.root} starts it again"
     return (
@@ -369,6 +420,8 @@ def _config_table(config: TrainConfig) -> str:
 
 def resume_config(out: str | Path, device: str | None = None) -> TrainConfig:
     """The stored config of the run in ``out`` (optionally on another device)."""
+    if not str(out).strip():
+        raise UsageError("--resume needs a run directory, got an empty path")
     path = Path(out) / "config.yaml"
     if not path.is_file():
         raise UsageError(f"cannot resume: {out} holds no run (no config.yaml)")
@@ -555,10 +608,15 @@ def measure(
 def _save(session: Session, epoch: int) -> None:
     config, run = session.config, session.run
     last = run.checkpoint_dir / LAST
-    save_checkpoint(last, session.model, session.optimizer, epoch, identity=session.identity)
+    kept = run.checkpoint_dir / epoch_name(epoch)
+    run.record(last, *([kept] if is_kept(config, epoch) else []))
+    extra = {"rows": run.row_counts()}  # what the tables held: a resume checks them
+    save_checkpoint(
+        last, session.model, session.optimizer, epoch, extra=extra, identity=session.identity
+    )
     session.saved_epoch = epoch
     if is_kept(config, epoch):
-        atomic_copy(last, run.checkpoint_dir / epoch_name(epoch))
+        atomic_copy(last, kept)
 
 
 # -- reporting -----------------------------------------------------------------------------
