@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn, Protocol, cast
 
 from ncrobust import __version__
-from ncrobust.errors import DiskFull, Terminated, TrainingDiverged, UsageError
+from ncrobust.errors import DiskFull, Terminated, TrainingDiverged, UsageError, closest
 
 DEBUG_ENV = "NCROBUST_DEBUG"
 
@@ -83,8 +83,7 @@ def _suggestion(parser: argparse.ArgumentParser, message: str) -> str:
     invalid = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
     if invalid:
         choices = re.findall(r"'([^']*)'", invalid.group(2)) or invalid.group(2).split(", ")
-        close = difflib.get_close_matches(invalid.group(1), choices, n=3, cutoff=0.5)
-        return f"; did you mean {' or '.join(close)}?" if close else ""
+        return closest(invalid.group(1), choices)
     return ""
 
 

@@ -23,7 +23,7 @@ import yaml
 from ncrobust.atomic import atomic_write_text
 from ncrobust.attacks import NORMS
 from ncrobust.data import DATASETS
-from ncrobust.errors import UsageError
+from ncrobust.errors import UsageError, closest
 from ncrobust.models import available_models
 from ncrobust.runtime import PRECISIONS
 from ncrobust.tracking import check_tracking
@@ -220,7 +220,10 @@ def available_presets() -> list[str]:
 def load_preset(name: str) -> dict[str, Any]:
     """The raw mapping of a bundled preset."""
     if name not in available_presets():
-        raise UsageError(f"unknown preset {name!r} (available: {', '.join(available_presets())})")
+        known = available_presets()
+        raise UsageError(
+            f"unknown preset {name!r}{closest(name, known)} (available: {', '.join(known)})"
+        )
     text = (resources.files("ncrobust") / "presets" / f"{name}.yaml").read_text()
     return _mapping(yaml.safe_load(text), f"preset {name}")
 

@@ -1,5 +1,10 @@
 """Exceptions that carry a user-facing message."""
 
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
 
 class UsageError(ValueError):
     """Bad input from the user: the CLI prints the message and exits with status 2."""
@@ -20,3 +25,9 @@ class DiskFull(RuntimeError):
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM (what ``kill`` and SLURM send), raised like Ctrl-C so cleanup runs."""
+
+
+def closest(word: str, choices: Iterable[str], n: int = 3) -> str:
+    """``"; did you mean A or B?"`` for the choices closest to a mistyped ``word``, else ``""``."""
+    close = difflib.get_close_matches(word, list(choices), n=n, cutoff=0.5)
+    return f"; did you mean {' or '.join(close)}?" if close else ""

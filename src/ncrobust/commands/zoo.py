@@ -19,12 +19,16 @@ from ncrobust.errors import UsageError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``ncrobust zoo``."""
-    parser.add_argument("--dataset", default="cifar10", help="cifar10, cifar100 or imagenet")
-    parser.add_argument("--threat", default="Linf", help="Linf or L2")
+    parser.add_argument(
+        "--dataset", default="cifar10", help="cifar10, cifar100 or imagenet (default: cifar10)"
+    )
+    parser.add_argument("--threat", default="Linf", help="Linf or L2 (default: Linf)")
     parser.add_argument("--models", default="", help="comma-separated zoo names")
     parser.add_argument("--all", action="store_true", help="every model of the zoo's list")
     parser.add_argument("--top", type=int, default=0, help="the first K in the zoo's order")
-    parser.add_argument("--model-dir", default="models", help="the zoo's checkpoint directory")
+    parser.add_argument(
+        "--model-dir", default="models", help="the zoo's checkpoint directory (default: models)"
+    )
     parser.add_argument(
         "--info",
         action="append",
@@ -33,15 +37,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(repeatable; --model-dir is always searched)",
     )
     parser.add_argument("--out", default=None, help="default: runs/zoo/<dataset>_<threat>")
-    parser.add_argument("--points", type=int, default=500, help="train and test points each")
-    parser.add_argument("--attack", default="pgd:steps=20", help="autoattack or pgd:steps=N")
-    parser.add_argument("--steps", type=int, default=10, help="PGD steps of the NC views")
-    parser.add_argument("--pool", type=int, default=4, help="pool feature maps to POOL×POOL")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data", default=None, help="measure on this dataset instead")
-    parser.add_argument("--data-dir", default=None)
+    parser.add_argument(
+        "--points", type=int, default=500, help="train and test points each (default: 500)"
+    )
+    parser.add_argument(
+        "--attack",
+        default="pgd:steps=20",
+        help="robust accuracy attack: autoattack or pgd:steps=N (default: pgd:steps=20)",
+    )
+    parser.add_argument(
+        "--steps", type=int, default=10, help="PGD steps of the NC views (default: 10)"
+    )
+    parser.add_argument(
+        "--pool", type=int, default=4, help="pool feature maps to POOL×POOL (default: 4)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=256, help="points per forward pass (default: 256)"
+    )
+    parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the points and attacks (default: 0)"
+    )
+    parser.add_argument(
+        "--data", default=None, help="measure on this dataset instead (default: --dataset)"
+    )
+    parser.add_argument(
+        "--data-dir", default=None, help="dataset folder (default: $NCROBUST_DATA or the cache)"
+    )
     parser.add_argument("--dry-run", action="store_true", help="list models and cost, run none")
 
 
