@@ -166,6 +166,26 @@ def to_pixels(
     images: torch.Tensor, device: torch.device | str, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
     """Float inputs of ``dtype`` on ``device``: uint8 images become pixels x / 255 in [0, 1],
-    float inputs are converted as they are (one conversion for training, probes and attacks)."""
+    float inputs are converted as they are (one conversion for training, probes and attacks).
+
+    uint8 pixels are looked up in a 256-entry table divided on the CPU: CUDA computes a
+    division by a scalar as a multiplication by its reciprocal, which differs from the CPU's
+    quotient in the last bit for some values, so a division on the device would make the same
+    epoch differ between devices.
+    """
     x = images.to(device, non_blocking=True)
-    return x.to(dtype).div_(255.0) if x.dtype == torch.uint8 else x.to(dtype)
+    if x.dtype != torch.uint8:
+        return x.to(dtype)
+    return _pixel_table(x.device, dtype)[x.long()]
+
+
+_PIXEL_TABLES: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+
+
+def _pixel_table(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``arange(256) / 255`` in ``dtype``, computed on the CPU, cached per device."""
+    key = (device, dtype)
+    if key not in _PIXEL_TABLES:
+        table = torch.arange(256, dtype=dtype).div_(255.0)
+        _PIXEL_TABLES[key] = table.to(device)
+    return _PIXEL_TABLES[key]
