@@ -25,7 +25,7 @@ from ncrobust.attacks import NORMS
 from ncrobust.data import DATASETS
 from ncrobust.errors import UsageError
 from ncrobust.models import available_models
-from ncrobust.runtime import PRECISIONS
+from ncrobust.runtime import COMPILE_SETTINGS, PRECISIONS
 from ncrobust.views import SPLITS, VIEWS, parse_pixels, parse_view, probe_plan, view_radii
 
 MODES = ("st", "at", "trades")
@@ -68,6 +68,8 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "fp32"
     channels_last: bool = True
+    compile: str = "auto"  # torch.compile of the training step: auto (on for CUDA), on, off
+    deterministic: bool = False  # deterministic algorithms, no cuDNN autotuning (bitwise on CUDA)
     # several processes (torchrun): BN statistics over the global batch; world_size records how
     # many processes trained the run (set by the launch, updated when a resume uses another)
     sync_bn: bool = True
@@ -107,6 +109,8 @@ EXECUTION_FIELDS = frozenset({"world_size"})
 # from a grid point only in them is that grid point's run.
 PLACEMENT_FIELDS = EXECUTION_FIELDS | {
     "out",
+    "compile",
+    "deterministic",
     "device",
     "data_dir",
     "tensorboard",
@@ -138,6 +142,11 @@ def _coerce(name: str, value: Any) -> Any:
         return items
     if name == "data_dir":
         return None if value in (None, "") else str(value)
+    if name == "compile":  # auto, on, off; --compile / --no-compile and true/false mean on/off
+        text = str(value).strip().lower()
+        return {"true": "on", "yes": "on", "1": "on", "false": "off", "no": "off", "0": "off"}.get(
+            text, text
+        )
     if isinstance(default, bool):
         if isinstance(value, bool):
             return value
@@ -278,6 +287,10 @@ def validate(config: TrainConfig) -> TrainConfig:
     need(config.norm in NORMS, f"unknown norm {config.norm!r} (known: {', '.join(NORMS)})")
     check_device(config.device)
     need(config.precision in PRECISIONS, f"unknown precision {config.precision!r} (fp32 or bf16)")
+    need(
+        config.compile in COMPILE_SETTINGS,
+        f"unknown compile setting {config.compile!r} (known: {', '.join(COMPILE_SETTINGS)})",
+    )
     for name in ("eps", "alpha", "gaussian_std", "lr", "trades_beta", "weight_decay", "momentum"):
         value = getattr(config, name)
         need(

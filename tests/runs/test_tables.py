@@ -17,8 +17,16 @@ from ncrobust.runs.tables import (
 
 def _metrics(epoch: int, value: float, metric: str = "nc1") -> pd.DataFrame:
     return pd.DataFrame(
-        [{"value": value, "epoch": epoch, "split": "train", "view": "clean", "layer": "p",
-          "metric": metric}]
+        [
+            {
+                "value": value,
+                "epoch": epoch,
+                "split": "train",
+                "view": "clean",
+                "layer": "p",
+                "metric": metric,
+            }
+        ]
     )
 
 
@@ -29,7 +37,9 @@ def test_upsert_replaces_rows_of_the_same_key_and_keeps_the_others(tmp_path: Pat
     table = pd.read_parquet(path)
     assert tuple(table.columns) == METRIC_COLUMNS  # canonical order, whatever the input's
     assert sorted(zip(table.epoch, table.metric, table.value, strict=True)) == [
-        (0, "nc1", 1.0), (5, "nc1", 3.0), (5, "nc4", 4.0)
+        (0, "nc1", 1.0),
+        (5, "nc1", 3.0),
+        (5, "nc4", 4.0),
     ]
     pd.testing.assert_frame_equal(written, table)
 
@@ -51,8 +61,15 @@ def test_upsert_of_eps_study_and_stats_keys_include_their_extra_columns(tmp_path
 
 def test_upsert_of_robustness_rows(tmp_path: Path) -> None:
     path = tmp_path / "r.parquet"
-    row = {"epoch": 3, "split": "test", "attack": "autoattack", "norm": "linf", "eps": 0.1,
-           "metric": "accuracy", "value": 0.5}
+    row = {
+        "epoch": 3,
+        "split": "test",
+        "attack": "autoattack",
+        "norm": "linf",
+        "eps": 0.1,
+        "metric": "accuracy",
+        "value": 0.5,
+    }
     upsert(path, robustness_frame([row]), ROBUSTNESS_COLUMNS)
     upsert(path, robustness_frame([row | {"value": 0.4}, row | {"eps": 0.2}]), ROBUSTNESS_COLUMNS)
     table = pd.read_parquet(path)

@@ -2,8 +2,9 @@
 
 A checkpoint holds the model's state dict under ``model.``, the SGD momentum buffers under
 ``optim.<index>.<name>`` (parameters indexed in ``model.parameters()`` order), the global
-CPU RNG state (``rng.cpu``) and every CUDA device's (``rng.cuda.<index>``), and JSON metadata (epoch, format, optimizer hyper-parameters, the run's
-identity and a SHA-256 checksum of all of it). Loading never unpickles anything, and a
+CPU RNG state (``rng.cpu``), every CUDA device's (``rng.cuda.<index>``), and JSON metadata
+(epoch, format, optimizer hyper-parameters, the run's identity and a SHA-256 checksum of all
+of it). Loading never unpickles anything, and a
 truncated, corrupt or foreign file gives one clear error naming it. Checkpoints of the first
 format (no checksum) are still read, with a warning that their content cannot be verified.
 """
@@ -214,7 +215,9 @@ def rng_tensors() -> dict[str, torch.Tensor]:
 
 def _cuda_states(tensors: dict[str, torch.Tensor], path: Path) -> list[torch.Tensor]:
     """The ``rng.cuda.<index>`` states in device order (contiguous indices from 0)."""
-    found = {k[len(CUDA_RNG_PREFIX) :]: v for k, v in tensors.items() if k.startswith(CUDA_RNG_PREFIX)}
+    found = {
+        k[len(CUDA_RNG_PREFIX) :]: v for k, v in tensors.items() if k.startswith(CUDA_RNG_PREFIX)
+    }
     states = []
     for index in range(len(found)):
         state = found.get(str(index))
@@ -350,8 +353,6 @@ def run_identity(config: TrainConfig, dataset: ImageDataset) -> dict[str, Any]:
         "in_channels": dataset.channels,
         "image_size": dataset.image_size,
     }
-
-
 
 
 def build_model(config: TrainConfig, dataset: ImageDataset) -> TappedClassifier:

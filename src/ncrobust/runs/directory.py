@@ -29,7 +29,7 @@ from ncrobust.atomic import (
 )
 from ncrobust.config import TrainConfig, is_ncrobust_config, read_config
 from ncrobust.errors import UsageError
-from ncrobust.runs.lock import RunLock
+from ncrobust.runs.lock import LOCK_NAME, RunLock
 from ncrobust.runs.tables import (
     METRIC_COLUMNS,
     STATS_COLUMNS,
@@ -39,7 +39,6 @@ from ncrobust.runs.tables import (
     read_robustness_table,
     typed,
 )
-from ncrobust.runs.lock import LOCK_NAME
 
 # what a scheduler's claim puts in a run directory before training starts (``sweep --executor``)
 JOB_ENTRIES = frozenset({"job.json", "jobs"})
@@ -79,8 +78,6 @@ def remove_temporaries(folder: Path) -> list[Path]:
                 entry.unlink(missing_ok=True)
                 removed.append(entry)
     return removed
-
-
 
 
 @dataclass(frozen=True)
