@@ -105,6 +105,13 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--qos")
     group.add_argument("--time", help="per job, e.g. 24:00:00 or 2-00:00:00 (default 24 h)")
     group.add_argument("--gpus-per-run", type=int, help="N > 1: N DDP tasks on one node")
+    group.add_argument(
+        "--runs-per-gpu",
+        type=int,
+        metavar="K",
+        help="K runs share each GPU (local: K processes per GPU; slurm: one job of K tasks on "
+        "one GPU); `ncrobust bench pack` measures the best K",
+    )
     group.add_argument("--cpus-per-gpu", type=int)
     group.add_argument("--mem-per-gpu", help="e.g. 32G")
     group.add_argument("--constraint")
@@ -189,6 +196,7 @@ def cluster_options(args: argparse.Namespace) -> ClusterOptions:
         "qos",
         "time",
         "gpus_per_run",
+        "runs_per_gpu",
         "cpus_per_gpu",
         "mem_per_gpu",
         "constraint",
@@ -211,7 +219,7 @@ def cluster_options(args: argparse.Namespace) -> ClusterOptions:
 SLURM_ONLY = {
     "partition", "account", "qos", "cpus_per_gpu", "mem_per_gpu", "constraint", "slurm_arg",
 }  # fmt: skip
-PARALLEL_ONLY = {"max_parallel", "gpus_per_run", "time"}
+PARALLEL_ONLY = {"max_parallel", "gpus_per_run", "runs_per_gpu", "time"}
 
 
 def _grid_given(args: argparse.Namespace) -> bool:

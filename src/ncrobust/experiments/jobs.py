@@ -145,3 +145,28 @@ class RunJob:
         import submitit
 
         return submitit.helpers.DelayedSubmission(self)
+
+
+class RunGroupJob(RunJob):
+    """The callable of one SLURM job whose K tasks share one GPU: task ``i`` trains grid point
+    ``i`` of the group (``--runs-per-gpu K``); a task without a point (the last group may be
+    shorter) has nothing to do. Requeued as a whole on preemption, like :class:`RunJob`."""
+
+    def __init__(
+        self, configs: list[dict[str, Any]], extend: bool = False, threads: int | None = None
+    ) -> None:
+        super().__init__({}, extend, threads)
+        self.configs = configs
+
+    def __call__(self) -> str:
+        import submitit
+
+        rank = submitit.JobEnvironment().global_rank
+        if rank >= len(self.configs):
+            return "skipped"
+        if self.threads:
+            import torch
+
+            torch.set_num_threads(self.threads)
+        config = apply_overrides(TrainConfig(), self.configs[rank])
+        return execute_run(config, extend=self.extend, progress=False)
