@@ -212,7 +212,14 @@ def test_every_cuda_generator_is_saved_and_restored(
     monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, i: restored.__setitem__(i, s))
     model, optimizer = _trained(1)
     path = tmp_path / "c.safetensors"
+    save_checkpoint(path, model, optimizer, epoch=1)  # a CPU model: its run draws on the CPU only
+    assert load_checkpoint(path).cuda_rng_states == []
+    monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))  # a CUDA model
     save_checkpoint(path, model, optimizer, epoch=1)
+    monkeypatch.undo()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, i: restored.__setitem__(i, s))
     checkpoint = load_checkpoint(path)
     assert [s.tolist() for s in checkpoint.cuda_rng_states] == [s.tolist() for s in states]
     fresh, fresh_opt = _trained(0)

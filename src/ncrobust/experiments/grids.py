@@ -324,7 +324,8 @@ def estimate_parts(config: TrainConfig, rates: Rates) -> tuple[float, float] | N
     PGD accuracy) as one forward pass per image at the measurement rate, and each PGD-made
     view (``pgd``, ``targeted``, also at their own radii; ST's ``train_adv``, made during
     training) adds the attack's cost per image, the AT rate's time less the ST rate's,
-    scaled by the steps (without both rates, an AT/TRADES step's whole time). An estimate: precision and layers shift the real time.
+    scaled by the steps (without both rates, an AT/TRADES step's whole time). An estimate:
+    precision and layers shift the real time.
     """
     sizes = DATASET_SIZES.get(config.dataset)
     model_rates = rates.train.get(config.model, {})

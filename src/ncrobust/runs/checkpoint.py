@@ -12,6 +12,7 @@ format (no checksum) are still read, with a warning that their content cannot be
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 import sys
@@ -118,7 +119,8 @@ def save_checkpoint(
                 if isinstance(value, torch.Tensor):
                     key = f"optim.{index[id(param)]}.{name}"
                     tensors[key] = value.detach().to("cpu").contiguous()
-    tensors.update(rng_tensors())
+    on_cuda = any(t.is_cuda for t in itertools.chain(model.parameters(), model.buffers()))
+    tensors.update(rng_tensors(cuda=on_cuda))
     metadata = {
         "format": FORMAT,
         "epoch": str(epoch),
@@ -198,8 +200,9 @@ def load_checkpoint(path: Path) -> Checkpoint:
 CUDA_RNG_PREFIX = "rng.cuda."
 
 
-def rng_tensors() -> dict[str, torch.Tensor]:
-    """Every global random state a run draws from: the CPU generator and each CUDA device's.
+def rng_tensors(cuda: bool = True) -> dict[str, torch.Tensor]:
+    """Every global random state a run draws from: the CPU generator and, for a model on CUDA
+    (``cuda``), each CUDA device's; a CPU run's checkpoint is the same with or without a GPU.
 
     The data pipeline and the views own no generator that lives across epochs (each epoch's
     shuffle, augmentation, attack starts and noise come from generators seeded by
@@ -207,7 +210,7 @@ def rng_tensors() -> dict[str, torch.Tensor]:
     Older checkpoints hold only ``rng.cpu``; the CUDA entries are an addition.
     """
     tensors = {"rng.cpu": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
+    if cuda and torch.cuda.is_available() and torch.cuda.is_initialized():
         for index, state in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"{CUDA_RNG_PREFIX}{index}"] = state
     return tensors
