@@ -117,7 +117,7 @@ def test_augment_keeps_shape_range_labels_and_is_reproducible() -> None:
     assert torch.equal(a, b)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
 def test_cuda_epoch_equals_cpu_epoch() -> None:
     split = Split(torch.randint(0, 256, (70, 3, 8, 8), dtype=torch.uint8), torch.arange(70) % 7)
     on_cpu = list(
