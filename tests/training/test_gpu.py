@@ -37,16 +37,9 @@ TIMINGS = {"seconds", "measure_seconds"}
 
 def _cli(*args: str, fault: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != atomic.FAULT_ENV}
-    if fault:
-        env[atomic.FAULT_ENV] = fault
-    return subprocess.run(
-        [sys.executable, "-m", "ncrobust.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-    )
+    env.update({atomic.FAULT_ENV: fault} if fault else {})
+    command = [sys.executable, "-m", "ncrobust.cli", *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.parametrize("compile_flag", ["--no-compile", "--compile"])

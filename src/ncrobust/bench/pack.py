@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from ncrobust.atomic import atomic_write_text
-from ncrobust.bench.train import _time_baseline, _time_ours, compile_setting
+from ncrobust.bench.train import _time_baseline, _time_ours, add_compile_flag, compile_setting
 from ncrobust.config import TrainConfig
 from ncrobust.data import synthetic_dataset
 from ncrobust.errors import UsageError
@@ -43,12 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--batches", type=int, default=None, help="timed batches per run")
     parser.add_argument("--steps", type=int, default=10, help="PGD steps of AT/TRADES")
-    parser.add_argument(
-        "--compile",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="torch.compile our step (default: on for CUDA, off on the CPU)",
-    )
+    add_compile_flag(parser)
     parser.add_argument("--quick", action="store_true", help="tiny model and sizes (smoke test)")
     parser.add_argument(
         "--write-rates",

@@ -63,12 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="train-split size of the measurement pass (default 512 CPU, 10000 CUDA)",
     )
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument(
-        "--compile",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="torch.compile our step (default: on for CUDA, off on the CPU)",
-    )
+    add_compile_flag(parser)
     parser.add_argument("--quick", action="store_true", help="tiny model and sizes (smoke test)")
     parser.add_argument(
         "--write-rates",
@@ -167,6 +162,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_compile_flag(parser: argparse.ArgumentParser) -> None:
+    """``--compile``/``--no-compile`` of the benchmarks that time our training step."""
+    parser.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="torch.compile our step (default: on for CUDA, off on the CPU)",
+    )
+
+
 def compile_setting(args: argparse.Namespace) -> str:
     """``--compile``/``--no-compile``/neither as the config's on/off/auto."""
     return "auto" if args.compile is None else ("on" if args.compile else "off")
@@ -183,8 +188,13 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed(device: torch.device, body: Callable[[], int]) -> float:
-    """Images per second of ``body`` (which returns how many images it processed)."""
+def _timed(
+    device: torch.device, body: Callable[[], int], ready: Callable[[], None] | None = None
+) -> float:
+    """Images per second of ``body`` (which returns how many images it processed); ``ready``
+    is called first (bench pack starts its concurrent runs' clocks together)."""
+    if ready is not None:
+        ready()
     _sync(device)
     start = time.perf_counter()
     images = body()
@@ -216,8 +226,7 @@ def _time_ours(
     device: torch.device,
     ready: Callable[[], None] | None = None,
 ) -> float:
-    """Our training steps' images/s; ``ready`` is called between warm-up and timing (bench
-    pack starts its concurrent runs' clocks together)."""
+    """Our training steps' images/s; ``ready`` is called between warm-up and timing."""
     model = _model(name, device)
     cuda = device.type == "cuda"
     if cuda:
@@ -248,9 +257,7 @@ def _time_ours(
         return done * config.batch_size
 
     steps(2)  # warm-up (allocator, cuDNN autotuning, compilation of train and eval graphs)
-    if ready is not None:
-        ready()
-    return _timed(device, lambda: steps(timed))
+    return _timed(device, lambda: steps(timed), ready)
 
 
 def _time_measurement(
@@ -391,9 +398,7 @@ def _time_baseline(
         return done * config.batch_size
 
     steps(1)
-    if ready is not None:
-        ready()
-    return _timed(device, lambda: steps(timed))
+    return _timed(device, lambda: steps(timed), ready)
 
 
 def _released_nc(
