@@ -67,9 +67,12 @@ def _torchrun(*args: str, nproc: int = 2) -> subprocess.Popen[str]:
     )
 
 
-# The same run with its learning rate one float32 ulp larger: every update differs by a
-# rounding, as the two-process run's reordered gradient sums do. How far training carries such
-# a difference, measured here on this machine, scales what the two-process run may differ by.
+# Two runs that differ from the one-process run only by roundings, as the two-process run's
+# reordered gradient sums do: the same run on 2 threads instead of 1 (sums split another way),
+# and the same run with its learning rate one float32 ulp larger (every update rounded another
+# way; on a single step, as TRADES here, the thread count may change nothing, or the nudge).
+# How far training carries such differences, measured here on this machine, scales what the
+# two-process run may differ by.
 NUDGED_LR = float(np.nextafter(np.float32(0.05), np.float32(1)))
 NOISE_FACTOR = 10.0  # the two-process difference may reach this many times the measured noise
 
@@ -77,7 +80,8 @@ NOISE_FACTOR = 10.0  # the two-process difference may reach this many times the 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """ROOT/runs/<mode> trained by 2 processes (see the worker), ROOT/one/<mode> by this one,
-    ROOT/nudged/<mode> by this one with the learning rate one float32 ulp larger."""
+    ROOT/nudged/<mode> by this one with the learning rate one float32 ulp larger and
+    ROOT/threads/<mode> by this one on 2 threads."""
     root = tmp_path_factory.mktemp("ddp")
     worker = _torchrun(str(WORKER), str(root))
     threads = torch.get_num_threads()
@@ -88,6 +92,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             assert main(["train", *_worker_args(mode), "--out", out]) == 0
             nudged = ["--lr", repr(NUDGED_LR), "--out", str(root / "nudged" / mode)]
             assert main(["train", *_worker_args(mode), *nudged]) == 0
+            torch.set_num_threads(2)
+            assert main(["train", *_worker_args(mode), "--out", str(root / "threads" / mode)]) == 0
+            torch.set_num_threads(1)
     finally:
         torch.set_num_threads(threads)
     output, _ = worker.communicate(timeout=600)
@@ -204,13 +211,16 @@ def test_two_processes_follow_the_one_process_run(runs: Path, mode: str) -> None
     two, one = runs / "runs" / mode, runs / "one" / mode
     a = load_checkpoint(two / "checkpoints" / LAST).model_state
     b = load_checkpoint(one / "checkpoints" / LAST).model_state
-    nudged = load_checkpoint(runs / "nudged" / mode / "checkpoints" / LAST).model_state
     assert a.keys() == b.keys()
     floats = [name for name, value in b.items() if value.is_floating_point()]
-    # the tolerance is the measured noise: what one rounding per update grows to in this run
-    noise_norm, noise_worst = _drift(nudged, b, floats)
+    # the tolerance is the measured noise: how far roundings carry in this run
+    drifts = [
+        _drift(load_checkpoint(runs / kind / mode / "checkpoints" / LAST).model_state, b, floats)
+        for kind in ("nudged", "threads")
+    ]
+    noise_norm, noise_worst = (max(values) for values in zip(*drifts, strict=True))
     ulp = float(np.finfo(np.float32).eps)
-    assert noise_norm > 0  # the nudge changed the run: the noise was measured
+    assert noise_norm > 0  # a rounding changed the run: the noise was measured
     difference_norm, _ = _drift(a, b, floats)
     assert difference_norm <= NOISE_FACTOR * max(noise_norm, ulp), (difference_norm, noise_norm)
     allowed = NOISE_FACTOR * max(noise_worst, ulp)
