@@ -116,6 +116,9 @@ PLACEMENT_FIELDS = EXECUTION_FIELDS | {
     "tensorboard",
     "feature_cache_mb",
 }
+# fields added after runs without a checksum header were written: such a run lacks them and
+# gets their defaults (how it executes, not what it computes)
+LATER_FIELDS = frozenset({"compile", "deterministic"})
 _LIST_FIELDS = {"lr_milestones", "views", "splits", "layers", "final_layers"}
 _PIXEL_FIELDS = {"eps", "alpha", "gaussian_std"}
 
@@ -494,7 +497,7 @@ def read_config(path: Path) -> TrainConfig:
     except UsageError as exc:
         raise UsageError(f"config file {path}: {exc}") from None
     if not text.startswith(CONFIG_HEADER):
-        missing = [name for name in CONFIG_FIELDS if name not in data]
+        missing = [name for name in CONFIG_FIELDS if name not in data and name not in LATER_FIELDS]
         if missing:
             raise UsageError(
                 f"config file {path} lacks {', '.join(missing)}: it is truncated or not a run's "

@@ -136,3 +136,20 @@ def test_deterministic_cli_run_gives_the_cpu_table_of_a_plain_run(tmp_path: Path
 
     pd.testing.assert_frame_equal(table("plain"), table("det"))
     assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_a_config_written_before_the_execution_fields_still_reads(tmp_path: Path) -> None:
+    import yaml
+
+    from ncrobust.config import read_config
+
+    data = build_config(overrides={"out": str(tmp_path / "run")}).to_dict()
+    del data["compile"], data["deterministic"]
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))  # no checksum header: every other field is needed
+    config = read_config(path)
+    assert config.compile == "auto" and config.deterministic is False
+    del data["epochs"]
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(UsageError, match="lacks epochs"):
+        read_config(path)
