@@ -42,6 +42,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "collapse": ("ncrobust.bench.collapse", "NC metric computation vs the released code's"),
     "attacks": ("ncrobust.bench.attacks", "PGD-10 throughput vs the released code's attack"),
     "train": ("ncrobust.bench.train", "training and measurement throughput vs the released loop"),
+    "pack": ("ncrobust.bench.pack", "aggregate training throughput of K runs sharing a device"),
 }
 
 

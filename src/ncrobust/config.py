@@ -25,7 +25,7 @@ from ncrobust.attacks import NORMS
 from ncrobust.data import DATASETS
 from ncrobust.errors import UsageError, closest
 from ncrobust.models import available_models
-from ncrobust.runtime import PRECISIONS
+from ncrobust.runtime import COMPILE_SETTINGS, PRECISIONS
 from ncrobust.tracking import check_tracking
 from ncrobust.views import (
     ADAPTIVE_VIEW,
@@ -77,6 +77,8 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "fp32"
     channels_last: bool = True
+    compile: str = "auto"  # torch.compile of the training step: auto (on for CUDA), on, off
+    deterministic: bool = False  # deterministic algorithms, no cuDNN autotuning (bitwise on CUDA)
     # several processes (torchrun): BN statistics over the global batch; world_size records how
     # many processes trained the run (set by the launch, updated when a resume uses another)
     sync_bn: bool = True
@@ -118,6 +120,8 @@ EXECUTION_FIELDS = frozenset({"world_size"})
 # from a grid point only in them is that grid point's run.
 PLACEMENT_FIELDS = EXECUTION_FIELDS | {
     "out",
+    "compile",
+    "deterministic",
     "device",
     "data_dir",
     "tensorboard",
@@ -125,6 +129,9 @@ PLACEMENT_FIELDS = EXECUTION_FIELDS | {
     "tracking_dir",
     "feature_cache_mb",
 }
+# fields added after runs without a checksum header were written: such a run lacks them and
+# gets their defaults (how it executes, not what it computes)
+LATER_FIELDS = frozenset({"compile", "deterministic", "tracking", "tracking_dir"})
 _LIST_FIELDS = {"lr_milestones", "views", "splits", "layers", "final_layers"}
 PIXEL_FIELDS = ("eps", "alpha", "gaussian_std")  # pixel-unit amounts: a number or k/255
 
@@ -158,6 +165,11 @@ def _coerce(name: str, value: Any) -> Any:
         raise UsageError(f"out must name a directory, got {value!r}")
     if name == "data_dir":
         return None if value in (None, "") else str(value)
+    if name == "compile":  # auto, on, off; --compile / --no-compile and true/false mean on/off
+        text = str(value).strip().lower()
+        return {"true": "on", "yes": "on", "1": "on", "false": "off", "no": "off", "0": "off"}.get(
+            text, text
+        )
     if isinstance(default, bool):
         if isinstance(value, bool):
             return value
@@ -310,6 +322,10 @@ def validate(config: TrainConfig) -> TrainConfig:
     check_device(config.device)
     check_tracking(config.tracking)
     need(config.precision in PRECISIONS, f"unknown precision {config.precision!r} (fp32 or bf16)")
+    need(
+        config.compile in COMPILE_SETTINGS,
+        f"unknown compile setting {config.compile!r} (known: {', '.join(COMPILE_SETTINGS)})",
+    )
     for name in ("eps", "alpha", "gaussian_std", "lr", "trades_beta", "weight_decay", "momentum"):
         value = getattr(config, name)
         need(
@@ -522,7 +538,7 @@ def read_config(path: Path) -> TrainConfig:
     except UsageError as exc:
         raise UsageError(f"config file {path}: {exc}") from None
     if not text.startswith(CONFIG_HEADER):
-        missing = [name for name in CONFIG_FIELDS if name not in data]
+        missing = [name for name in CONFIG_FIELDS if name not in data and name not in LATER_FIELDS]
         if missing:
             raise UsageError(
                 f"config file {path} lacks {', '.join(missing)}: it is truncated or not a run's "

@@ -186,7 +186,7 @@ class _SyncGuard(torch.nn.Module):
         return self.model(x)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
 @pytest.mark.parametrize("norm", NORMS)
 def test_no_host_sync_inside_the_loop_on_cuda(make_model, make_batch, norm) -> None:
     model = _SyncGuard(make_model(dtype=torch.float32).cuda())

@@ -298,7 +298,7 @@ def test_empty_batches_are_no_ops() -> None:
     assert_same(acc.compute(), in_memory(data))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.gpu
 def test_cuda_state_gives_the_cpu_values() -> None:
     data = dataset(n=3000, p=700, num_classes=10)
     cuda = {k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in data.items()}

@@ -117,7 +117,7 @@ def test_augment_keeps_shape_range_labels_and_is_reproducible() -> None:
     assert torch.equal(a, b)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
 def test_cuda_epoch_equals_cpu_epoch() -> None:
     split = Split(torch.randint(0, 256, (70, 3, 8, 8), dtype=torch.uint8), torch.arange(70) % 7)
     on_cpu = list(
@@ -134,3 +134,17 @@ def test_cuda_epoch_equals_cpu_epoch() -> None:
     )
     for (x, y), (xg, yg) in zip(on_cpu, on_gpu, strict=True):
         assert xg.is_cuda and torch.equal(x, xg.cpu()) and torch.equal(y, yg.cpu())
+
+
+def test_pixels_are_the_cpu_quotients_on_every_device() -> None:
+    """uint8 -> float is a table of CPU quotients, so a CUDA epoch cannot differ in the last bit
+    (CUDA divides by a scalar through its reciprocal); on the CPU it equals x / 255."""
+    from ncrobust.data.containers import to_pixels
+
+    values = torch.arange(256, dtype=torch.uint8).view(1, 1, 16, 16)
+    assert torch.equal(to_pixels(values, "cpu"), values.float() / 255.0)
+    assert torch.equal(to_pixels(values, "cpu", torch.float64), values.double() / 255.0)
+    reciprocal = values.float() * (1 / 255.0)
+    assert not torch.equal(reciprocal, values.float() / 255.0)  # why a table, not x * (1/255)
+    if torch.cuda.is_available():
+        assert torch.equal(to_pixels(values, "cuda").cpu(), to_pixels(values, "cpu"))

@@ -80,7 +80,7 @@ def test_channel_stats_match_numpy_population_moments() -> None:
         channel_stats(images.float())
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
 def test_to_cuda_round_trip() -> None:
     dataset = _dataset().to("cuda")
     assert dataset.train.images.is_cuda and dataset.test.labels.is_cuda

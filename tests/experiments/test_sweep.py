@@ -16,6 +16,7 @@ from ncrobust.errors import UsageError
 from ncrobust.experiments.grids import (
     Grid,
     dry_run,
+    estimate_parts,
     estimate_seconds,
     expand,
     measured_epochs,
@@ -239,13 +240,18 @@ def test_dry_run_estimate_from_bench_rates(tmp_path: Path) -> None:
     rates = read_rates(_rates_file(tmp_path / "rates.json"))
     st, at = expand(Grid(["cifar10"], ["vgg11_bn"], ["st", "at"], ["linf"], [1]))
     assert measured_epochs(st) == 81  # epochs 0, 5, ..., 400
-    measure = 81 * 60_000 / 6000.0
-    assert estimate_seconds(st, rates) == pytest.approx(400 * 50_000 / 4000.0 + measure)
-    assert estimate_seconds(at, rates) == pytest.approx(400 * 50_000 / 500.0 + measure)
+    attack = 1 / 500.0 - 1 / 4000.0  # seconds per image of PGD-10: AT's step less ST's
+    # ST measures clean, pgd, gaussian, targeted on both splits: two of the four are attacks
+    st_measure = 81 * (4 * 60_000 / 6000.0 + 2 * 60_000 * attack)
+    assert estimate_parts(st, rates) == pytest.approx((400 * 50_000 / 4000.0, st_measure))
+    # AT: clean, train_adv (the training's own), gaussian on train; clean, pgd, gaussian on test
+    at_measure = 81 * (3 * 60_000 / 6000.0 + 10_000 * attack)
+    assert estimate_seconds(at, rates) == pytest.approx(400 * 50_000 / 500.0 + at_measure)
     (inet,) = expand(Grid(["imagenette"], ["vgg11_bn"], ["at"], ["linf"], [1]))
-    area, attack = (160 / 32) ** 2, (5 + 1) / (10 + 1)  # 160 px images, PGD-5
+    area, steps = (160 / 32) ** 2, (5 + 1) / (10 + 1)  # 160 px images, PGD-5
     assert estimate_seconds(inet, rates) == pytest.approx(
-        400 * 9469 / 500.0 * area * attack + 81 * (9469 + 3925) / 6000.0 * area
+        400 * 9469 / 500.0 * area * steps
+        + 81 * (3 * (9469 + 3925) / 6000.0 + 3925 * attack * steps) * area
     )
     (trades,) = expand(Grid(["cifar10"], ["vgg11_bn"], ["trades"], ["linf"], [1]))
     assert estimate_seconds(trades, rates) is None  # no rate for TRADES in the file
@@ -254,6 +260,14 @@ def test_dry_run_estimate_from_bench_rates(tmp_path: Path) -> None:
     total = (estimate_seconds(st, rates) or 0) + (estimate_seconds(at, rates) or 0)
     assert f"~{total / 3600:.1f} h on cuda (test GPU)" in text
     assert "1 runs without a rate not counted" in text
+    assert f"GPU-hours: {total / 3600:.1f} with one run per GPU" in text
+    packed = read_rates(
+        _rates_file(tmp_path / "packed.json", packing={"runs_per_gpu": 4, "throughput_factor": 2.5})
+    )
+    text = dry_run([st, at], packed)
+    hours = total / 3600 / 2.5
+    assert f"GPU-hours: {hours:.1f} with 4 runs per GPU (x2.50 throughput" in text
+    assert f"~{hours:.1f} h on 1 GPU, ~{hours / 8:.1f} h on 8 GPUs" in text
 
 
 def test_dry_run_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -18,6 +18,7 @@ import pytest
 
 from ncrobust.cli import main
 from ncrobust.config import build_config
+from ncrobust.errors import UsageError
 from ncrobust.experiments import jobs
 from ncrobust.experiments.executors import time_minutes
 from ncrobust.runs.directory import RunDirectory
@@ -456,3 +457,79 @@ def test_a_killed_local_worker_is_reported_with_a_reason(
     outcome = run_local([config], ClusterOptions(executor="local"), False, report=lines.append)
     assert outcome == {config.out: "failed"}
     assert lines[-1].endswith("interrupted: the job ended without recording an outcome (killed?)")
+
+
+def test_runs_per_gpu_deals_slots_round_the_gpus_and_refuses_too_many() -> None:
+    from ncrobust.experiments.executors import ClusterOptions, local_slots, validate_options
+
+    packed = ClusterOptions(executor="local", runs_per_gpu=2)
+    assert local_slots(packed, gpus=1) == [(0,), (0,)]
+    assert local_slots(ClusterOptions(executor="local", runs_per_gpu=4), gpus=2) == [
+        (0,), (1,), (0,), (1,), (0,), (1,), (0,), (1,)
+    ]  # fmt: skip
+    three = ClusterOptions(executor="local", runs_per_gpu=4, max_parallel=3)
+    assert local_slots(three, gpus=2) == [(0,), (1,), (0,)]
+    assert local_slots(packed, gpus=0) == [()]  # no GPU: K does not apply
+    with pytest.raises(UsageError, match="--runs-per-gpu 2 needs 2 GPUs; this machine has 1"):
+        local_slots(ClusterOptions(executor="local", runs_per_gpu=2, max_parallel=3), gpus=1)
+    with pytest.raises(UsageError, match="runs-per-gpu must be >= 1"):
+        validate_options(ClusterOptions(executor="local", runs_per_gpu=0))
+    with pytest.raises(UsageError, match="packs runs of one GPU each; gpus-per-run is 2"):
+        validate_options(ClusterOptions(executor="slurm", runs_per_gpu=2, gpus_per_run=2))
+
+
+def test_slurm_packs_k_tasks_onto_one_gpu_each_training_its_own_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import submitit
+
+    from ncrobust.experiments.executors import ClusterOptions, slurm_parameters
+    from ncrobust.experiments.jobs import RunGroupJob
+
+    options = ClusterOptions(executor="slurm", runs_per_gpu=4, cpus_per_gpu=8)
+    params = slurm_parameters(options, runs=3)
+    assert params["ntasks_per_node"] == 4 and params["gpus_per_node"] == 1
+    assert params["cpus_per_task"] == 2 and params["array_parallelism"] == 3
+    configs = [
+        build_config(
+            "digits",
+            overrides={
+                "mode": "st", "seed": seed, "epochs": 1, "steps": 1, "views": "clean",
+                "device": "cpu", "checkpoint_every": 0, "out": str(tmp_path / f"s{seed}"),
+            },
+        ).to_dict()
+        for seed in (1, 2)
+    ]  # fmt: skip
+
+    class Task:
+        def __init__(self, rank: int) -> None:
+            self.global_rank = rank
+            self.job_id = "77_0"
+
+    for rank, expected in ((1, "trained"), (2, "skipped")):  # a shorter last group idles
+        monkeypatch.setattr(submitit, "JobEnvironment", lambda rank=rank: Task(rank))
+        assert RunGroupJob(configs, threads=1)() == expected
+    assert RunDirectory(tmp_path / "s2").is_complete() and not (tmp_path / "s1").exists()
+    outcome = json.loads((tmp_path / "s2" / "jobs" / "outcome.json").read_text())
+    assert (outcome["job_id"], outcome["state"]) == ("77_0", "success")  # read by sweep status
+
+
+def test_local_executor_packs_two_runs_onto_one_gpu_slot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The packing path with CPU processes: the machine is told it has one GPU, the runs use
+    device auto (the CPU here), and K = 2 processes start at once on "GPU 0"."""
+    import torch
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    auto = ["--set", "device=auto"]
+    assert main([*_grid(tmp_path / "sequential", epochs=1), *auto]) == 0
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    local = [*_grid(tmp_path / "local", epochs=1), *auto, "--executor", "local"]
+    assert main([*local, "--runs-per-gpu", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("(local job") == 2 and out.count("on GPU 0") == 2 and "2 trained" in out
+    for name in sorted(p.name for p in (tmp_path / "sequential").iterdir() if p.is_dir()):
+        pd.testing.assert_frame_equal(
+            _table(tmp_path / "sequential" / name), _table(tmp_path / "local" / name)
+        )

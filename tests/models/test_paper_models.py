@@ -173,7 +173,7 @@ def test_other_channel_counts_and_class_counts() -> None:
     assert taps[PENULTIMATE].shape == (2, 512)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
 @pytest.mark.parametrize("name", ["vgg11_bn", "preact_resnet18"])
 def test_cuda_channels_last_bf16_autocast(name: str) -> None:
     device = torch.device("cuda")

@@ -209,3 +209,56 @@ def test_legacy_checkpoint_without_checksum_loads_with_a_warning(
     save_file(load_file(str(path)), str(path), metadata=metadata)
     with pytest.raises(UsageError, match="has no checksum"):
         load_checkpoint(path)
+
+
+def test_every_cuda_generator_is_saved_and_restored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a GPU the CUDA side is simulated: two devices' states are written as
+    ``rng.cuda.0`` and ``rng.cuda.1`` and handed back per device on restore."""
+    from ncrobust.runs import checkpoint as ckpt
+
+    states = [torch.arange(16, dtype=torch.uint8), torch.arange(16, 32, dtype=torch.uint8)]
+    restored: dict[int, torch.Tensor] = {}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # resumed on fewer GPUs
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [s.clone() for s in states])
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, i: restored.__setitem__(i, s))
+    model, optimizer = _trained(1)
+    path = tmp_path / "c.safetensors"
+    save_checkpoint(path, model, optimizer, epoch=1)  # a CPU model: its run draws on the CPU only
+    assert load_checkpoint(path).cuda_rng_states == []
+    monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))  # a CUDA model
+    save_checkpoint(path, model, optimizer, epoch=1)
+    monkeypatch.undo()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, i: restored.__setitem__(i, s))
+    checkpoint = load_checkpoint(path)
+    assert [s.tolist() for s in checkpoint.cuda_rng_states] == [s.tolist() for s in states]
+    fresh, fresh_opt = _trained(0)
+    restore(checkpoint, fresh, fresh_opt)
+    assert list(restored) == [0] and torch.equal(restored[0], states[0])
+
+    def gap(tensors: dict[str, torch.Tensor]) -> None:
+        del tensors[f"{ckpt.CUDA_RNG_PREFIX}0"]
+
+    _resave(path, gap)
+    with pytest.raises(UsageError, match="malformed CUDA RNG state"):
+        load_checkpoint(path)
+
+
+def test_a_checkpoint_with_only_the_cpu_rng_still_loads(tmp_path: Path) -> None:
+    model, optimizer = _trained(1)
+    path = tmp_path / "c.safetensors"
+    save_checkpoint(path, model, optimizer, epoch=1)
+
+    def cpu_only(tensors: dict[str, torch.Tensor]) -> None:
+        for key in [k for k in tensors if k.startswith("rng.cuda.")]:
+            del tensors[key]
+
+    _resave(path, cpu_only)
+    checkpoint = load_checkpoint(path)
+    assert checkpoint.cuda_rng_states == [] and checkpoint.rng_state is not None
+    restore(checkpoint, *_trained(0))

@@ -29,7 +29,7 @@ from ncrobust.data import Split, batches, synthetic_dataset
 from ncrobust.errors import UsageError
 from ncrobust.models import TappedClassifier, available_models, create_model
 from ncrobust.probing.engine import PerturbedSet, Prober, ProbeSpec
-from ncrobust.runtime import autocast, resolve_device
+from ncrobust.runtime import Compiled, autocast, compile_wanted, make_sgd, resolve_device
 from ncrobust.training.objectives import objective_step
 
 CIFAR_TRAIN, CIFAR_TEST = 50_000, 10_000
@@ -71,6 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="train-split size of the measurement pass (default: 512 on a CPU, 10000 on CUDA)",
     )
     parser.add_argument("--steps", type=int, default=10, help="PGD steps (default: 10)")
+    add_compile_flag(parser)
     parser.add_argument("--quick", action="store_true", help="tiny model and sizes (smoke test)")
     parser.add_argument(
         "--write-rates",
@@ -106,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
     steps = 2 if args.quick else args.steps
     print(
         f"device: {device} ({_device_name(device)}); batch {batch}, {timed} timed batches, "
-        f"PGD-{steps}; ours: {'bf16 autocast + channels_last' if cuda else 'fp32'}, "
+        f"PGD-{steps}; ours: {'bf16 autocast + channels_last' if cuda else 'fp32'}"
+        f"{' + torch.compile' if compile_wanted(compile_setting(args), device) else ''}, "
         f"baseline: fp32, DataLoader(num_workers=1), full backward in the attack"
     )
     train_rates: dict[str, dict[str, float]] = {}  # model -> mode -> our images/s
@@ -126,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
                 steps=steps,
                 batch_size=batch,
                 precision="bf16" if cuda else "fp32",
+                compile=compile_setting(args),
             )
             ours = _time_ours(name, config, data.train, timed, device)
             base = _time_baseline(name, config, data.train, timed, device)
@@ -167,6 +170,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_compile_flag(parser: argparse.ArgumentParser) -> None:
+    """``--compile``/``--no-compile`` of the benchmarks that time our training step."""
+    parser.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="torch.compile our step (default: on for CUDA, off on the CPU)",
+    )
+
+
+def compile_setting(args: argparse.Namespace) -> str:
+    """``--compile``/``--no-compile``/neither as the config's on/off/auto."""
+    return "auto" if args.compile is None else ("on" if args.compile else "off")
+
+
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -178,8 +196,13 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed(device: torch.device, body: Callable[[], int]) -> float:
-    """Images per second of ``body`` (which returns how many images it processed)."""
+def _timed(
+    device: torch.device, body: Callable[[], int], ready: Callable[[], None] | None = None
+) -> float:
+    """Images per second of ``body`` (which returns how many images it processed); ``ready``
+    is called first (bench pack starts its concurrent runs' clocks together)."""
+    if ready is not None:
+        ready()
     _sync(device)
     start = time.perf_counter()
     images = body()
@@ -204,13 +227,20 @@ def _model(name: str, device: torch.device, normalised: bool = True) -> TappedCl
 
 
 def _time_ours(
-    name: str, config: TrainConfig, split: Split, timed: int, device: torch.device
+    name: str,
+    config: TrainConfig,
+    split: Split,
+    timed: int,
+    device: torch.device,
+    ready: Callable[[], None] | None = None,
 ) -> float:
+    """Our training steps' images/s; ``ready`` is called between warm-up and timing."""
     model = _model(name, device)
     cuda = device.type == "cuda"
     if cuda:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    optimizer = make_sgd(model.parameters(), device, lr=0.01, momentum=0.9, weight_decay=5e-4)
+    step = Compiled(model) if compile_wanted(config.compile, device) else model
     split = split.to(device)
     generator = torch.Generator(device=device)
     generator.manual_seed(0)
@@ -227,15 +257,15 @@ def _time_ours(
             if cuda:
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast(device, config.precision):
-                out = objective_step(model, x, y, config, generator, perturb=False)
+                out = objective_step(step, x, y, config, generator, perturb=False)
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             optimizer.step()
             done += 1
         return done * config.batch_size
 
-    steps(1)  # warm-up (allocator, cuDNN autotuning)
-    return _timed(device, lambda: steps(timed))
+    steps(2)  # warm-up (allocator, cuDNN autotuning, compilation of train and eval graphs)
+    return _timed(device, lambda: steps(timed), ready)
 
 
 def _time_measurement(
@@ -307,7 +337,12 @@ def _released_attack(
 
 
 def _time_baseline(
-    name: str, config: TrainConfig, split: Split, timed: int, device: torch.device
+    name: str,
+    config: TrainConfig,
+    split: Split,
+    timed: int,
+    device: torch.device,
+    ready: Callable[[], None] | None = None,
 ) -> float:
     model = _model(name, device, normalised=False)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
@@ -371,7 +406,7 @@ def _time_baseline(
         return done * config.batch_size
 
     steps(1)
-    return _timed(device, lambda: steps(timed))
+    return _timed(device, lambda: steps(timed), ready)
 
 
 def _released_nc(

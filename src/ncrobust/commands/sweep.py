@@ -116,6 +116,13 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
         help="GPUs per run; N > 1: N DDP tasks on one node (default: 1 on SLURM and on a "
         "machine with GPUs, else 0)",
     )
+    group.add_argument(
+        "--runs-per-gpu",
+        type=int,
+        metavar="K",
+        help="K runs share each GPU (local: K processes per GPU; slurm: one job of K tasks on "
+        "one GPU); `ncrobust bench pack` measures the best K (default: 1)",
+    )
     group.add_argument("--cpus-per-gpu", type=int, help="CPUs of each task (default: SLURM's)")
     group.add_argument("--mem-per-gpu", help="memory per GPU, e.g. 32G (default: the cluster's)")
     group.add_argument("--constraint", help="SLURM node feature, e.g. a100 (default: none)")
@@ -200,6 +207,7 @@ def cluster_options(args: argparse.Namespace) -> ClusterOptions:
         "qos",
         "time",
         "gpus_per_run",
+        "runs_per_gpu",
         "cpus_per_gpu",
         "mem_per_gpu",
         "constraint",
@@ -222,7 +230,7 @@ def cluster_options(args: argparse.Namespace) -> ClusterOptions:
 SLURM_ONLY = {
     "partition", "account", "qos", "cpus_per_gpu", "mem_per_gpu", "constraint", "slurm_arg",
 }  # fmt: skip
-PARALLEL_ONLY = {"max_parallel", "gpus_per_run", "time"}
+PARALLEL_ONLY = {"max_parallel", "gpus_per_run", "runs_per_gpu", "time"}
 
 
 def _grid_given(args: argparse.Namespace) -> bool:

@@ -40,6 +40,10 @@ HELP: dict[str, str] = {
     "device": "auto | cpu | cuda | cuda:N",
     "precision": "fp32 | bf16 (bf16 autocast on CUDA)",
     "channels_last": "NHWC memory format on CUDA",
+    "compile": "torch.compile the training step and its attack (--no-compile: eager; default: "
+    "on for CUDA, off on the CPU; falls back to eager where compilation fails)",
+    "deterministic": "deterministic algorithms, cuDNN autotuning off, cuBLAS's fixed workspace: "
+    "a resumed CUDA run is bitwise the uninterrupted one",
     "measure_every": "measure NC every k epochs (plus epoch 0 and the last)",
     "measure_batch_size": "batch size of measurement passes",
     "views": "clean,pgd,train_adv,gaussian,targeted,ncc_adaptive or all (all but "
@@ -77,7 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         flag = "--" + name.replace("_", "-")
         default = getattr(defaults, name)
         help_text = f"{HELP.get(name, '')} (default: {_show(name, default)})"
-        if isinstance(default, bool):
+        if isinstance(default, bool) or name == "compile":  # compile: auto unless given
             group.add_argument(
                 flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text
             )

@@ -167,13 +167,31 @@ def to_pixels(
 ) -> torch.Tensor:
     """Inputs on ``device``: uint8 images ([N, C, H, W] or [N, H, W]) become pixels x / 255 in
     [0, 1] of ``dtype``, float inputs are converted to ``dtype``, other integer inputs (token
-    ids, counts; uint8 [N, D]) pass untouched (one conversion for training, probes, attacks)."""
+    ids, counts; uint8 [N, D]) pass untouched (one conversion for training, probes, attacks).
+
+    uint8 pixels are looked up in a 256-entry table divided on the CPU: CUDA computes a
+    division by a scalar as a multiplication by its reciprocal, which differs from the CPU's
+    quotient in the last bit for some values, so a division on the device would make the same
+    epoch differ between devices.
+    """
     x = images.to(device, non_blocking=True)
     if x.is_floating_point():
         return x.to(dtype)
-    return x.to(dtype).div_(255.0) if is_pixels(x) else x
+    return _pixel_table(x.device, dtype)[x.long()] if is_pixels(x) else x
 
 
 def is_pixels(x: torch.Tensor) -> bool:
     """Whether a batch is uint8 pixels: uint8 and image-shaped (at least [N, H, W])."""
     return x.dtype == torch.uint8 and x.ndim >= 3
+
+
+_PIXEL_TABLES: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+
+
+def _pixel_table(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``arange(256) / 255`` in ``dtype``, computed on the CPU, cached per device."""
+    key = (device, dtype)
+    if key not in _PIXEL_TABLES:
+        table = torch.arange(256, dtype=dtype).div_(255.0)
+        _PIXEL_TABLES[key] = table.to(device)
+    return _PIXEL_TABLES[key]

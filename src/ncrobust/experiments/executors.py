@@ -69,6 +69,7 @@ class ClusterOptions:
     qos: str | None = None
     time: str = "24:00:00"  # per job; a job that reaches it requeues itself and resumes
     gpus_per_run: int | None = None  # None: 1 on SLURM, 1 locally when there are GPUs, else 0
+    runs_per_gpu: int = 1  # K > 1: K runs of one GPU each share it (processes or SLURM tasks)
     cpus_per_gpu: int | None = None
     mem_per_gpu: str | None = None
     constraint: str | None = None
@@ -101,7 +102,7 @@ def validate_options(options: ClusterOptions) -> ClusterOptions:
     """Refuse bad executor settings with one message, before anything is submitted."""
     if options.executor not in EXECUTORS:
         raise UsageError(f"unknown executor {options.executor!r} (known: {', '.join(EXECUTORS)})")
-    for name in ("max_parallel", "gpus_per_run", "cpus_per_gpu"):
+    for name in ("max_parallel", "gpus_per_run", "runs_per_gpu", "cpus_per_gpu"):
         value = getattr(options, name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise UsageError(f"{name.replace('_', '-')} must be an integer, got {value!r}")
@@ -118,6 +119,13 @@ def validate_options(options: ClusterOptions) -> ClusterOptions:
     for name, value in settings.items():  # each becomes one line of the job script
         if value is not None and CONTROL.search(str(value)):
             raise UsageError(f"{name}: control characters (newlines) are not allowed: {value!r}")
+    if options.runs_per_gpu < 1:
+        raise UsageError("runs-per-gpu must be >= 1")
+    if options.runs_per_gpu > 1 and options.gpus_per_run not in (None, 1):
+        raise UsageError(
+            f"runs-per-gpu {options.runs_per_gpu} packs runs of one GPU each; "
+            f"gpus-per-run is {options.gpus_per_run}"
+        )
     time_minutes(options.time)
     if options.mem_per_gpu is not None and not re.fullmatch(
         r"\d+(\.\d+)?[KMGT]?B?", str(options.mem_per_gpu), re.IGNORECASE
@@ -178,19 +186,22 @@ def require_submitit(executor: str) -> Any:
 
 
 def slurm_parameters(options: ClusterOptions, runs: int) -> dict[str, Any]:
-    """submitit SlurmExecutor parameters: N GPUs = N tasks of one node (the DDP path)."""
+    """submitit SlurmExecutor parameters: N GPUs = N tasks of one node (the DDP path); with
+    ``runs_per_gpu`` K > 1, one GPU and K tasks, each training its own run (``runs`` counts
+    the array's jobs)."""
     gpus = 1 if options.gpus_per_run is None else options.gpus_per_run
+    packed = options.runs_per_gpu
     params: dict[str, Any] = {
         "job_name": "ncrobust",
         "time": time_minutes(options.time),
         "nodes": 1,
-        "ntasks_per_node": max(1, gpus),
+        "ntasks_per_node": packed if packed > 1 else max(1, gpus),
         "array_parallelism": options.max_parallel or max(1, runs),
     }
     if gpus:
         params["gpus_per_node"] = gpus
-    if options.cpus_per_gpu:
-        params["cpus_per_task"] = options.cpus_per_gpu  # one task per GPU
+    if options.cpus_per_gpu:  # the GPU's CPUs, shared by the runs packed onto it
+        params["cpus_per_task"] = max(1, options.cpus_per_gpu // packed)
     if options.mem_per_gpu:
         params["mem_per_gpu"] = options.mem_per_gpu
     for name in ("partition", "account", "qos", "constraint"):
@@ -434,7 +445,7 @@ def submit_slurm(
     configs: Sequence[TrainConfig], options: ClusterOptions, root: Path, extend: bool
 ) -> list[JobClaim]:
     """Submit ``configs`` as one SLURM job array; record each run's claim."""
-    from ncrobust.experiments.jobs import RunJob
+    from ncrobust.experiments.jobs import RunGroupJob, RunJob
 
     submitit = require_submitit("slurm")
     folder = root.absolute() / SUBMIT_FOLDER / "%j"
@@ -442,34 +453,49 @@ def submit_slurm(
         executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=100)
     except RuntimeError as exc:
         raise UsageError(f"--executor slurm: SLURM's srun/sbatch are not on PATH ({exc})") from exc
-    executor.update_parameters(**slurm_parameters(options, len(configs)))
-    threads = options.cpus_per_gpu  # the CPUs of each task, one task per GPU
-    jobs = executor.submit_array([RunJob(c.to_dict(), extend, threads) for c in configs])
+    packed = options.runs_per_gpu
+    groups = [list(configs[i : i + packed]) for i in range(0, len(configs), packed)]
+    executor.update_parameters(**slurm_parameters(options, len(groups)))
+    threads = options.cpus_per_gpu and max(1, options.cpus_per_gpu // packed)  # CPUs per task
+    if packed > 1:  # one job per group: its K tasks share one GPU, a run each
+        work: list[Any] = [
+            RunGroupJob([c.to_dict() for c in group], extend, threads) for group in groups
+        ]
+    else:
+        work = [RunJob(c.to_dict(), extend, threads) for c in configs]
+    jobs = executor.submit_array(work)
     claims = []
-    for config, job in zip(configs, jobs, strict=True):
+    for group, job in zip(groups, jobs, strict=True):
         claim = _claim_for(job, "slurm", folder)
         job.paths.folder.mkdir(parents=True, exist_ok=True)
-        write_claim(config.out, claim, job.paths.folder)
-        claims.append(claim)
+        for config in group:
+            write_claim(config.out, claim, job.paths.folder)
+            claims.append(claim)
     return claims
 
 
-def local_slots(options: ClusterOptions) -> list[tuple[int, ...]]:
-    """The GPUs of each parallel slot (empty tuples without GPUs)."""
-    import torch
+def local_slots(options: ClusterOptions, gpus: int | None = None) -> list[tuple[int, ...]]:
+    """The GPUs of each parallel slot (empty tuples without GPUs). With ``runs_per_gpu`` K,
+    K slots share each GPU (their processes see it as their only device); slots are dealt
+    round the GPUs, so fewer slots than places still spread over all of them."""
+    if gpus is None:
+        import torch
 
-    gpus = torch.cuda.device_count()
+        gpus = torch.cuda.device_count()
     per_run = (1 if gpus else 0) if options.gpus_per_run is None else options.gpus_per_run
     if per_run == 0:
         return [()] * max(1, options.max_parallel or 1)
-    fit = gpus // per_run
+    blocks, packed = gpus // per_run, options.runs_per_gpu
+    fit = blocks * packed
     parallel = options.max_parallel or fit
     if parallel > fit or fit == 0:
         raise UsageError(
-            f"--max-parallel {parallel} with --gpus-per-run {per_run} needs "
-            f"{parallel * per_run} GPUs; this machine has {gpus}"
+            f"--max-parallel {parallel} with --gpus-per-run {per_run} and --runs-per-gpu "
+            f"{packed} needs {-(-parallel // packed) * per_run} GPUs; this machine has {gpus}"
         )
-    return [tuple(range(k * per_run, (k + 1) * per_run)) for k in range(parallel)]
+    return [
+        tuple(range((k % blocks) * per_run, (k % blocks + 1) * per_run)) for k in range(parallel)
+    ]
 
 
 def run_local(
@@ -486,10 +512,14 @@ def run_local(
     from ncrobust.experiments.jobs import RunJob
 
     submitit = require_submitit("local")
-    slots = local_slots(options)
+    # runs that train on the CPU take CPU slots whether or not the machine has GPUs
+    on_cpu = all(config.device == "cpu" for config in configs)
+    slots = local_slots(options, gpus=0 if on_cpu else None)
     tasks = max(1, len(slots[0]))
-    # runs on CPUs share the cores instead of each starting a thread per core
-    threads = None if slots[0] else max(1, (os.cpu_count() or 1) // len(slots))
+    # runs on CPUs, or packed onto shared GPUs, share the cores instead of each starting a
+    # thread per core
+    shared = not slots[0] or options.runs_per_gpu > 1
+    threads = max(1, (os.cpu_count() or 1) // len(slots)) if shared else None
     pending = list(configs)
     running: dict[int, tuple[TrainConfig, Any]] = {}
     outcome: dict[str, str] = {}

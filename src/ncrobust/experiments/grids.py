@@ -19,7 +19,7 @@ from typing import Any
 
 from ncrobust.config import TrainConfig, available_presets, build_config
 from ncrobust.errors import UsageError
-from ncrobust.views import scaled_step
+from ncrobust.views import scaled_step, view_kind
 
 # Views of the small-eps study (Appendix H), measured during training at the run's cadence:
 # Figure 16 is ST attacked at 2, 4 and 8 /255 (8/255 is the run's own ``pgd`` view); Figure 15
@@ -250,6 +250,18 @@ class Rates:
     steps: int
     train: dict[str, dict[str, float]]
     measure: dict[str, float]
+    # from ``bench pack --write-rates``: the best runs per GPU and their throughput factor
+    packing: dict[str, Any] | None = None
+
+    @property
+    def runs_per_gpu(self) -> int:
+        return int(self.packing["runs_per_gpu"]) if self.packing else 1
+
+    @property
+    def packing_factor(self) -> float:
+        """Aggregate images/s of the packed runs over one run's (1 without packing)."""
+        factor = self.packing.get("throughput_factor") if self.packing else None
+        return float(factor) if factor else 1.0
 
 
 def read_rates(path: str | Path) -> Rates:
@@ -268,7 +280,13 @@ def read_rates(path: str | Path) -> Rates:
                 for m, modes in data["train"].items()
             },
             measure={str(m): float(v) for m, v in data["measure"].items()},
+            packing=data.get("packing"),
         )
+        if rates.packing is not None:
+            rates.packing = {
+                "runs_per_gpu": int(rates.packing["runs_per_gpu"]),
+                "throughput_factor": float(rates.packing["throughput_factor"]),
+            }
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise UsageError(
             f"rates file {file} is not what `ncrobust bench train --write-rates` writes ({exc})"
@@ -276,6 +294,8 @@ def read_rates(path: str | Path) -> Rates:
     values = [v for modes in rates.train.values() for v in modes.values()]
     if not all(v > 0 for v in [*values, *rates.measure.values()]) or rates.image_size < 1:
         raise UsageError(f"rates file {file}: rates must be > 0")
+    if rates.runs_per_gpu < 1 or rates.packing_factor <= 0:
+        raise UsageError(f"rates file {file}: packing needs runs_per_gpu >= 1 and a factor > 0")
     return rates
 
 
@@ -287,24 +307,55 @@ def measured_epochs(config: TrainConfig) -> int:
 
 
 def estimate_seconds(config: TrainConfig, rates: Rates) -> float | None:
-    """Seconds of one run at ``rates`` (None when its model, mode or dataset has no rate).
+    """Seconds of one run at ``rates`` (None when its model, mode or dataset has no rate)."""
+    parts = estimate_parts(config, rates)
+    return None if parts is None else sum(parts)
+
+
+ATTACK_VIEWS = ("pgd", "targeted")  # views made by a fresh PGD attack at measurement
+
+
+def estimate_parts(config: TrainConfig, rates: Rates) -> tuple[float, float] | None:
+    """(training, measurement) seconds of one run at ``rates``, or None without a rate.
 
     Training: epochs × train images / images-per-second of the model and mode, scaled by the
     image area and, for AT and TRADES, by (steps + 1) against the benchmark's attack steps.
-    Measurement: each measurement as one pass of the benchmark's probes over train + test.
-    An estimate: the views a run measures and its precision shift the real time.
+    Measurement: every view of every measured epoch (plus the always-recorded test clean and
+    PGD accuracy) as one forward pass per image at the measurement rate, and each PGD-made
+    view (``pgd``, ``targeted``, also at their own radii; ST's ``train_adv``, made during
+    training) adds the attack's cost per image, the AT rate's time less the ST rate's,
+    scaled by the steps (without both rates, an AT/TRADES step's whole time). An estimate:
+    precision and layers shift the real time.
     """
     sizes = DATASET_SIZES.get(config.dataset)
-    train_rate = rates.train.get(config.model, {}).get(config.mode)
+    model_rates = rates.train.get(config.model, {})
+    train_rate = model_rates.get(config.mode)
     measure_rate = rates.measure.get(config.model)
     if sizes is None or train_rate is None or measure_rate is None:
         return None
     n_train, n_test, side = sizes
     area = (side / rates.image_size) ** 2
-    attack = 1.0 if config.mode == "st" else (config.steps + 1) / (rates.steps + 1)
-    train_s = config.epochs * n_train / train_rate * area * attack
-    measure_s = measured_epochs(config) * (n_train + n_test) / measure_rate * area
-    return train_s + measure_s
+    steps = (config.steps + 1) / (rates.steps + 1)
+    attack_s = 0.0  # seconds per image of one PGD attack
+    if "st" in model_rates and "at" in model_rates:
+        attack_s = max(0.0, 1 / model_rates["at"] - 1 / model_rates["st"]) * steps
+    elif config.mode != "st":  # no ST/AT pair: an AT/TRADES step is mostly its attack
+        attack_s = steps / train_rate
+    else:
+        return None  # no way to price the attacks
+    train_s = config.epochs * n_train / train_rate * area * (1.0 if config.mode == "st" else steps)
+    plan = config.probe_plan()
+    pairs = [*plan, *(p for p in (("test", "clean"), ("test", "pgd")) if p not in plan)]
+    per_measurement = 0.0
+    for split, view in pairs:
+        n = n_train if split == "train" else n_test
+        attacked = view_kind(view) in ATTACK_VIEWS
+        per_measurement += n * (1 / measure_rate + (attack_s if attacked else 0.0))
+    measured = measured_epochs(config)
+    measure_s = measured * per_measurement * area
+    if config.mode == "st" and ("train", "train_adv") in plan:  # ST attacks to measure it
+        measure_s += (measured - 1) * n_train * attack_s * area
+    return train_s, measure_s
 
 
 def dry_run(configs: Sequence[TrainConfig], rates: Rates | None = None) -> str:
@@ -312,7 +363,7 @@ def dry_run(configs: Sequence[TrainConfig], rates: Rates | None = None) -> str:
     estimated compute, then the totals; nothing is trained or written."""
     lines = []
     total_epochs = total_images = 0
-    total_s = 0.0
+    total_s = train_total = 0.0
     unknown = []
     for config in configs:
         n_train = DATASET_SIZES.get(config.dataset, (0, 0, 0))[0]
@@ -323,13 +374,17 @@ def dry_run(configs: Sequence[TrainConfig], rates: Rates | None = None) -> str:
         if n_train:
             line += f", {images:,} training images"
         if rates is not None:
-            seconds = estimate_seconds(config, rates)
-            if seconds is None:
+            parts = estimate_parts(config, rates)
+            if parts is None:
                 unknown.append(config.out)
                 line += ", no rate"
             else:
-                total_s += seconds
-                line += f", ~{_duration(seconds)}"
+                total_s += sum(parts)
+                train_total += parts[0]
+                line += (
+                    f", ~{_duration(sum(parts))} (training {_duration(parts[0])}, "
+                    f"measurement {_duration(parts[1])})"
+                )
         lines.append(line)
     lines.append(f"{len(configs)} runs, {total_epochs:,} epochs, {total_images:,} training images")
     if rates is None:
@@ -339,8 +394,20 @@ def dry_run(configs: Sequence[TrainConfig], rates: Rates | None = None) -> str:
         )
     else:
         lines.append(
-            f"estimated compute: ~{_duration(total_s)} on {rates.device}, runs one after another"
+            f"estimated compute: ~{_duration(total_s)} on {rates.device}, runs one after another "
+            f"(training {_duration(train_total)}, measurement {_duration(total_s - train_total)})"
             + (f" ({len(unknown)} runs without a rate not counted)" if unknown else "")
+        )
+        k, factor = rates.runs_per_gpu, rates.packing_factor
+        gpu_hours = total_s / 3600 / factor
+        packed = (
+            f"{k} runs per GPU (x{factor:.2f} throughput, bench pack)"
+            if k > 1
+            else ("one run per GPU (no packing measured: bench pack --write-rates)")
+        )
+        lines.append(
+            f"GPU-hours: {gpu_hours:.1f} with {packed}; wall-clock ~{gpu_hours:.1f} h on 1 GPU, "
+            f"~{gpu_hours / 8:.1f} h on 8 GPUs"
         )
     return "\n".join(lines)
 

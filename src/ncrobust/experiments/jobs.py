@@ -149,16 +149,19 @@ class RunJob:
             import torch
 
             torch.set_num_threads(self.threads)
-        config = apply_overrides(TrainConfig(), self.config)
-        record = env.global_rank == 0
+        return self._recorded(self.config, str(env.job_id), record=env.global_rank == 0)
+
+    def _recorded(self, values: dict[str, Any], job_id: str, record: bool) -> str:
+        """Train the run of config ``values``; with ``record``, write the job's outcome."""
+        config = apply_overrides(TrainConfig(), values)
         try:
             result = execute_run(config, extend=self.extend, progress=False)
         except BaseException as exc:
             if record:
-                write_outcome(Path(config.out), str(env.job_id), "error", _reason(exc))
+                write_outcome(Path(config.out), job_id, "error", _reason(exc))
             raise
         if record:
-            write_outcome(Path(config.out), str(env.job_id), "success", result=result)
+            write_outcome(Path(config.out), job_id, "success", result=result)
         return result
 
     def checkpoint(self) -> Any:
@@ -211,3 +214,27 @@ def read_outcome(root: Path, job_id: str) -> dict[str, Any] | None:
         "error": " ".join(str(data.get("error", "")).split())[:500],
         "result": str(data.get("result", "")),
     }
+
+
+class RunGroupJob(RunJob):
+    """The callable of one SLURM job whose K tasks share one GPU: task ``i`` trains grid point
+    ``i`` of the group (``--runs-per-gpu K``); a task without a point (the last group may be
+    shorter) has nothing to do. Requeued as a whole on preemption, like :class:`RunJob`."""
+
+    def __init__(
+        self, configs: list[dict[str, Any]], extend: bool = False, threads: int | None = None
+    ) -> None:
+        super().__init__({}, extend, threads)
+        self.configs = configs
+
+    def __call__(self) -> str:
+        import submitit
+
+        env = submitit.JobEnvironment()
+        if env.global_rank >= len(self.configs):
+            return "skipped"
+        if self.threads:
+            import torch
+
+            torch.set_num_threads(self.threads)
+        return self._recorded(self.configs[env.global_rank], str(env.job_id), record=True)

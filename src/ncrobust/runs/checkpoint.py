@@ -2,8 +2,9 @@
 
 A checkpoint holds the model's state dict under ``model.``, the SGD momentum buffers under
 ``optim.<index>.<name>`` (parameters indexed in ``model.parameters()`` order), the global
-CPU RNG state, and JSON metadata (epoch, format, optimizer hyper-parameters, the run's
-identity and a SHA-256 checksum of all of it). Loading never unpickles anything, and a
+CPU RNG state (``rng.cpu``), every CUDA device's (``rng.cuda.<index>``), and JSON metadata
+(epoch, format, optimizer hyper-parameters, the run's identity and a SHA-256 checksum of all
+of it). Loading never unpickles anything, and a
 truncated, corrupt or foreign file gives one clear error naming it. Checkpoints of the first
 format (no checksum) are still read, with a warning that their content cannot be verified.
 """
@@ -11,6 +12,7 @@ format (no checksum) are still read, with a warning that their content cannot be
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 import sys
@@ -56,6 +58,7 @@ class Checkpoint:
     identity: dict[str, str] = field(default_factory=dict)
     path: Path | None = None
     verified: bool = True  # False for a legacy checkpoint without a checksum
+    cuda_rng_states: list[torch.Tensor] = field(default_factory=list)  # per CUDA device
 
     def check_identity(self, expected: dict[str, Any]) -> None:
         """Refuse a checkpoint written for another model, data set or class count, or (when
@@ -121,7 +124,8 @@ def save_checkpoint(
                 if isinstance(value, torch.Tensor):
                     key = f"optim.{index[id(param)]}.{name}"
                     tensors[key] = value.detach().to("cpu").contiguous()
-    tensors["rng.cpu"] = torch.get_rng_state()
+    on_cuda = any(t.is_cuda for t in itertools.chain(model.parameters(), model.buffers()))
+    tensors.update(rng_tensors(cuda=on_cuda))
     metadata = {
         "format": FORMAT,
         "epoch": str(epoch),
@@ -194,7 +198,41 @@ def load_checkpoint(path: Path) -> Checkpoint:
         {str(k): str(v) for k, v in identity.items()},
         path,
         verified,
+        _cuda_states(tensors, path),
     )
+
+
+CUDA_RNG_PREFIX = "rng.cuda."
+
+
+def rng_tensors(cuda: bool = True) -> dict[str, torch.Tensor]:
+    """Every global random state a run draws from: the CPU generator and, for a model on CUDA
+    (``cuda``), each CUDA device's; a CPU run's checkpoint is the same with or without a GPU.
+
+    The data pipeline and the views own no generator that lives across epochs (each epoch's
+    shuffle, augmentation, attack starts and noise come from generators seeded by
+    ``derive_seed(seed, purpose, epoch)``), so these are all the states a resume needs.
+    Older checkpoints hold only ``rng.cpu``; the CUDA entries are an addition.
+    """
+    tensors = {"rng.cpu": torch.get_rng_state()}
+    if cuda and torch.cuda.is_available() and torch.cuda.is_initialized():
+        for index, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"{CUDA_RNG_PREFIX}{index}"] = state
+    return tensors
+
+
+def _cuda_states(tensors: dict[str, torch.Tensor], path: Path) -> list[torch.Tensor]:
+    """The ``rng.cuda.<index>`` states in device order (contiguous indices from 0)."""
+    found = {
+        k[len(CUDA_RNG_PREFIX) :]: v for k, v in tensors.items() if k.startswith(CUDA_RNG_PREFIX)
+    }
+    states = []
+    for index in range(len(found)):
+        state = found.get(str(index))
+        if state is None or state.dtype != torch.uint8 or state.dim() != 1:
+            raise UsageError(f"checkpoint {path} has a malformed CUDA RNG state list")
+        states.append(state)
+    return states
 
 
 def _metadata(data: bytes) -> dict[str, str]:
@@ -243,6 +281,16 @@ def restore(
         optimizer.state[param][name] = value.to(param.device)
     if checkpoint.rng_state is not None:
         torch.set_rng_state(checkpoint.rng_state)
+    restore_cuda_rng(checkpoint.cuda_rng_states)
+
+
+def restore_cuda_rng(states: Sequence[torch.Tensor]) -> None:
+    """Set each present CUDA device's generator from ``states`` (device order); states of
+    devices this machine lacks are not used (a run resumed on fewer GPUs or on the CPU)."""
+    if not states or not torch.cuda.is_available():
+        return
+    for index, state in enumerate(states[: torch.cuda.device_count()]):
+        torch.cuda.set_rng_state(state, index)
 
 
 def _check_optimizer(

@@ -17,7 +17,7 @@ from ncrobust.attacks import TRADES_START_STD, pgd, trades_perturb
 from ncrobust.attacks.ball import random_offsets
 from ncrobust.config import TrainConfig
 from ncrobust.distributed import Rows, draw_rows
-from ncrobust.runtime import eval_mode
+from ncrobust.runtime import eval_mode, frozen_parameters
 
 
 @dataclass
@@ -51,16 +51,17 @@ def _attack(
     """PGD with the run's threat model, in the model's current mode; its random start is drawn
     for the whole global batch (``rows``: this process's part of it)."""
     offsets = draw_rows(x, rows, lambda t: random_offsets(t, config.norm, config.eps, generator))
-    return pgd(
-        model,
-        x,
-        y,
-        norm=config.norm,
-        eps=config.eps,
-        alpha=config.alpha,
-        steps=config.steps,
-        start=x + offsets,  # clamped to the pixel box by pgd
-    )
+    with frozen_parameters(model):  # the attack needs the input's gradient only
+        return pgd(
+            model,
+            x,
+            y,
+            norm=config.norm,
+            eps=config.eps,
+            alpha=config.alpha,
+            steps=config.steps,
+            start=x + offsets,  # clamped to the pixel box by pgd
+        )
 
 
 def objective_step(
@@ -105,7 +106,7 @@ def objective_step(
         # the original TRADES attacks in eval mode; with trades_bn_eval the trainer already
         # holds the whole run in eval mode (the released code's frozen BN)
         noise = draw_rows(x, rows, lambda t: t.normal_(generator=generator))
-        with eval_mode(attacked):
+        with eval_mode(attacked), frozen_parameters(attacked):
             x_adv = trades_perturb(
                 attacked,
                 x,

@@ -51,7 +51,17 @@ from ncrobust.runs.checkpoint import (
 from ncrobust.runs.directory import Claim, RunDirectory
 from ncrobust.runs.directory import claim as claim_run
 from ncrobust.runs.tables import metric_rows
-from ncrobust.runtime import autocast, eval_mode, make_generator, seed_everything
+from ncrobust.runtime import (
+    Compiled,
+    autocast,
+    compile_wanted,
+    determinism,
+    eval_mode,
+    make_generator,
+    make_sgd,
+    resolve_device,
+    seed_everything,
+)
 from ncrobust.tracking import Tracker, check_tracking, open_tracker
 from ncrobust.training.objectives import objective_step
 from ncrobust.training.schedule import piecewise_lr
@@ -81,11 +91,21 @@ class Session:
     saved_epoch: int = -1  # the epoch of the newest checkpoint on disk
     context: distributed.Context = field(default_factory=distributed.Context)
     parallel: torch.nn.Module | None = None  # DistributedDataParallel to train through
+    compiled: torch.nn.Module | None = None  # the model through torch.compile (--compile)
+    compiled_parallel: torch.nn.Module | None = None  # the DDP wrapper through torch.compile
 
     @property
     def trained(self) -> torch.nn.Module:
-        """The module the training loss is computed through (DDP under torchrun)."""
-        return self.model if self.parallel is None else self.parallel
+        """The module the training loss is computed through (DDP under torchrun, compiled
+        with --compile)."""
+        if self.parallel is not None:
+            return self.parallel if self.compiled_parallel is None else self.compiled_parallel
+        return self.model if self.compiled is None else self.compiled
+
+    @property
+    def attacker(self) -> torch.nn.Module:
+        """The module the training attack runs through (no DDP: its gradients stay local)."""
+        return self.model if self.compiled is None else self.compiled
 
 
 def prepare(
@@ -161,9 +181,17 @@ def _load(
     context, device = distributed.setup(config.device)
     state = distributed.share(claim.state if claim is not None else None)
     parallel = distributed.wrap(model, device, config.sync_bn)  # SyncBN first: same parameters
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    optimizer = make_sgd(
+        model.parameters(),
+        device,
+        lr=config.lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
     )
+    compiled = compiled_parallel = None
+    if compile_wanted(config.compile, device):  # the same modules and parameters, compiled
+        compiled = Compiled(model)
+        compiled_parallel = None if parallel is model else Compiled(parallel)
     run = RunDirectory(Path(config.out))
     identity = run_identity(config, dataset)
     start_epoch = 0
@@ -197,6 +225,8 @@ def _load(
         saved_epoch=start_epoch if state == "resume" else -1,
         context=context,
         parallel=None if parallel is model else parallel,
+        compiled=compiled,
+        compiled_parallel=compiled_parallel,
     )
 
 
@@ -270,8 +300,10 @@ def train(
     Under ``torchrun`` every process calls this; only rank 0 writes the run directory.
     """
     joined = distributed.current().distributed  # a process group that the caller owns
+    config = validate(config)
     try:
-        run = _train(config, resume, overwrite, progress, stop_after, quiet)
+        with determinism(config.deterministic, resolve_device(config.device)):
+            run = _train(config, resume, overwrite, progress, stop_after, quiet)
     except BaseException:
         if not joined:
             distributed.shutdown()
@@ -522,7 +554,14 @@ def _fit(
             rows = _rows(n, config.batch_size, i, rank, world)
             with autocast(device, config.precision):
                 out = objective_step(
-                    trained, x, y, config, attack, keep_adv, attack_model=model, rows=rows
+                    trained,
+                    x,
+                    y,
+                    config,
+                    attack,
+                    keep_adv,
+                    attack_model=session.attacker,
+                    rows=rows,
                 )
             optimizer.zero_grad(set_to_none=True)
             loss = out.loss
