@@ -5,7 +5,8 @@ an audit hook, each file it opens for writing, renames, creates or removes under
 and saves that list as ROOT/writes-<rank>.json. The ranks then check SyncBatchNorm against
 one-process BatchNorm on the same global batch (ROOT/syncbn-<rank>.json), train ST, AT and
 TRADES through the CLI (ROOT/runs/<mode>), start an AT run that stops after one epoch
-(ROOT/runs/at_resume) and measure the ST run's last checkpoint through the CLI.
+(ROOT/runs/at_resume), train the ST run again with per-process BatchNorm (ROOT/runs/st_local,
+``--no-sync-bn``) and measure the ST run's last checkpoint through the CLI.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ MODE_ARGS = {
     "at": ["--mode", "at", "--batch-size", "720", "--epochs", "2"],
     "trades": ["--mode", "trades", "--batch-size", "1438", "--epochs", "1"],
 }  # fmt: skip
+# The ST run with per-process BatchNorm statistics (--no-sync-bn), measured on the clean view.
+LOCAL_BN_ARGS = [*MODE_ARGS["st"][:-2], "--views", "clean", "--no-sync-bn"]
 MUTATIONS = ("os.rename", "os.mkdir", "os.remove", "os.rmdir", "shutil.rmtree")
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 
@@ -123,6 +126,8 @@ def run(root: Path) -> None:
         "out": str(root / "runs" / "at_resume"),
     }  # fmt: skip
     train(build_config(overrides=overrides), progress=False, stop_after=1)
+    code = main(["train", *RUN_ARGS, *LOCAL_BN_ARGS, "--out", str(root / "runs" / "st_local")])
+    assert code == 0, (rank, "st_local", code)
     code = main(["measure", str(root / "runs" / "st"), "--views", "clean,pgd,gaussian,targeted"])
     assert code == 0, (rank, "measure", code)
     (root / f"writes-{rank}.json").write_text(json.dumps(writes))

@@ -135,6 +135,24 @@ def _same_run(two: pd.DataFrame, one: pd.DataFrame, keys: list[str]) -> None:
     _close(two[~smooth_two], one[~smooth_one], keys, 1e-2)
 
 
+def _parameter_difference(two: Path, one: Path) -> float:
+    """Largest relative difference between the last checkpoints' floating-point tensors (the
+    whole state's norm, and each tensor's max on a scale of at least 1e-2: biases start at 0);
+    the integer buffers must be equal."""
+    a = load_checkpoint(two / "checkpoints" / LAST).model_state
+    b = load_checkpoint(one / "checkpoints" / LAST).model_state
+    assert a.keys() == b.keys()
+    floats = [name for name, value in b.items() if value.is_floating_point()]
+    for name in set(b) - set(floats):
+        assert torch.equal(a[name], b[name]), name
+    difference = torch.cat([(a[name] - b[name]).flatten() for name in floats]).norm()
+    errors = [(difference / torch.cat([b[name].flatten() for name in floats]).norm()).item()]
+    for name in floats:
+        scale = max(b[name].abs().max().item(), 1e-2)
+        errors.append((a[name] - b[name]).abs().max().item() / scale)
+    return max(errors)
+
+
 def test_shards_are_disjoint_and_cover_every_batch() -> None:
     for total in (1, 2, 13, 128):
         for world in (1, 2, 3, 8):
@@ -237,6 +255,15 @@ def test_two_processes_follow_the_one_process_run(runs: Path, mode: str) -> None
     log = (two / "log.txt").read_text()
     host = socket.gethostname()
     assert f"rank 0: {host}/cpu" in log and f"rank 1: {host}/cpu" in log
+
+
+def test_per_process_batchnorm_is_another_protocol(runs: Path) -> None:
+    # --no-sync-bn: each process normalises by the statistics of its half of the batch, so the
+    # run leaves the one-process trajectory at the first step (~2e-2 here), by design
+    local = runs / "runs" / "st_local"
+    assert not read_config(local / "config.yaml").sync_bn
+    assert "per-process BatchNorm" in (local / "log.txt").read_text()
+    assert 1e-3 < _parameter_difference(local, runs / "one" / "st") < 0.5
 
 
 def test_only_rank_zero_writes(runs: Path) -> None:
