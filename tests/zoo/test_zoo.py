@@ -88,6 +88,17 @@ def test_zoo_end_to_end_offline(zoo: Path, capsys: pytest.CaptureFixture[str]) -
 
     # the model directories read as runs by report and plot --where
     assert main(["report", str(out), "--out", str(zoo / "report"), "--figures", "none"]) == 0
+    # with the "Model zoo" section: one row per model, the correlations and the findings
+    text = (zoo / "report" / "report.md").read_text()
+    section = text[text.index("## Model zoo") : text.index("## Figures")]
+    assert all(f"| {name} |" in section for name in NAMES)
+    assert "| nc1_clean | 3 |" in section and "### Findings across defenses" in section
+    assert "over 3 models" in section and "- [Model zoo](#model-zoo)" in text
+    page = (zoo / "report" / "report.html").read_text()
+    assert "<h2 id='model-zoo'>Model zoo</h2>" in page and "TinyZooC" in page
+    assert main(["report", str(out), "--out", str(zoo / "drawn"), "--figures", "fig2"]) == 0
+    assert "](figures/zoo_correlations.png)" in (zoo / "drawn" / "report.md").read_text()
+    assert (zoo / "drawn" / "figures" / "zoo_correlations.png").stat().st_size > 0
     assert main(["plot", str(out), "--where", "model=TinyZooB", "--figures", "fig2",
                  "--formats", "png", "--out", str(zoo / "figures")]) == 0  # fmt: skip
     assert (zoo / "figures" / "fig2.png").is_file()
@@ -141,7 +152,7 @@ def test_dry_run_lists_models_and_cost(zoo: Path, capsys: pytest.CaptureFixture[
 def test_rank_correlations_and_findings() -> None:
     from scipy.stats import spearmanr
 
-    from ncrobust.zoo.summary import ROBUST, STATISTICS, correlations, finding, spearman
+    from ncrobust.study.zoo_summary import ROBUST, STATISTICS, correlations, finding, spearman
 
     rng = torch.Generator().manual_seed(0)
     x, y = torch.rand(12, generator=rng).numpy(), torch.rand(12, generator=rng).numpy()

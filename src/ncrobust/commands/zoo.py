@@ -70,7 +70,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Validate everything, then measure each model (skipping finished ones) and summarise."""
     from ncrobust.config import check_device
-    from ncrobust.zoo import catalog, job, summary
+    from ncrobust.study import zoo_summary as summary
+    from ncrobust.zoo import catalog, job
 
     if args.device is not None:
         check_device(args.device)
