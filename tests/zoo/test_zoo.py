@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -19,23 +21,22 @@ from ncrobust.zoo import catalog
 
 from ..probing.conftest import one_thread  # noqa: F401 - the autouse fixture
 
-NAMES = ["TinyZooA", "TinyZooB", "TinyZooC"]
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+try:
+    import tiny_zoo  # a job's own process imports it by this name
+finally:
+    sys.path.remove(str(HERE))
 
-
-def _tiny() -> torch.nn.Module:
-    from robustbench.model_zoo.architectures.wide_resnet import WideResNet
-
-    return WideResNet(depth=10, widen_factor=1)  # the zoo's WideResNet, one block per group
+NAMES = tiny_zoo.NAMES
+_tiny = tiny_zoo.tiny
 
 
 @pytest.fixture
 def zoo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Three tiny entries registered in the zoo's cifar10/Linf registry, their checkpoints and
     two leaderboard entries written under ``tmp_path/models`` in the zoo's layout."""
-    utils = catalog.require_robustbench()
-    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
-
-    registry = utils.all_models[BenchmarkDataset.cifar_10][ThreatModel.Linf]
+    registry = tiny_zoo.registry()
     folder = tmp_path / "models" / "cifar10" / "Linf"
     folder.mkdir(parents=True)
     for index, name in enumerate(NAMES):
@@ -132,6 +133,7 @@ def test_loader_asked_for_exactly_the_names_given(
         (["--models", "TinyZooA", "--top", "2"], "exactly one of --models"),
         (["--models", "TinyZooA", "--points", "3"], "--points must be >= 10"),
         (["--models", "TinyZooA", "--attack", "fgsm"], "attack"),
+        (["--models", "TinyZooA", "--partition", "gpu"], "--partition applies to --executor slurm"),
     ],
 )
 def test_bad_input_refused_before_loading(
@@ -207,3 +209,30 @@ def test_a_model_that_cannot_be_loaded_is_named_and_left_out(
     assert "cannot load zoo model cifar10/Linf/TinyZooB" in err and "not measured: TinyZooB" in err
     table = pd.read_parquet(zoo / "out" / "zoo_summary.parquet")
     assert list(table.model) == ["TinyZooA"]
+
+
+def test_each_model_one_local_job(
+    zoo: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--executor local: each model is one submitit job that records its outcome; the summary
+    follows, and a second call skips the finished models without starting a job."""
+    pytest.importorskip("submitit")
+    from ncrobust.zoo import job
+
+    monkeypatch.setattr(job, "ZooJob", tiny_zoo.TinyZooJob)
+    path = os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH")) if p)
+    monkeypatch.setenv("PYTHONPATH", path)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    names = ["TinyZooA", "TinyZooC"]
+    assert main(_args(zoo, "--models", ",".join(names), "--executor", "local")) == 0
+    out = zoo / "out"
+    for name in names:
+        outcome = json.loads((out / name / "jobs" / "outcome.json").read_text())
+        assert (outcome["state"], outcome["result"]) == ("success", "measured")
+        assert (out / name / "DONE").is_file()
+        assert set(pd.read_parquet(out / name / "metrics.parquet").view) >= {"clean", "pgd"}
+    assert list(pd.read_parquet(out / "zoo_summary.parquet").model) == names
+    assert capsys.readouterr().out.count("started (local job") == 2
+    assert main(_args(zoo, "--models", ",".join(names), "--executor", "local")) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("done, skipped") == 2 and "started" not in printed

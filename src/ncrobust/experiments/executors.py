@@ -13,6 +13,7 @@ SLURM reports finished is stale and is retaken; a queued or running job is never
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -430,26 +431,41 @@ def run_statuses(configs: Sequence[TrainConfig]) -> list[RunStatus]:
 # -- execution -----------------------------------------------------------------------------
 
 
+# a job to run: its directory (``out``) and the picklable job made for a number of CPU threads
+JobFactory = Callable[[int | None], Any]
+
+
+def _run_jobs(configs: Sequence[TrainConfig], extend: bool) -> list[tuple[str, JobFactory]]:
+    from ncrobust.experiments.jobs import RunJob
+
+    return [(c.out, functools.partial(RunJob, c.to_dict(), extend)) for c in configs]
+
+
 def submit_slurm(
     configs: Sequence[TrainConfig], options: ClusterOptions, root: Path, extend: bool
 ) -> list[JobClaim]:
     """Submit ``configs`` as one SLURM job array; record each run's claim."""
-    from ncrobust.experiments.jobs import RunJob
+    return submit_slurm_jobs(_run_jobs(configs, extend), options, root)
 
+
+def submit_slurm_jobs(
+    jobs: Sequence[tuple[str, JobFactory]], options: ClusterOptions, root: Path
+) -> list[JobClaim]:
+    """Submit ``jobs`` (directory, job factory) as one SLURM job array; record each claim."""
     submitit = require_submitit("slurm")
     folder = root.absolute() / SUBMIT_FOLDER / "%j"
     try:
         executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=100)
     except RuntimeError as exc:
         raise UsageError(f"--executor slurm: SLURM's srun/sbatch are not on PATH ({exc})") from exc
-    executor.update_parameters(**slurm_parameters(options, len(configs)))
+    executor.update_parameters(**slurm_parameters(options, len(jobs)))
     threads = options.cpus_per_gpu  # the CPUs of each task, one task per GPU
-    jobs = executor.submit_array([RunJob(c.to_dict(), extend, threads) for c in configs])
+    submitted = executor.submit_array([make(threads) for _, make in jobs])
     claims = []
-    for config, job in zip(configs, jobs, strict=True):
+    for (out, _), job in zip(jobs, submitted, strict=True):
         claim = _claim_for(job, "slurm", folder)
         job.paths.folder.mkdir(parents=True, exist_ok=True)
-        write_claim(config.out, claim, job.paths.folder)
+        write_claim(out, claim, job.paths.folder)
         claims.append(claim)
     return claims
 
@@ -483,24 +499,34 @@ def run_local(
 
     Returns out -> outcome (``trained``, ``resumed``, ``extended``, ``skipped`` or ``failed``).
     """
-    from ncrobust.experiments.jobs import RunJob
+    return run_local_jobs(_run_jobs(configs, extend), options, report, poll_s)
 
+
+def run_local_jobs(
+    jobs: Sequence[tuple[str, JobFactory]],
+    options: ClusterOptions,
+    report: Callable[[str], None] = print,
+    poll_s: float = 0.2,
+) -> dict[str, str]:
+    """Run ``jobs`` (directory, job factory) as local submitit jobs, at most one per slot at a
+    time, and wait for all. Each job records ``out/jobs/outcome.json``; returns out -> its
+    result, or ``failed``."""
     submitit = require_submitit("local")
     slots = local_slots(options)
     tasks = max(1, len(slots[0]))
     # runs on CPUs share the cores instead of each starting a thread per core
     threads = None if slots[0] else max(1, (os.cpu_count() or 1) // len(slots))
-    pending = list(configs)
-    running: dict[int, tuple[TrainConfig, Any]] = {}
+    pending = list(jobs)
+    running: dict[int, tuple[str, Any]] = {}
     outcome: dict[str, str] = {}
-    total, started = len(configs), 0
+    total, started = len(jobs), 0
     try:
         while pending or running:
             for slot, gpus in enumerate(slots):
                 if slot in running or not pending:
                     continue
-                config = pending.pop(0)
-                folder = Path(config.out).absolute() / LOGS_NAME
+                out, make = pending.pop(0)
+                folder = Path(out).absolute() / LOGS_NAME
                 executor = submitit.LocalExecutor(folder=folder, max_num_timeout=100)
                 executor.update_parameters(
                     timeout_min=time_minutes(options.time),
@@ -508,28 +534,28 @@ def run_local(
                     gpus_per_node=len(gpus),
                     visible_gpus=gpus,
                 )
-                job = executor.submit(RunJob(config.to_dict(), extend, threads))
-                write_claim(config.out, _claim_for(job, "local", folder), job.paths.folder)
+                job = executor.submit(make(threads))
+                write_claim(out, _claim_for(job, "local", folder), job.paths.folder)
                 started += 1
                 where = f" on GPU {','.join(map(str, gpus))}" if gpus else ""
-                report(f"[{started}/{total}] {config.out}: started (local job {job.job_id}){where}")
-                running[slot] = (config, job)
-            for slot, (config, job) in list(running.items()):
+                report(f"[{started}/{total}] {out}: started (local job {job.job_id}){where}")
+                running[slot] = (out, job)
+            for slot, (out, job) in list(running.items()):
                 if not job.done():
                     continue
                 del running[slot]
-                recorded = read_outcome(Path(config.out), str(job.job_id))
+                recorded = read_outcome(Path(out), str(job.job_id))
                 if recorded is not None and recorded["state"] == "success":
-                    outcome[config.out] = str(recorded["result"])
-                    report(f"{config.out}: {outcome[config.out]}")
+                    outcome[out] = str(recorded["result"])
+                    report(f"{out}: {outcome[out]}")
                 else:
-                    outcome[config.out] = "failed"
+                    outcome[out] = "failed"
                     reason = (
                         f"failed: {recorded['error']}"
                         if recorded is not None
                         else "interrupted: the job ended without recording an outcome (killed?)"
                     )
-                    report(f"{config.out}: {reason}")
+                    report(f"{out}: {reason}")
             if running:
                 time.sleep(poll_s)
     except BaseException:
