@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -211,11 +212,9 @@ def test_a_model_that_cannot_be_loaded_is_named_and_left_out(
     assert list(table.model) == ["TinyZooA"]
 
 
-def test_each_model_one_local_job(
-    zoo: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """--executor local: each model is one submitit job that records its outcome; the summary
-    follows, and a second call skips the finished models without starting a job."""
+@pytest.fixture
+def tiny_jobs(zoo: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Zoo jobs that register the tiny entries in their own process first."""
     pytest.importorskip("submitit")
     from ncrobust.zoo import job
 
@@ -223,6 +222,13 @@ def test_each_model_one_local_job(
     path = os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH")) if p)
     monkeypatch.setenv("PYTHONPATH", path)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    return zoo
+
+
+def test_each_model_one_local_job(tiny_jobs: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--executor local: each model is one submitit job that records its outcome; the summary
+    follows, and a second call skips the finished models without starting a job."""
+    zoo = tiny_jobs
     names = ["TinyZooA", "TinyZooC"]
     assert main(_args(zoo, "--models", ",".join(names), "--executor", "local")) == 0
     out = zoo / "out"
@@ -236,3 +242,34 @@ def test_each_model_one_local_job(
     assert main(_args(zoo, "--models", ",".join(names), "--executor", "local")) == 0
     printed = capsys.readouterr().out
     assert printed.count("done, skipped") == 2 and "started" not in printed
+
+
+def test_each_model_one_task_of_a_slurm_array(
+    tiny_jobs: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--executor slurm (a stand-in for SLURM's commands): one job array, a task per model
+    claimed in its directory; once the tasks ran, the same command summarises."""
+    zoo = tiny_jobs
+    fake = HERE.parent / "experiments" / "fake_slurm.py"
+    sys.path.insert(0, str(fake.parent))
+    try:
+        import fake_slurm
+    finally:
+        sys.path.remove(str(fake.parent))
+    state = zoo / "slurm"
+    fake_slurm.install(zoo / "bin", state)
+    monkeypatch.setenv("PATH", f"{zoo / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    names = ["TinyZooA", "TinyZooB"]
+    args = _args(zoo, "--models", ",".join(names), "--executor", "slurm", "--partition", "gpu")
+    assert main(args) == 0
+    assert "submitted 2 model(s)" in capsys.readouterr().out
+    submissions = json.loads((state / "state.json").read_text())["submissions"]
+    assert len(submissions) == 1 and submissions[0]["options"]["array"] == "0-1%2"
+    claims = [json.loads((zoo / "out" / n / "job.json").read_text())["job_id"] for n in names]
+    assert sorted(claims) == [f"{submissions[0]['job']}_{i}" for i in range(2)]
+    assert not (zoo / "out" / "zoo_summary.parquet").exists()
+    env = os.environ | {"FAKE_SLURM_STATE": str(state)}
+    subprocess.run([sys.executable, str(fake), "run"], env=env, check=True, timeout=300)
+    assert main(args) == 0
+    assert capsys.readouterr().out.count("done, skipped") == 2
+    assert list(pd.read_parquet(zoo / "out" / "zoo_summary.parquet").model) == names
