@@ -268,6 +268,9 @@ def test_each_model_one_task_of_a_slurm_array(
     claims = [json.loads((zoo / "out" / n / "job.json").read_text())["job_id"] for n in names]
     assert sorted(claims) == [f"{submissions[0]['job']}_{i}" for i in range(2)]
     assert not (zoo / "out" / "zoo_summary.parquet").exists()
+    assert main(args) == 0  # the queued tasks are left alone, not submitted again
+    assert capsys.readouterr().out.count("queued in a job of an earlier call") == 2
+    assert len(json.loads((state / "state.json").read_text())["submissions"]) == 1
     env = os.environ | {"FAKE_SLURM_STATE": str(state)}
     subprocess.run([sys.executable, str(fake), "run"], env=env, check=True, timeout=300)
     assert main(args) == 0

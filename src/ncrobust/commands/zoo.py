@@ -167,7 +167,7 @@ def _run_jobs(
     waits and summarises, SLURM returns once submitted (run the command again to summarise)."""
     from functools import partial
 
-    from ncrobust.experiments.executors import run_local_jobs, submit_slurm_jobs
+    from ncrobust.experiments.executors import live_job, run_local_jobs, submit_slurm_jobs
     from ncrobust.experiments.jobs import OutcomeJob
     from ncrobust.zoo import job
 
@@ -180,6 +180,8 @@ def _run_jobs(
         folder = job.run_dir(out, entry)
         if job.is_done(folder, options):
             print(f"{entry.name}: done, skipped")
+        elif busy := live_job(folder):
+            print(f"{entry.name}: {busy} in a job of an earlier call, left alone")
         else:
             todo.append((str(folder), partial(make, entry)))
     if cluster.executor == "slurm" and todo:
@@ -189,5 +191,5 @@ def _run_jobs(
         return 0
     results = run_local_jobs(todo, cluster, report=print) if todo else {}
     failed = [e.name for e in entries if results.get(str(job.run_dir(out, e))) == "failed"]
-    done = [job.run_dir(out, e) for e in entries if e.name not in failed]
+    done = [job.run_dir(out, e) for e in entries if job.is_done(job.run_dir(out, e), options)]
     return _finish(done, failed, out, title)

@@ -308,6 +308,20 @@ def _slurm_job_state(claim: JobClaim, sacct: str, outcome: dict[str, Any] | None
     return "ended"  # completed, cancelled, timed out, preempted: the claim is stale
 
 
+def live_job(root: str | Path) -> str | None:
+    """``queued`` or ``running`` while the job that claimed ``root`` is alive, else None."""
+    claim = read_claim(root)
+    if claim is None:
+        return None
+    outcome = read_outcome(Path(root), claim.job_id)
+    if claim.executor == "slurm":
+        sacct = slurm_states([claim.job_id])[claim.job_id]
+        state = _slurm_job_state(claim, sacct, outcome)
+    else:
+        state = _local_job_state(claim, outcome)
+    return state if state in ("queued", "running") else None
+
+
 @dataclass
 class RunStatus:
     """What ``sweep status`` says about one run."""
