@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ if importlib.util.find_spec("robustbench") is None:
 from ncrobust.cli import main
 from ncrobust.zoo import catalog
 
+from ..experiments.test_sweep_cluster import _run_cluster, slurm  # noqa: F401 - a fixture
 from ..probing.conftest import one_thread  # noqa: F401 - the autouse fixture
 
 HERE = Path(__file__).parent
@@ -245,20 +245,13 @@ def test_each_model_one_local_job(tiny_jobs: Path, capsys: pytest.CaptureFixture
 
 
 def test_each_model_one_task_of_a_slurm_array(
-    tiny_jobs: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tiny_jobs: Path,
+    slurm: Path,
+    capsys: pytest.CaptureFixture[str],  # noqa: F811
 ) -> None:
     """--executor slurm (a stand-in for SLURM's commands): one job array, a task per model
     claimed in its directory; once the tasks ran, the same command summarises."""
-    zoo = tiny_jobs
-    fake = HERE.parent / "experiments" / "fake_slurm.py"
-    sys.path.insert(0, str(fake.parent))
-    try:
-        import fake_slurm
-    finally:
-        sys.path.remove(str(fake.parent))
-    state = zoo / "slurm"
-    fake_slurm.install(zoo / "bin", state)
-    monkeypatch.setenv("PATH", f"{zoo / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    zoo, state = tiny_jobs, slurm
     names = ["TinyZooA", "TinyZooB"]
     args = _args(zoo, "--models", ",".join(names), "--executor", "slurm", "--partition", "gpu")
     assert main(args) == 0
@@ -271,8 +264,7 @@ def test_each_model_one_task_of_a_slurm_array(
     assert main(args) == 0  # the queued tasks are left alone, not submitted again
     assert capsys.readouterr().out.count("queued in a job of an earlier call") == 2
     assert len(json.loads((state / "state.json").read_text())["submissions"]) == 1
-    env = os.environ | {"FAKE_SLURM_STATE": str(state)}
-    subprocess.run([sys.executable, str(fake), "run"], env=env, check=True, timeout=300)
+    _run_cluster(state)
     assert main(args) == 0
     assert capsys.readouterr().out.count("done, skipped") == 2
     assert list(pd.read_parquet(zoo / "out" / "zoo_summary.parquet").model) == names
