@@ -246,8 +246,8 @@ def test_each_model_one_local_job(tiny_jobs: Path, capsys: pytest.CaptureFixture
 
 def test_each_model_one_task_of_a_slurm_array(
     tiny_jobs: Path,
-    slurm: Path,
-    capsys: pytest.CaptureFixture[str],  # noqa: F811
+    slurm: Path,  # noqa: F811 - the fixture imported above
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """--executor slurm (a stand-in for SLURM's commands): one job array, a task per model
     claimed in its directory; once the tasks ran, the same command summarises."""
