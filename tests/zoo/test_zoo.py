@@ -135,6 +135,7 @@ def test_loader_asked_for_exactly_the_names_given(
         (["--models", "TinyZooA", "--points", "3"], "--points must be >= 10"),
         (["--models", "TinyZooA", "--attack", "fgsm"], "attack"),
         (["--models", "TinyZooA", "--partition", "gpu"], "--partition applies to --executor slurm"),
+        (["--models", "TinyZooA", "--executor", "local", "--gpus-per-run", "2"], "one GPU, got 2"),
     ],
 )
 def test_bad_input_refused_before_loading(

@@ -103,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
     )
     options.check()
     cluster = cluster_options(args)
+    if (cluster.gpus_per_run or 0) > 1:  # N tasks of one job would each measure the same model
+        raise UsageError(f"--gpus-per-run: a zoo model runs on one GPU, got {cluster.gpus_per_run}")
     if cluster.executor != "sequential":
         require_submitit(cluster.executor)
     catalog.check_target(args.dataset, args.threat)
