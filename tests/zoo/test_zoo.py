@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -17,25 +19,25 @@ if importlib.util.find_spec("robustbench") is None:
 from ncrobust.cli import main
 from ncrobust.zoo import catalog
 
+from ..experiments.test_sweep_cluster import _run_cluster, slurm  # noqa: F401 - a fixture
 from ..probing.conftest import one_thread  # noqa: F401 - the autouse fixture
 
-NAMES = ["TinyZooA", "TinyZooB", "TinyZooC"]
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+try:
+    import tiny_zoo  # a job's own process imports it by this name
+finally:
+    sys.path.remove(str(HERE))
 
-
-def _tiny() -> torch.nn.Module:
-    from robustbench.model_zoo.architectures.wide_resnet import WideResNet
-
-    return WideResNet(depth=10, widen_factor=1)  # the zoo's WideResNet, one block per group
+NAMES = tiny_zoo.NAMES
+_tiny = tiny_zoo.tiny
 
 
 @pytest.fixture
 def zoo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Three tiny entries registered in the zoo's cifar10/Linf registry, their checkpoints and
     two leaderboard entries written under ``tmp_path/models`` in the zoo's layout."""
-    utils = catalog.require_robustbench()
-    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
-
-    registry = utils.all_models[BenchmarkDataset.cifar_10][ThreatModel.Linf]
+    registry = tiny_zoo.registry()
     folder = tmp_path / "models" / "cifar10" / "Linf"
     folder.mkdir(parents=True)
     for index, name in enumerate(NAMES):
@@ -88,6 +90,17 @@ def test_zoo_end_to_end_offline(zoo: Path, capsys: pytest.CaptureFixture[str]) -
 
     # the model directories read as runs by report and plot --where
     assert main(["report", str(out), "--out", str(zoo / "report"), "--figures", "none"]) == 0
+    # with the "Model zoo" section: one row per model, the correlations and the findings
+    text = (zoo / "report" / "report.md").read_text()
+    section = text[text.index("## Model zoo") : text.index("## Figures")]
+    assert all(f"| {name} |" in section for name in NAMES)
+    assert "| nc1_clean | 3 |" in section and "### Findings across defenses" in section
+    assert "over 3 models" in section and "- [Model zoo](#model-zoo)" in text
+    page = (zoo / "report" / "report.html").read_text()
+    assert "<h2 id='model-zoo'>Model zoo</h2>" in page and "TinyZooC" in page
+    assert main(["report", str(out), "--out", str(zoo / "drawn"), "--figures", "fig2"]) == 0
+    assert "](figures/zoo_correlations.png)" in (zoo / "drawn" / "report.md").read_text()
+    assert (zoo / "drawn" / "figures" / "zoo_correlations.png").stat().st_size > 0
     assert main(["plot", str(out), "--where", "model=TinyZooB", "--figures", "fig2",
                  "--formats", "png", "--out", str(zoo / "figures")]) == 0  # fmt: skip
     assert (zoo / "figures" / "fig2.png").is_file()
@@ -121,6 +134,8 @@ def test_loader_asked_for_exactly_the_names_given(
         (["--models", "TinyZooA", "--top", "2"], "exactly one of --models"),
         (["--models", "TinyZooA", "--points", "3"], "--points must be >= 10"),
         (["--models", "TinyZooA", "--attack", "fgsm"], "attack"),
+        (["--models", "TinyZooA", "--partition", "gpu"], "--partition applies to --executor slurm"),
+        (["--models", "TinyZooA", "--executor", "local", "--gpus-per-run", "2"], "one GPU, got 2"),
     ],
 )
 def test_bad_input_refused_before_loading(
@@ -141,7 +156,7 @@ def test_dry_run_lists_models_and_cost(zoo: Path, capsys: pytest.CaptureFixture[
 def test_rank_correlations_and_findings() -> None:
     from scipy.stats import spearmanr
 
-    from ncrobust.zoo.summary import ROBUST, STATISTICS, correlations, finding, spearman
+    from ncrobust.study.zoo_summary import ROBUST, STATISTICS, correlations, finding, spearman
 
     rng = torch.Generator().manual_seed(0)
     x, y = torch.rand(12, generator=rng).numpy(), torch.rand(12, generator=rng).numpy()
@@ -196,3 +211,61 @@ def test_a_model_that_cannot_be_loaded_is_named_and_left_out(
     assert "cannot load zoo model cifar10/Linf/TinyZooB" in err and "not measured: TinyZooB" in err
     table = pd.read_parquet(zoo / "out" / "zoo_summary.parquet")
     assert list(table.model) == ["TinyZooA"]
+
+
+@pytest.fixture
+def tiny_jobs(zoo: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Zoo jobs that register the tiny entries in their own process first."""
+    pytest.importorskip("submitit")
+    from ncrobust.zoo import job
+
+    monkeypatch.setattr(job, "ZooJob", tiny_zoo.TinyZooJob)
+    path = os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH")) if p)
+    monkeypatch.setenv("PYTHONPATH", path)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    return zoo
+
+
+def test_each_model_one_local_job(tiny_jobs: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--executor local: each model is one submitit job that records its outcome; the summary
+    follows, and a second call skips the finished models without starting a job."""
+    zoo = tiny_jobs
+    names = ["TinyZooA", "TinyZooC"]
+    assert main(_args(zoo, "--models", ",".join(names), "--executor", "local")) == 0
+    out = zoo / "out"
+    for name in names:
+        outcome = json.loads((out / name / "jobs" / "outcome.json").read_text())
+        assert (outcome["state"], outcome["result"]) == ("success", "measured")
+        assert (out / name / "DONE").is_file()
+        assert set(pd.read_parquet(out / name / "metrics.parquet").view) >= {"clean", "pgd"}
+    assert list(pd.read_parquet(out / "zoo_summary.parquet").model) == names
+    assert capsys.readouterr().out.count("started (local job") == 2
+    assert main(_args(zoo, "--models", ",".join(names), "--executor", "local")) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("done, skipped") == 2 and "started" not in printed
+
+
+def test_each_model_one_task_of_a_slurm_array(
+    tiny_jobs: Path,
+    slurm: Path,  # noqa: F811 - the fixture imported above
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--executor slurm (a stand-in for SLURM's commands): one job array, a task per model
+    claimed in its directory; once the tasks ran, the same command summarises."""
+    zoo, state = tiny_jobs, slurm
+    names = ["TinyZooA", "TinyZooB"]
+    args = _args(zoo, "--models", ",".join(names), "--executor", "slurm", "--partition", "gpu")
+    assert main(args) == 0
+    assert "submitted 2 model(s)" in capsys.readouterr().out
+    submissions = json.loads((state / "state.json").read_text())["submissions"]
+    assert len(submissions) == 1 and submissions[0]["options"]["array"] == "0-1%2"
+    claims = [json.loads((zoo / "out" / n / "job.json").read_text())["job_id"] for n in names]
+    assert sorted(claims) == [f"{submissions[0]['job']}_{i}" for i in range(2)]
+    assert not (zoo / "out" / "zoo_summary.parquet").exists()
+    assert main(args) == 0  # the queued tasks are left alone, not submitted again
+    assert capsys.readouterr().out.count("queued in a job of an earlier call") == 2
+    assert len(json.loads((state / "state.json").read_text())["submissions"]) == 1
+    _run_cluster(state)
+    assert main(args) == 0
+    assert capsys.readouterr().out.count("done, skipped") == 2
+    assert list(pd.read_parquet(zoo / "out" / "zoo_summary.parquet").model) == names

@@ -97,6 +97,12 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--retry-failed", action="store_true", help="resubmit the runs whose job failed"
     )
+    add_executor_arguments(parser)
+
+
+def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--executor`` and the resources of the local and SLURM executors (read back by
+    :func:`cluster_options`)."""
     group = parser.add_argument_group("executors (local and slurm need: pip install submitit)")
     group.add_argument(
         "--executor",

@@ -13,6 +13,7 @@ SLURM reports finished is stale and is retaken; a queued or running job is never
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -318,6 +319,20 @@ def _slurm_job_state(claim: JobClaim, sacct: str, outcome: dict[str, Any] | None
     return "ended"  # completed, cancelled, timed out, preempted: the claim is stale
 
 
+def live_job(root: str | Path) -> str | None:
+    """``queued`` or ``running`` while the job that claimed ``root`` is alive, else None."""
+    claim = read_claim(root)
+    if claim is None:
+        return None
+    outcome = read_outcome(Path(root), claim.job_id)
+    if claim.executor == "slurm":
+        sacct = slurm_states([claim.job_id])[claim.job_id]
+        state = _slurm_job_state(claim, sacct, outcome)
+    else:
+        state = _local_job_state(claim, outcome)
+    return state if state in ("queued", "running") else None
+
+
 @dataclass
 class RunStatus:
     """What ``sweep status`` says about one run."""
@@ -441,35 +456,57 @@ def run_statuses(configs: Sequence[TrainConfig]) -> list[RunStatus]:
 # -- execution -----------------------------------------------------------------------------
 
 
+# a job to run: its directory (``out``) and the picklable job made for a number of CPU threads
+JobFactory = Callable[[int | None], Any]
+
+
+def _run_jobs(configs: Sequence[TrainConfig], extend: bool) -> list[tuple[str, JobFactory]]:
+    from ncrobust.experiments.jobs import RunJob
+
+    return [(c.out, functools.partial(RunJob, c.to_dict(), extend)) for c in configs]
+
+
 def submit_slurm(
     configs: Sequence[TrainConfig], options: ClusterOptions, root: Path, extend: bool
 ) -> list[JobClaim]:
     """Submit ``configs`` as one SLURM job array; record each run's claim."""
-    from ncrobust.experiments.jobs import RunGroupJob, RunJob
+    from ncrobust.experiments.jobs import RunGroupJob
 
+    packed = options.runs_per_gpu
+    if packed == 1:
+        return submit_slurm_jobs(_run_jobs(configs, extend), options, root)
+    groups = [list(configs[i : i + packed]) for i in range(0, len(configs), packed)]
+    jobs: list[tuple[Sequence[str], JobFactory]] = [
+        (
+            [c.out for c in group],
+            functools.partial(RunGroupJob, [c.to_dict() for c in group], extend),
+        )
+        for group in groups
+    ]  # one job per group: its K tasks share one GPU, a run each
+    return submit_slurm_jobs(jobs, options, root)
+
+
+def submit_slurm_jobs(
+    jobs: Sequence[tuple[str | Sequence[str], JobFactory]], options: ClusterOptions, root: Path
+) -> list[JobClaim]:
+    """Submit ``jobs`` (the run directory or directories each covers, job factory) as one SLURM
+    job array; record each run's claim."""
     submitit = require_submitit("slurm")
     folder = root.absolute() / SUBMIT_FOLDER / "%j"
     try:
         executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=100)
     except RuntimeError as exc:
         raise UsageError(f"--executor slurm: SLURM's srun/sbatch are not on PATH ({exc})") from exc
-    packed = options.runs_per_gpu
-    groups = [list(configs[i : i + packed]) for i in range(0, len(configs), packed)]
-    executor.update_parameters(**slurm_parameters(options, len(groups)))
-    threads = options.cpus_per_gpu and max(1, options.cpus_per_gpu // packed)  # CPUs per task
-    if packed > 1:  # one job per group: its K tasks share one GPU, a run each
-        work: list[Any] = [
-            RunGroupJob([c.to_dict() for c in group], extend, threads) for group in groups
-        ]
-    else:
-        work = [RunJob(c.to_dict(), extend, threads) for c in configs]
-    jobs = executor.submit_array(work)
+    executor.update_parameters(**slurm_parameters(options, len(jobs)))
+    # the CPUs of each task: K tasks share one GPU's CPUs with --runs-per-gpu K
+    threads = options.cpus_per_gpu and max(1, options.cpus_per_gpu // options.runs_per_gpu)
+    submitted = executor.submit_array([make(threads) for _, make in jobs])
     claims = []
-    for group, job in zip(groups, jobs, strict=True):
+    for (outs, _), job in zip(jobs, submitted, strict=True):
         claim = _claim_for(job, "slurm", folder)
         job.paths.folder.mkdir(parents=True, exist_ok=True)
-        for config in group:
-            write_claim(config.out, claim, job.paths.folder)
+        for out in [outs] if isinstance(outs, str) else outs:  # a packed job claims K runs
+            write_claim(out, claim, job.paths.folder)
             claims.append(claim)
     return claims
 
@@ -509,28 +546,38 @@ def run_local(
 
     Returns out -> outcome (``trained``, ``resumed``, ``extended``, ``skipped`` or ``failed``).
     """
-    from ncrobust.experiments.jobs import RunJob
-
-    submitit = require_submitit("local")
-    # runs that train on the CPU take CPU slots whether or not the machine has GPUs
     on_cpu = all(config.device == "cpu" for config in configs)
+    return run_local_jobs(_run_jobs(configs, extend), options, report, poll_s, on_cpu=on_cpu)
+
+
+def run_local_jobs(
+    jobs: Sequence[tuple[str, JobFactory]],
+    options: ClusterOptions,
+    report: Callable[[str], None] = print,
+    poll_s: float = 0.2,
+    on_cpu: bool = False,
+) -> dict[str, str]:
+    """Run ``jobs`` (directory, job factory) as local submitit jobs, at most one per slot at a
+    time, and wait for all. Each job records ``out/jobs/outcome.json``; returns out -> its
+    result, or ``failed``. Jobs ``on_cpu`` take CPU slots whether or not the machine has GPUs."""
+    submitit = require_submitit("local")
     slots = local_slots(options, gpus=0 if on_cpu else None)
     tasks = max(1, len(slots[0]))
     # runs on CPUs, or packed onto shared GPUs, share the cores instead of each starting a
     # thread per core
     shared = not slots[0] or options.runs_per_gpu > 1
     threads = max(1, (os.cpu_count() or 1) // len(slots)) if shared else None
-    pending = list(configs)
-    running: dict[int, tuple[TrainConfig, Any]] = {}
+    pending = list(jobs)
+    running: dict[int, tuple[str, Any]] = {}
     outcome: dict[str, str] = {}
-    total, started = len(configs), 0
+    total, started = len(jobs), 0
     try:
         while pending or running:
             for slot, gpus in enumerate(slots):
                 if slot in running or not pending:
                     continue
-                config = pending.pop(0)
-                folder = Path(config.out).absolute() / LOGS_NAME
+                out, make = pending.pop(0)
+                folder = Path(out).absolute() / LOGS_NAME
                 executor = submitit.LocalExecutor(folder=folder, max_num_timeout=100)
                 executor.update_parameters(
                     timeout_min=time_minutes(options.time),
@@ -538,28 +585,28 @@ def run_local(
                     gpus_per_node=len(gpus),
                     visible_gpus=gpus,
                 )
-                job = executor.submit(RunJob(config.to_dict(), extend, threads))
-                write_claim(config.out, _claim_for(job, "local", folder), job.paths.folder)
+                job = executor.submit(make(threads))
+                write_claim(out, _claim_for(job, "local", folder), job.paths.folder)
                 started += 1
                 where = f" on GPU {','.join(map(str, gpus))}" if gpus else ""
-                report(f"[{started}/{total}] {config.out}: started (local job {job.job_id}){where}")
-                running[slot] = (config, job)
-            for slot, (config, job) in list(running.items()):
+                report(f"[{started}/{total}] {out}: started (local job {job.job_id}){where}")
+                running[slot] = (out, job)
+            for slot, (out, job) in list(running.items()):
                 if not job.done():
                     continue
                 del running[slot]
-                recorded = read_outcome(Path(config.out), str(job.job_id))
+                recorded = read_outcome(Path(out), str(job.job_id))
                 if recorded is not None and recorded["state"] == "success":
-                    outcome[config.out] = str(recorded["result"])
-                    report(f"{config.out}: {outcome[config.out]}")
+                    outcome[out] = str(recorded["result"])
+                    report(f"{out}: {outcome[out]}")
                 else:
-                    outcome[config.out] = "failed"
+                    outcome[out] = "failed"
                     reason = (
                         f"failed: {recorded['error']}"
                         if recorded is not None
                         else "interrupted: the job ended without recording an outcome (killed?)"
                     )
-                    report(f"{config.out}: {reason}")
+                    report(f"{out}: {reason}")
             if running:
                 time.sleep(poll_s)
     except BaseException:

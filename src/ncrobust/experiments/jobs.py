@@ -14,7 +14,7 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +162,34 @@ class RunJob:
             raise
         if record:
             write_outcome(Path(config.out), job_id, "success", result=result)
+        return result
+
+    def checkpoint(self) -> Any:
+        """Requeue this same job (submitit's preemption hook)."""
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self)
+
+
+class OutcomeJob:
+    """A submitit job around any picklable callable that returns a one-word result: it records
+    ``root/jobs/outcome.json`` as :class:`RunJob` does (what ``run_local_jobs`` reads) and
+    requeues itself on preemption, so a job that is done already returns at once."""
+
+    def __init__(self, job: Callable[[], str], root: str | Path) -> None:
+        self.job = job
+        self.root = str(root)
+
+    def __call__(self) -> str:
+        import submitit
+
+        job_id = str(submitit.JobEnvironment().job_id)
+        try:
+            result = self.job()
+        except BaseException as exc:
+            write_outcome(Path(self.root), job_id, "error", _reason(exc))
+            raise
+        write_outcome(Path(self.root), job_id, "success", result=str(result))
         return result
 
     def checkpoint(self) -> Any:

@@ -5,7 +5,10 @@ table), every finding of the paper as one row — its headline number with the 9
 seeds, the criterion next to it and the verdict with its seed count — with everything behind it
 folded below (a details section in Markdown, ``<details>`` in HTML), the thresholds with their
 sources, and the figures (PNG files in ``figures/`` next to ``report.md``; embedded as data URIs
-in ``report.html``). Inline code in any text is rendered as ``<code>`` in HTML.
+in ``report.html``). Inline code in any text is rendered as ``<code>`` in HTML. Measured zoo
+models among the runs (directories with ``zoo.yaml``) add a "Model zoo" section: one row per
+model, the rank correlations of each NC statistic with robust accuracy and what holds across
+the defenses.
 """
 
 from __future__ import annotations
@@ -31,6 +34,18 @@ from ncrobust.study.robustness import (
     robustness_table,
 )
 from ncrobust.study.study import Study
+from ncrobust.study.zoo_summary import (
+    CAPTION,
+    CORRELATION_SHOWN,
+    SHOWN,
+    TITLE,
+    ZooSummary,
+    section_markdown,
+    summarize,
+    zoo_folders,
+)
+from ncrobust.study.zoo_summary import FIGURE_FILE as ZOO_FIGURE
+from ncrobust.study.zoo_summary import draw as draw_zoo
 
 FIGURE_DIR = "figures"
 
@@ -45,6 +60,8 @@ class Report:
     figures: dict[str, list[Path]]
     skipped: dict[str, str]
     robustness: RobustnessTable | None = None
+    zoo: ZooSummary | None = None
+    zoo_figure: Path | None = None
 
 
 def _number(value: float) -> str:
@@ -266,6 +283,7 @@ def _sections(report: Report) -> list[str]:
         *(["TRADES: frozen BN vs original"] if trades else []),
         "Thresholds",
         *(["Robustness"] if report.robustness else []),
+        *([TITLE] if report.zoo else []),
         "Figures",
     ]
 
@@ -304,6 +322,7 @@ def render_markdown(report: Report) -> str:
         "## Thresholds",
         _md_table(THRESHOLD_HEADER, _threshold_rows(report.thresholds)),
         *([robustness_markdown(report.robustness)] if report.robustness else []),
+        *([_zoo_markdown(report)] if report.zoo else []),
         "## Figures",
     ]
     for name in FIGURES:
@@ -314,6 +333,13 @@ def render_markdown(report: Report) -> str:
         elif name in report.skipped:
             parts.append(f"- {name} not drawn: {report.skipped[name]}")
     return "\n\n".join(parts) + "\n"
+
+
+def _zoo_markdown(report: Report) -> str:
+    """The "Model zoo" section, its figure linked from ``figures/`` (when drawn)."""
+    assert report.zoo is not None
+    figure = f"{FIGURE_DIR}/{ZOO_FIGURE}" if report.zoo_figure else None
+    return section_markdown(report.zoo, figure, table=_md_table)
 
 
 # -- HTML -----------------------------------------------------------------------------------
@@ -376,6 +402,31 @@ def _h2(title: str) -> str:
     return f"<h2 id='{_slug(title)}'>{html.escape(title)}</h2>"
 
 
+def _png(path: Path, alt: str, caption: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return (
+        f"<figure><img alt='{alt}' src='data:image/png;base64,{data}'>"
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
+
+
+def _zoo_html(report: Report) -> str:
+    """The "Model zoo" section as HTML, its figure embedded."""
+    zoo = report.zoo
+    assert zoo is not None
+    findings = "".join(f"<li>{_html_text(f)}</li>" for f in zoo.findings())
+    return "\n".join(
+        [
+            _h2(TITLE),
+            _html_table(SHOWN, zoo.model_rows()),
+            f"<p>{html.escape(zoo.note())}</p>",
+            _html_table(CORRELATION_SHOWN, zoo.correlation_rows()),
+            _png(report.zoo_figure, "model zoo", CAPTION) if report.zoo_figure else "",
+            f"<h3>Findings across defenses</h3><ul>{findings}</ul>",
+        ]
+    )
+
+
 def render_html(report: Report) -> str:
     """The report as one self-contained HTML page (figures embedded as base64 PNG)."""
     findings = report.findings
@@ -416,17 +467,14 @@ def render_html(report: Report) -> str:
             if report.robustness
             else []
         ),
+        *([_zoo_html(report)] if report.zoo else []),
         _h2("Figures"),
     ]
     for name in FIGURES:
         if name in report.figures:
             png = next((p for p in report.figures[name] if p.suffix == ".png"), None)
             if png is not None:
-                data = base64.b64encode(png.read_bytes()).decode("ascii")
-                parts.append(
-                    f"<figure><img alt='{name}' src='data:image/png;base64,{data}'>"
-                    f"<figcaption>{html.escape(CAPTIONS[name])}</figcaption></figure>"
-                )
+                parts.append(_png(png, name, CAPTIONS[name]))
         elif name in report.skipped:
             parts.append(
                 f"<p class='missing'>{name} not drawn: {_html_text(report.skipped[name])}</p>"
@@ -453,7 +501,13 @@ def build_report(
     )
     robustness = _in_group_order(study, robustness_table(study, masking_gap))
     findings = order_findings(study, evaluate_findings(study, thresholds))
-    return Report(study, findings, thresholds, written, skipped, robustness)
+    folders = zoo_folders(r.path for g in study.groups for r in g.runs)
+    zoo = summarize(folders) if folders else None
+    zoo_figure = None
+    if zoo is not None and figures:
+        zoo_figure = Path(out_dir) / FIGURE_DIR / ZOO_FIGURE
+        draw_zoo(zoo.table, zoo_figure)
+    return Report(study, findings, thresholds, written, skipped, robustness, zoo, zoo_figure)
 
 
 def _in_group_order(study: Study, table: RobustnessTable) -> RobustnessTable:

@@ -204,6 +204,27 @@ def measure_entry(
     return folder
 
 
+@dataclass(frozen=True)
+class ZooJob:
+    """One zoo model as a picklable job for the executors: load its checkpoint, measure it into
+    ``out/<name>/`` and return ``measured``; ``skipped`` when it is done with these options."""
+
+    entry: ZooEntry
+    out: str
+    options: ZooOptions
+    threads: int | None = None  # CPU threads of torch in this job (None: torch's default)
+
+    def __call__(self) -> str:
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        if is_done(run_dir(Path(self.out), self.entry), self.options):
+            return "skipped"
+        model = catalog.load(self.entry, Path(self.options.model_dir))
+        data = load_points(self.entry.dataset, self.options)
+        measure_entry(self.entry, model, data, Path(self.out), self.options)
+        return "measured"
+
+
 def run_config(
     entry: ZooEntry, data_name: str, attack: AttackSettings, taps: list[str], folder: Path
 ) -> dict[str, Any]:

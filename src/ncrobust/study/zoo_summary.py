@@ -1,12 +1,14 @@
 """The cross-model summary of measured zoo models: one row per model, rank correlations of each
 NC statistic with robust accuracy (bootstrap intervals over models), scatter plots, and the
-"model zoo" report section (``zoo_report.md``) stating what holds across defenses."""
+"model zoo" section stating what holds across defenses (in ``zoo_report.md`` and in the findings
+report of ``ncrobust report`` when it is given zoo model directories)."""
 
 from __future__ import annotations
 
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -151,37 +153,92 @@ def draw(table: pd.DataFrame, path: Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def _markdown(frame: pd.DataFrame) -> str:
-    def cell(value: Any) -> str:
-        if isinstance(value, float):
-            return "–" if not math.isfinite(value) else f"{value:.3f}"
-        return "–" if value is None or value is pd.NA else str(value)
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return "–" if not math.isfinite(value) else f"{value:.3f}"
+    return "–" if value is None or value is pd.NA else str(value)
 
-    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(False)]
+
+SHOWN = ["model", "architecture", "extra_data", "training_method", *STATISTICS,
+         "own_robust_accuracy", "zoo_autoattack_accuracy"]  # fmt: skip
+CORRELATION_SHOWN = ["statistic", "models", "spearman", "low", "high"]
+TITLE = "Model zoo"
+CAPTION = "NC statistics against robust accuracy, one point per zoo model"
+
+
+@dataclass
+class ZooSummary:
+    """The measured zoo models of one report: the summary table and the rank correlations."""
+
+    table: pd.DataFrame
+    correlations: pd.DataFrame
+
+    @staticmethod
+    def _rows(frame: pd.DataFrame) -> list[list[str]]:
+        return [[_cell(v) for v in row] for row in frame.itertuples(False)]
+
+    def model_rows(self) -> list[list[str]]:
+        """The summary table's shown columns (:data:`SHOWN`) as text, one row per model."""
+        return self._rows(self.table[SHOWN])
+
+    def correlation_rows(self) -> list[list[str]]:
+        """The correlations' shown columns (:data:`CORRELATION_SHOWN`) as text."""
+        return self._rows(self.correlations[CORRELATION_SHOWN])
+
+    def note(self) -> str:
+        """Which robust accuracy the correlations use."""
+        sources = ", ".join(sorted(set(self.table.robust_source)))
+        return (
+            f"Robust accuracy correlated: {sources} (the zoo's AutoAttack where its leaderboard "
+            "entry is available locally, else the project's own attack on the measured points)."
+        )
+
+    def findings(self) -> list[str]:
+        """One sentence per NC statistic: what holds across the defenses measured."""
+        return [finding(row) for _, row in self.correlations.iterrows()]
+
+
+def summarize(folders: Sequence[Path]) -> ZooSummary:
+    """The summary of the zoo model directories ``folders``."""
+    table = pd.DataFrame([summary_row(f) for f in folders])
+    return ZooSummary(table, correlations(table))
+
+
+def zoo_folders(paths: Iterable[Path]) -> list[Path]:
+    """Those of ``paths`` that are measured zoo models (they hold ``zoo.yaml``)."""
+    return [Path(p) for p in paths if (Path(p) / ZOO_FILE).is_file()]
+
+
+def section_markdown(
+    summary: ZooSummary, figure: str | None, heading: str = f"## {TITLE}", table: Any = None
+) -> str:
+    """The "model zoo" section as Markdown, the figure linked as ``figure`` (None: not drawn);
+    ``table`` renders (header, rows) (default: plain Markdown cells)."""
+    render = table or _markdown
+    return "\n\n".join(
+        [
+            heading,
+            render(SHOWN, summary.model_rows()),
+            summary.note(),
+            render(CORRELATION_SHOWN, summary.correlation_rows()),
+            *([f"![{CAPTION}]({figure})"] if figure else []),
+            "### Findings across defenses\n\n" + "\n".join(f"- {f}" for f in summary.findings()),
+        ]
+    )
+
+
+def _markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
 
 
 def write_summary(folders: Sequence[Path], out: Path, title: str) -> pd.DataFrame:
     """The summary table, correlations, figure and ``zoo_report.md`` of the measured models."""
-    table = pd.DataFrame([summary_row(f) for f in folders])
-    atomic_write_parquet(table, out / SUMMARY_FILE)
-    corr = correlations(table)
-    atomic_write_parquet(corr, out / CORRELATION_FILE)
-    draw(table, out / FIGURE_FILE)
-    shown = ["model", "architecture", "extra_data", "training_method", *STATISTICS,
-             "own_robust_accuracy", "zoo_autoattack_accuracy"]  # fmt: skip
-    sources = ", ".join(sorted(set(table.robust_source)))
-    text = "\n\n".join(
-        [
-            f"## Model zoo: {title}",
-            _markdown(table[shown]),
-            f"Robust accuracy correlated: {sources} (the zoo's AutoAttack where its leaderboard "
-            "entry is available locally, else the project's own attack on the measured points).",
-            _markdown(corr[["statistic", "models", "spearman", "low", "high"]]),
-            f"![NC statistics against robust accuracy]({FIGURE_FILE})",
-            "### Findings\n\n" + "\n".join(f"- {finding(r)}" for _, r in corr.iterrows()),
-        ]
-    )
+    summary = summarize(folders)
+    atomic_write_parquet(summary.table, out / SUMMARY_FILE)
+    atomic_write_parquet(summary.correlations, out / CORRELATION_FILE)
+    draw(summary.table, out / FIGURE_FILE)
+    text = section_markdown(summary, FIGURE_FILE, heading=f"## {TITLE}: {title}")
     atomic_write_text(out / REPORT_FILE, text + "\n")
-    return table
+    return summary.table
