@@ -38,6 +38,17 @@ def blocks() -> list[Block]:
     ]
 
 
+def _analysis_lines() -> range:
+    """The README lines of the "Analysis" section."""
+    text = README.read_text(encoding="utf-8")
+    start = text.index("\n## Analysis\n")
+    end = text.index("\n## ", start + 1)
+    return range(text.count("\n", 0, start), text.count("\n", 0, end))
+
+
+ANALYSIS_LINES = _analysis_lines()
+
+
 def test_the_readme_has_python_blocks() -> None:
     assert len(blocks()) >= 5
 
@@ -48,6 +59,8 @@ def test_python_block_runs_as_written(
 ) -> None:
     if block.kind == "skip":
         pytest.skip(str(block.what))
+    if block.line in ANALYSIS_LINES:
+        pytest.skip("run, with checks of its tables, by tests/study/test_readme_analysis.py")
     if block.kind == "needs":
         pytest.importorskip(str(block.what))
     monkeypatch.chdir(tmp_path)

@@ -36,13 +36,27 @@ READY, GO = "ready", "go"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``ncrobust bench pack``."""
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--model", default="preact_resnet18", help="registry name")
-    parser.add_argument("--mode", default="at", choices=["st", "at", "trades"])
-    parser.add_argument("--counts", default="1,2,4,8", help="the K to measure, comma-separated")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--batches", type=int, default=None, help="timed batches per run")
-    parser.add_argument("--steps", type=int, default=10, help="PGD steps of AT/TRADES")
+    parser.add_argument(
+        "--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)"
+    )
+    parser.add_argument(
+        "--model", default="preact_resnet18", help="registry name (default: preact_resnet18)"
+    )
+    parser.add_argument(
+        "--mode", default="at", choices=["st", "at", "trades"], help="objective (default: at)"
+    )
+    parser.add_argument(
+        "--counts", default="1,2,4,8", help="the K to measure, comma-separated (default: 1,2,4,8)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=128, help="training batch size (default: 128)"
+    )
+    parser.add_argument(
+        "--batches", type=int, default=None, help="timed batches per run (default: by device)"
+    )
+    parser.add_argument(
+        "--steps", type=int, default=10, help="PGD steps of AT/TRADES (default: 10)"
+    )
     add_compile_flag(parser)
     parser.add_argument("--quick", action="store_true", help="tiny model and sizes (smoke test)")
     parser.add_argument(

@@ -19,6 +19,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
+from ncrobust.errors import UsageError
+
 FORMATS = ("png", "pdf", "svg")
 PANEL_SIZE = (2.7, 1.9)  # inches per panel: readable at paper size with 8 pt text
 STYLE: dict[str, Any] = {
@@ -269,7 +271,7 @@ def check_formats(formats: Sequence[str]) -> list[str]:
     chosen = [f.strip().lower().lstrip(".") for f in formats if f.strip()]
     unknown = [f for f in chosen if f not in FORMATS]
     if unknown or not chosen:
-        raise ValueError(
+        raise UsageError(
             f"unknown figure format(s) {', '.join(unknown) or '(none given)'} "
             f"(choose from {', '.join(FORMATS)})"
         )

@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, fields
 
+from ncrobust.errors import UsageError
+
 
 def _threshold(default: float, help_text: str, source: str) -> float:
     return field(default=default, metadata={"help": help_text, "source": source})
@@ -226,7 +228,7 @@ class Thresholds:
         for f in fields(self):
             value = getattr(self, f.name)
             if not isinstance(value, int | float) or not math.isfinite(value):
-                raise ValueError(f"threshold {f.name} must be a finite number, got {value!r}")
+                raise UsageError(f"threshold {f.name} must be a finite number, got {value!r}")
 
     @staticmethod
     def describe() -> dict[str, str]:
