@@ -7,10 +7,12 @@ runs them, synchronously, so every state is reached deterministically.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -533,3 +535,29 @@ def test_local_executor_packs_two_runs_onto_one_gpu_slot(
         pd.testing.assert_frame_equal(
             _table(tmp_path / "sequential" / name), _table(tmp_path / "local" / name)
         )
+
+
+def test_packed_jobs_run_one_member_per_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any jobs (the zoo's models) packed K per GPU: task i of a group job runs member i."""
+    import submitit
+
+    from ncrobust.experiments.executors import packed_jobs
+
+    ran: list[str] = []
+
+    def factory(name: str, threads: int | None) -> Callable[[], str]:
+        return lambda: ran.append(f"{name}/{threads}") or name
+
+    jobs = [(f"out{i}", functools.partial(factory, f"m{i}")) for i in range(3)]
+    groups = packed_jobs(jobs, 2)
+    assert [list(outs) for outs, _ in groups] == [["out0", "out1"], ["out2"]]
+
+    class Task:
+        def __init__(self, rank: int) -> None:
+            self.global_rank = rank
+
+    last = groups[1][1](4)  # the shorter last group: task 1 has nothing to do
+    for rank, expected in ((0, "m2"), (1, "skipped")):
+        monkeypatch.setattr(submitit, "JobEnvironment", lambda rank=rank: Task(rank))
+        assert last() == expected
+    assert ran == ["m2/4"]

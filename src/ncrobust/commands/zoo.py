@@ -169,7 +169,12 @@ def _run_jobs(
     waits and summarises, SLURM returns once submitted (run the command again to summarise)."""
     from functools import partial
 
-    from ncrobust.experiments.executors import live_job, run_local_jobs, submit_slurm_jobs
+    from ncrobust.experiments.executors import (
+        live_job,
+        packed_jobs,
+        run_local_jobs,
+        submit_slurm_jobs,
+    )
     from ncrobust.experiments.jobs import OutcomeJob
     from ncrobust.zoo import job
 
@@ -187,7 +192,8 @@ def _run_jobs(
         else:
             todo.append((str(folder), partial(make, entry)))
     if cluster.executor == "slurm" and todo:
-        claims = submit_slurm_jobs(todo, cluster, out)
+        packed = cluster.runs_per_gpu  # K models share one GPU: one job of K tasks
+        claims = submit_slurm_jobs(packed_jobs(todo, packed) if packed > 1 else todo, cluster, out)
         print(f"submitted {len(claims)} model(s) as SLURM job {claims[0].job_id.split('_')[0]};"
               " run the same command again when they are done to write the summary")  # fmt: skip
         return 0

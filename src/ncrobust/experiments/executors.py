@@ -486,6 +486,24 @@ def submit_slurm(
     return submit_slurm_jobs(jobs, options, root)
 
 
+def packed_jobs(
+    jobs: Sequence[tuple[str, JobFactory]], k: int
+) -> list[tuple[Sequence[str], JobFactory]]:
+    """``jobs`` in groups of ``k``, each group one job whose task i runs member i, so that k
+    of them share one GPU (``--runs-per-gpu k`` on SLURM)."""
+    chunks = [list(jobs[i : i + k]) for i in range(0, len(jobs), k)]
+    return [
+        ([out for out, _ in chunk], functools.partial(_task_group, [make for _, make in chunk]))
+        for chunk in chunks
+    ]
+
+
+def _task_group(makers: list[JobFactory], threads: int | None) -> Any:
+    from ncrobust.experiments.jobs import TaskGroupJob
+
+    return TaskGroupJob([make(threads) for make in makers])
+
+
 def submit_slurm_jobs(
     jobs: Sequence[tuple[str | Sequence[str], JobFactory]], options: ClusterOptions, root: Path
 ) -> list[JobClaim]:

@@ -199,6 +199,28 @@ class OutcomeJob:
         return submitit.helpers.DelayedSubmission(self)
 
 
+class TaskGroupJob:
+    """One SLURM job of K tasks sharing one GPU (``--runs-per-gpu K``): task ``i`` runs member
+    ``i`` (each records its own outcome); a task without a member (the last group may be
+    shorter) has nothing to do. Requeued as a whole on preemption; finished members return at
+    once."""
+
+    def __init__(self, members: list[Callable[[], str]]) -> None:
+        self.members = members
+
+    def __call__(self) -> str:
+        import submitit
+
+        rank = submitit.JobEnvironment().global_rank
+        return self.members[rank]() if rank < len(self.members) else "skipped"
+
+    def checkpoint(self) -> Any:
+        """Requeue this same job (submitit's preemption hook)."""
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self)
+
+
 def _reason(exc: BaseException) -> str:
     """One line naming an exception (its type when it has no message)."""
     text = " ".join(str(exc).split())
