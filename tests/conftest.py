@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -25,3 +26,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads() -> Iterator[None]:
+    """A test that runs a job in-process (which sets its own thread count, as in its own
+    process) leaves the next tests the thread count they expect: numbers depend on it."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
