@@ -17,11 +17,11 @@ from dataclasses import dataclass
 
 from ncrobust.errors import UsageError
 
-VIEWS = ("clean", "pgd", "train_adv", "gaussian", "targeted", "ncc_adaptive")
-PERTURBED_VIEWS = ("pgd", "train_adv", "gaussian", "targeted", "ncc_adaptive")
 # PGD per layer on that layer's nearest-class-mean rule: one attack per measured layer, so
 # selected explicitly (``all`` and no mode's defaults include it)
 ADAPTIVE_VIEW = "ncc_adaptive"
+PERTURBED_VIEWS = ("pgd", "train_adv", "gaussian", "targeted", ADAPTIVE_VIEW)
+VIEWS = ("clean", *PERTURBED_VIEWS)
 SPLITS = ("train", "test")
 PENULTIMATE = "penultimate"  # the tap of the classifier head's input
 OUTPUT_LAYER = "output"  # the layer name of accuracy / loss rows

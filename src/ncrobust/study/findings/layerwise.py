@@ -12,7 +12,7 @@ from ncrobust.study.findings.claims import CLAIMS, partner, ratio, runs_text
 from ncrobust.study.findings.thresholds import Thresholds
 from ncrobust.study.findings.verdicts import Check, Finding
 from ncrobust.study.study import Study
-from ncrobust.views import OUTPUT_LAYER
+from ncrobust.views import ADAPTIVE_VIEW, OUTPUT_LAYER
 
 NO_LAYERWISE = "no layerwise measurement (train with --final-layers all or measure --layers all)"
 
@@ -194,9 +194,6 @@ def _ncc_findings(
         ),
         _adaptive(study, g, split, early, t),
     ]
-
-
-ADAPTIVE_VIEW = "ncc_adaptive"
 
 
 def _adaptive(study: Study, g: RunGroup, split: str, early: pd.DataFrame, t: Thresholds) -> Finding:
