@@ -485,8 +485,12 @@ def test_slurm_packs_k_tasks_onto_one_gpu_each_training_its_own_run(
 ) -> None:
     import submitit
 
-    from ncrobust.experiments.executors import ClusterOptions, slurm_parameters
-    from ncrobust.experiments.jobs import RunGroupJob
+    from ncrobust.experiments.executors import (
+        ClusterOptions,
+        _run_jobs,
+        packed_jobs,
+        slurm_parameters,
+    )
 
     options = ClusterOptions(executor="slurm", runs_per_gpu=4, cpus_per_gpu=8)
     params = slurm_parameters(options, runs=3)
@@ -499,9 +503,11 @@ def test_slurm_packs_k_tasks_onto_one_gpu_each_training_its_own_run(
                 "mode": "st", "seed": seed, "epochs": 1, "steps": 1, "views": "clean",
                 "device": "cpu", "checkpoint_every": 0, "out": str(tmp_path / f"s{seed}"),
             },
-        ).to_dict()
+        )
         for seed in (1, 2)
     ]  # fmt: skip
+    ((outs, make),) = packed_jobs(_run_jobs(configs, False, packed=True), 4)  # as submit_slurm
+    assert list(outs) == [c.out for c in configs]
 
     class Task:
         def __init__(self, rank: int) -> None:
@@ -510,7 +516,7 @@ def test_slurm_packs_k_tasks_onto_one_gpu_each_training_its_own_run(
 
     for rank, expected in ((1, "trained"), (2, "skipped")):  # a shorter last group idles
         monkeypatch.setattr(submitit, "JobEnvironment", lambda rank=rank: Task(rank))
-        assert RunGroupJob(configs, threads=1)() == expected
+        assert make(1)() == expected
     assert RunDirectory(tmp_path / "s2").is_complete() and not (tmp_path / "s1").exists()
     outcome = json.loads((tmp_path / "s2" / "jobs" / "outcome.json").read_text())
     assert (outcome["job_id"], outcome["state"]) == ("77_0", "success")  # read by sweep status

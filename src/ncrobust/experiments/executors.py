@@ -460,30 +460,21 @@ def run_statuses(configs: Sequence[TrainConfig]) -> list[RunStatus]:
 JobFactory = Callable[[int | None], Any]
 
 
-def _run_jobs(configs: Sequence[TrainConfig], extend: bool) -> list[tuple[str, JobFactory]]:
+def _run_jobs(
+    configs: Sequence[TrainConfig], extend: bool, packed: bool = False
+) -> list[tuple[str, JobFactory]]:
     from ncrobust.experiments.jobs import RunJob
 
-    return [(c.out, functools.partial(RunJob, c.to_dict(), extend)) for c in configs]
+    return [(c.out, functools.partial(RunJob, c.to_dict(), extend, packed=packed)) for c in configs]
 
 
 def submit_slurm(
     configs: Sequence[TrainConfig], options: ClusterOptions, root: Path, extend: bool
 ) -> list[JobClaim]:
     """Submit ``configs`` as one SLURM job array; record each run's claim."""
-    from ncrobust.experiments.jobs import RunGroupJob
-
-    packed = options.runs_per_gpu
-    if packed == 1:
-        return submit_slurm_jobs(_run_jobs(configs, extend), options, root)
-    groups = [list(configs[i : i + packed]) for i in range(0, len(configs), packed)]
-    jobs: list[tuple[Sequence[str], JobFactory]] = [
-        (
-            [c.out for c in group],
-            functools.partial(RunGroupJob, [c.to_dict() for c in group], extend),
-        )
-        for group in groups
-    ]  # one job per group: its K tasks share one GPU, a run each
-    return submit_slurm_jobs(jobs, options, root)
+    packed = options.runs_per_gpu  # K runs share one GPU: one job of K tasks, a run each
+    jobs = _run_jobs(configs, extend, packed=packed > 1)
+    return submit_slurm_jobs(packed_jobs(jobs, packed) if packed > 1 else jobs, options, root)
 
 
 def packed_jobs(

@@ -128,32 +128,37 @@ class RunJob:
     resumes. A job of several tasks (``--gpus-per-run`` > 1) exports the torch.distributed
     environment first, so every task joins the same data-parallel run; each task decides
     start/resume/skip from the files, which agree because rank 0 writes nothing before the
-    process group has formed (every task is then inside ``train``).
+    process group has formed (every task is then inside ``train``). A ``packed`` job is one of
+    K runs sharing a GPU (``--runs-per-gpu K``, a member of a
+    :class:`TaskGroupJob`): its task trains this run alone and records its own outcome.
     """
 
     def __init__(
-        self, config: dict[str, Any], extend: bool = False, threads: int | None = None
+        self,
+        config: dict[str, Any],
+        extend: bool = False,
+        threads: int | None = None,
+        packed: bool = False,
     ) -> None:
         self.config = config
         self.extend = extend
         self.threads = threads  # CPU threads of torch in this job (None: torch's default)
+        self.packed = packed
 
     def __call__(self) -> str:
         import submitit
 
         env = submitit.JobEnvironment()
-        if env.num_tasks > 1 and "WORLD_SIZE" not in os.environ:
+        if not self.packed and env.num_tasks > 1 and "WORLD_SIZE" not in os.environ:
             # each task keeps every GPU of the job visible and uses the one of its LOCAL_RANK
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
         if self.threads:
             import torch
 
             torch.set_num_threads(self.threads)
-        return self._recorded(self.config, str(env.job_id), record=env.global_rank == 0)
-
-    def _recorded(self, values: dict[str, Any], job_id: str, record: bool) -> str:
-        """Train the run of config ``values``; with ``record``, write the job's outcome."""
-        config = apply_overrides(TrainConfig(), values)
+        record = self.packed or env.global_rank == 0  # a data-parallel run: rank 0 records
+        job_id = str(env.job_id)
+        config = apply_overrides(TrainConfig(), self.config)
         try:
             result = execute_run(config, extend=self.extend, progress=False)
         except BaseException as exc:
@@ -264,27 +269,3 @@ def read_outcome(root: Path, job_id: str) -> dict[str, Any] | None:
         "error": " ".join(str(data.get("error", "")).split())[:500],
         "result": str(data.get("result", "")),
     }
-
-
-class RunGroupJob(RunJob):
-    """The callable of one SLURM job whose K tasks share one GPU: task ``i`` trains grid point
-    ``i`` of the group (``--runs-per-gpu K``); a task without a point (the last group may be
-    shorter) has nothing to do. Requeued as a whole on preemption, like :class:`RunJob`."""
-
-    def __init__(
-        self, configs: list[dict[str, Any]], extend: bool = False, threads: int | None = None
-    ) -> None:
-        super().__init__({}, extend, threads)
-        self.configs = configs
-
-    def __call__(self) -> str:
-        import submitit
-
-        env = submitit.JobEnvironment()
-        if env.global_rank >= len(self.configs):
-            return "skipped"
-        if self.threads:
-            import torch
-
-            torch.set_num_threads(self.threads)
-        return self._recorded(self.configs[env.global_rank], str(env.job_id), record=True)
